@@ -1,0 +1,1 @@
+"""Append-only, hash-chained, Merkle-provable audit trail. Never imports gateway."""

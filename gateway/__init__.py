@@ -1,0 +1,1 @@
+"""tunegate gateway: the FastAPI service that decides and records."""

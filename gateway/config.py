@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Known only so that prod start-up can refuse it; dev tokens are signed with it.
+DEV_JWT_SECRET = "tunegate-dev-secret-do-not-use-in-production!"
+MIN_SECRET_BYTES = 32
+
+
+class InsecureSettingsError(ValueError):
+    """Raised at start-up when a production configuration is unsafe."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNEGATE_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./var/tunegate.db", description="SQLAlchemy URL (sqlite or postgresql+psycopg)"
+    )
+    env: Literal["dev", "prod"] = Field("dev", description="dev relaxes secrets; prod refuses them")
+    jwt_secret: str | None = Field(None, description="HS256 secret, at least 32 bytes in prod")
+    jwt_issuer: str = Field("tunegate", description="required iss claim (exact match)")
+    jwt_audience: str = Field("tunegate", description="required aud claim")
+    jwks_url: str | None = Field(None, description="OIDC JWKS URL; enables RS256/ES256 tokens")
+    jwks_min_refresh_seconds: float = Field(
+        60.0, description="an unknown kid refetches the key set at most this often"
+    )
+    max_token_bytes: int = Field(8192, description="longer bearer tokens are refused unread")
+    artifact_dir: Path = Field(Path("./var/artifacts"), description="content-addressed storage")
+    audit_signing_key: Path | None = Field(
+        None, description="Ed25519 private key (PEM); dev generates one under artifact_dir"
+    )
+    audit_checkpoint_every: int = Field(
+        1000, ge=1, description="sign a checkpoint every N audit events"
+    )
+    policy_poll_seconds: float = Field(
+        0.5, gt=0, description="how often a process looks for policy changes made elsewhere"
+    )
+    log_json: bool | None = Field(None, description="JSON logs; default: on in prod, off in dev")
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets_outside_dev(self) -> Settings:
+        if self.env == "dev":
+            return self
+        if self.jwt_secret is None and self.jwks_url is None:
+            raise InsecureSettingsError(
+                "TUNEGATE_JWT_SECRET (or TUNEGATE_JWKS_URL) is required outside dev"
+            )
+        if self.jwt_secret is not None:
+            if self.jwt_secret == DEV_JWT_SECRET:
+                raise InsecureSettingsError("TUNEGATE_JWT_SECRET is the dev default")
+            if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                raise InsecureSettingsError(
+                    f"TUNEGATE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+                )
+        if self.audit_signing_key is None:
+            raise InsecureSettingsError("TUNEGATE_AUDIT_SIGNING_KEY is required outside dev")
+        return self
+
+    @property
+    def effective_jwt_secret(self) -> str | None:
+        if self.jwt_secret is not None:
+            return self.jwt_secret
+        return DEV_JWT_SECRET if self.env == "dev" else None
+
+    @property
+    def effective_signing_key_path(self) -> Path:
+        return self.audit_signing_key or self.artifact_dir / "audit-signing-key.pem"
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json if self.log_json is not None else self.env == "prod"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

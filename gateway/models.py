@@ -1,0 +1,8 @@
+"""Every table module, imported once, so SQLModel.metadata is complete for alembic."""
+
+from sqlmodel import SQLModel
+
+import audit.models  # noqa: F401
+import policies.models  # noqa: F401
+
+metadata = SQLModel.metadata

@@ -1,0 +1,85 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when
+TUNEGATE_TEST_POSTGRES_URL is set), each migrated by alembic to head."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from gateway import migrations
+from gateway.db import make_engine
+
+POSTGRES_URL = os.environ.get("TUNEGATE_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+class DatabaseFactory:
+    """Creates throw-away databases: a file for SQLite, a fresh database for PostgreSQL."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._engines: list[Engine] = []
+        self._pg_databases: list[str] = []
+
+    def url(self, backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{self._tmp.mktemp('db') / 'tunegate.db'}"
+        assert POSTGRES_URL, "PostgreSQL needs TUNEGATE_TEST_POSTGRES_URL"
+        name = f"tunegate_t_{uuid.uuid4().hex[:12]}"
+        admin = make_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        self._pg_databases.append(name)
+        return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+    def engine(self, backend: str, *, migrate: bool = True, **kwargs) -> Engine:
+        engine = make_engine(self.url(backend), **kwargs)
+        if migrate:
+            migrations.upgrade(engine)
+        self._engines.append(engine)
+        return engine
+
+    def close(self) -> None:
+        for engine in self._engines:
+            engine.dispose()
+        if not self._pg_databases:
+            return
+        admin = make_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for name in self._pg_databases:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(tmp_path_factory)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def engine(databases: DatabaseFactory, backend: str) -> Engine:
+    """A migrated database shared by the whole session, on each backend."""
+    return databases.engine(backend)
+
+
+@pytest.fixture
+def fresh_engine(databases: DatabaseFactory, backend: str) -> Callable[..., Engine]:
+    """A new, empty, migrated database for a test that needs one to itself."""
+
+    def make(**kwargs) -> Engine:
+        return databases.engine(backend, **kwargs)
+
+    return make
