@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Known only so that prod start-up can refuse it; dev tokens are signed with it.
-DEV_JWT_SECRET = "tunegate-dev-secret-do-not-use-in-production!"
+DEV_JWT_SECRET = "tunegate-dev-secret-do-not-use-in-production!"  # noqa: S105
 MIN_SECRET_BYTES = 32
 
 
@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     jwt_audience: str = Field("tunegate", description="required aud claim")
     jwks_url: str | None = Field(None, description="OIDC JWKS URL; enables RS256/ES256 tokens")
     jwks_min_refresh_seconds: float = Field(
-        60.0, description="an unknown kid refetches the key set at most this often"
+        60.0, ge=0, description="the key set is fetched at most this often (unknown kid, expiry)"
+    )
+    jwks_cache_seconds: float = Field(
+        300.0, gt=0, description="how long a fetched key set is trusted before refetching"
     )
     max_token_bytes: int = Field(8192, description="longer bearer tokens are refused unread")
     artifact_dir: Path = Field(Path("./var/artifacts"), description="content-addressed storage")

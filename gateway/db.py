@@ -8,6 +8,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "tunegate_read_only"
 
 
 def make_engine(database_url: str, **kwargs) -> Engine:
@@ -42,7 +43,16 @@ def install_sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine for work that never writes (polling, exports, health checks): on
+    SQLite its transactions read a WAL snapshot without taking the write lock."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -83,3 +83,46 @@ def fresh_engine(databases: DatabaseFactory, backend: str) -> Callable[..., Engi
         return databases.engine(backend, **kwargs)
 
     return make
+
+
+# --- the gateway app --------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway_settings(fresh_engine, tmp_path):
+    """Settings for a gateway over a new, migrated and seeded database."""
+    from gateway.bootstrap import seed_policy
+    from gateway.config import Settings
+
+    engine = fresh_engine()
+    seed_policy(engine)
+    return Settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        env="dev",
+        artifact_dir=tmp_path / "artifacts",
+        audit_checkpoint_every=50,
+        policy_poll_seconds=0.2,
+    )
+
+
+@pytest.fixture
+def client(gateway_settings):
+    """The real ASGI app, lifespan included, driven in-process through httpx."""
+    from fastapi.testclient import TestClient
+
+    from gateway.main import create_app
+
+    with TestClient(create_app(gateway_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def token(gateway_settings):
+    """token(sub, *roles, tenant="default") -> "Bearer ..." header value."""
+    from gateway.security import mint_dev_token
+
+    def make(sub: str, *roles: str, tenant: str = "default", ttl: int = 3600) -> dict:
+        value = mint_dev_token(gateway_settings, sub=sub, roles=list(roles), tenant=tenant, ttl=ttl)
+        return {"Authorization": f"Bearer {value}"}
+
+    return make

@@ -61,6 +61,12 @@ def upgrade() -> None:
         batch_op.create_index('ix_audit_events_tenant_seq', ['tenant', 'seq'], unique=False)
         batch_op.create_index('ix_audit_events_ts', ['ts'], unique=False)
 
+    op.create_table('audit_tree_nodes',
+    sa.Column('level', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('idx', sa.BigInteger(), autoincrement=False, nullable=False),
+    sa.Column('hash', sa.LargeBinary(length=32), nullable=False),
+    sa.PrimaryKeyConstraint('level', 'idx')
+    )
     op.create_table('casbin_rule',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ptype', sa.String(length=8), nullable=False),
@@ -161,4 +167,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_audit_checkpoints_tree_size'))
 
     op.drop_table('audit_checkpoints')
+    op.drop_table('audit_tree_nodes')
     op.drop_table('audit_chain_head')

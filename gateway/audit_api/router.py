@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
+
+from gateway.audit_api import service
+from gateway.audit_api.schemas import (
+    AuditEventsPage,
+    AuditVerification,
+    CheckpointPublic,
+    InclusionProofPublic,
+    PublicKey,
+)
+from gateway.deps import Authorized, SessionDep, StateDep, authorize
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+ReadAudit = Annotated[Authorized, authorize("audit", "read")]
+MAX_SEQ = 2**62
+SeqParam = Annotated[
+    int, Query(ge=0, le=MAX_SEQ, description="return events after this seq (cursor)")
+]
+TextFilter = Annotated[str | None, Query(max_length=512)]
+TimeFilter = Annotated[
+    str | None, Query(max_length=40, description="RFC 3339 time, e.g. 2026-11-28T12:00:00Z")
+]
+
+
+def _filters(actor, action, resource, tenant, decision, since, until) -> dict:
+    return {
+        "actor": actor, "action": action, "resource": resource, "tenant": tenant,
+        "decision": decision, "since": since, "until": until,
+    }  # fmt: skip
+
+
+@router.get("/events", response_model=AuditEventsPage)
+def list_audit_events(
+    session: SessionDep,
+    authorized: ReadAudit,
+    after: SeqParam = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    actor: TextFilter = None,
+    action: TextFilter = None,
+    resource: TextFilter = None,
+    tenant: TextFilter = None,
+    decision: Literal["allow", "deny", "error"] | None = None,
+    since: TimeFilter = None,
+    until: TimeFilter = None,
+) -> AuditEventsPage:
+    page = service.list_events(
+        session, authorized=authorized, after=after, limit=limit,
+        filters=_filters(actor, action, resource, tenant, decision, since, until),
+    )  # fmt: skip
+    return AuditEventsPage(
+        data=page.events, has_more=page.next_after is not None, next_after=page.next_after
+    )
+
+
+@router.get("/verify", response_model=AuditVerification)
+def verify_audit_chain(
+    session: SessionDep, authorized: Annotated[Authorized, authorize("audit", "verify")]
+) -> AuditVerification:
+    return AuditVerification(**service.verify_chain(session, authorized=authorized).to_dict())
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+def export_audit_events(
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("audit", "export")],
+    after: SeqParam = 0,
+    actor: TextFilter = None,
+    action: TextFilter = None,
+    resource: TextFilter = None,
+    tenant: TextFilter = None,
+    decision: Literal["allow", "deny", "error"] | None = None,
+    since: TimeFilter = None,
+    until: TimeFilter = None,
+) -> StreamingResponse:
+    lines = service.export_events(
+        session, authorized=authorized, after=after,
+        filters=_filters(actor, action, resource, tenant, decision, since, until),
+    )  # fmt: skip
+    return StreamingResponse(lines, media_type="application/x-ndjson")
+
+
+@router.get("/events/{seq}/proof", response_model=InclusionProofPublic)
+def audit_inclusion_proof(
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    session: SessionDep,
+    authorized: ReadAudit,
+    tree_size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
+) -> dict:
+    return service.inclusion_proof(session, authorized=authorized, seq=seq, tree_size=tree_size)
+
+
+@router.get("/checkpoints/latest", response_model=CheckpointPublic)
+def latest_audit_checkpoint(session: SessionDep, authorized: ReadAudit) -> dict:
+    return service.latest_checkpoint(session, authorized=authorized).to_json()
+
+
+@router.get("/public-key", response_model=PublicKey)
+def audit_public_key(state: StateDep, _authorized: ReadAudit) -> PublicKey:
+    return PublicKey(
+        key_id=state.signer.key_id, public_key_pem=state.signer.public_key_pem().decode()
+    )

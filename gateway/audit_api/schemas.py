@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    seq: int
+    ts: str
+    actor: str
+    tenant: str
+    action: str
+    resource: str
+    decision: str
+    policy_version: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditEventsPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditEventPublic]
+    has_more: bool
+    next_after: int | None = Field(None, description="pass as `after` for the next page")
+
+
+class VerifyReason(BaseModel):
+    code: str
+    message: str
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    length: int
+    head: str | None
+    first_bad_seq: int | None
+    reason: VerifyReason | None
+    checkpoints_checked: int = 0
+
+
+class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tree_size: int
+    root_hash: str
+    ts: str
+    key_id: str
+    signature: str
+
+
+class InclusionProofPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    seq: int
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    hashes: list[str]
+    root_hash: str
+
+
+class PublicKey(BaseModel):
+    key_id: str
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    public_key_pem: str

@@ -1,0 +1,90 @@
+"""`tunegate` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="tunegate: a governance gateway for LLM fine-tuning.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit trail tools.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Bring the schema to REVISION (default: head) and load the seed policy if empty."""
+    from gateway.bootstrap import prepare_database
+    from gateway.config import get_settings
+
+    settings = get_settings()
+    prepare_database(settings, revision=revision)
+    typer.echo(f"database at {revision}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the gateway (the schema must be at head: `tunegate db upgrade`)."""
+    import uvicorn
+
+    uvicorn.run(
+        "gateway.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="subject (user id)")],
+    role: Annotated[list[str], typer.Option(help="role name; repeat for several")] = [],  # noqa: B006
+    tenant: Annotated[str, typer.Option(help="tenant")] = "default",
+    ttl: Annotated[int, typer.Option(help="lifetime in seconds", min=1, max=86_400 * 30)] = 3600,
+) -> None:
+    """Print a signed dev token (HS256 with TUNEGATE_JWT_SECRET)."""
+    from gateway.config import get_settings
+    from gateway.security import TokenMintingError, mint_dev_token
+
+    try:
+        typer.echo(mint_dev_token(get_settings(), sub=sub, roles=role, tenant=tenant, ttl=ttl))
+    except TokenMintingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@audit_app.command("verify-proof")
+def verify_proof(
+    proof: Annotated[Path, typer.Argument(help="JSON from GET /v1/audit/events/{seq}/proof")],
+    checkpoint: Annotated[Path, typer.Argument(help="JSON from GET /v1/audit/checkpoints/latest")],
+    public_key: Annotated[Path, typer.Argument(help="PEM from GET /v1/audit/public-key")],
+) -> None:
+    """Check an inclusion proof offline against a signed checkpoint and the public key."""
+    from audit.offline import verify_proof
+
+    verdict = verify_proof(
+        proof.read_bytes(), checkpoint.read_bytes(), public_key.read_bytes()
+    )
+    typer.echo(json.dumps({"ok": verdict.ok, "code": verdict.code, "message": verdict.message}))
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="tunegate")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,141 @@
+"""Admin policy changes and dry runs. Never commits: the policy change, its new version
+and its audit event land in the request's one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel import Session
+
+from gateway.audit_api.service import record_allowed
+from gateway.deps import Authorized, after_commit
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.policies_api.schemas import PolicyCheck, RuleIn
+from policies import store
+from policies.enforcer import Decision
+from policies.vocabulary import GLOBAL_TENANT, PolicyError, Rule, parse_rule
+
+# Where each ptype names its tenant: a tenant admin governs that tenant only. Baseline
+# rules for every tenant (`*`) come from the seed, and g2 classification links from data
+# source approval, never from this API.
+TENANT_FIELD = {"p": 1, "g": 2}
+
+
+def policy_error(exc: PolicyError) -> GatewayError:
+    error = GatewayError(exc.message, code=exc.reason, param=exc.field)
+    error.status_code = exc.http_status
+    return error
+
+
+def _parse_in_tenant(rules: Sequence[RuleIn], tenant: str) -> list[Rule]:
+    parsed = []
+    for index, rule_in in enumerate(rules):
+        try:
+            rule = parse_rule([rule_in.ptype, *rule_in.values])
+        except PolicyError as exc:
+            raise InvalidRequest(
+                f"rules[{index}]: {exc.message}", code=exc.reason, param=f"rules.{index}"
+            ) from None
+        if rule.values[TENANT_FIELD[rule.ptype]] != tenant:
+            raise InvalidRequest(
+                f"rules[{index}]: a rule here must name your tenant {tenant!r}",
+                code="rule_outside_tenant",
+                param=f"rules.{index}",
+            )
+        parsed.append(rule)
+    return parsed
+
+
+def change_rules(
+    session: Session,
+    *,
+    authorized: Authorized,
+    add: Sequence[RuleIn] = (),
+    remove: Sequence[RuleIn] = (),
+    reason: str | None = None,
+) -> store.PolicyVersionInfo:
+    tenant = authorized.principal.tenant
+    added = _parse_in_tenant(add, tenant)
+    removed = _parse_in_tenant(remove, tenant)
+    try:
+        version = store.change_rules(
+            session, actor=authorized.principal.subject, add=added, remove=removed, reason=reason
+        )
+    except PolicyError as exc:
+        raise policy_error(exc) from None
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="policy.rules_added" if added else "policy.rules_removed",
+        details={
+            "version_id": version.id,
+            "new_policy_version": version.hash,
+            "parent_policy_version": version.parent_hash,
+            "added": [rule.line for rule in version.added][:50],
+            "removed": [rule.line for rule in version.removed][:50],
+            "rule_count": version.rule_count,
+        },
+    )
+    state = session.info["gateway"]
+    after_commit(session, lambda: state.policy.refresh(state.engine))
+    return version
+
+
+def list_rules(
+    session: Session,
+    *,
+    authorized: Authorized,
+    tenant: str | None,
+    ptype: str | None,
+    sub: str | None,
+    obj: str | None,
+    act: str | None,
+    limit: int,
+    after: int | None,
+) -> store.RulePage:
+    own = authorized.principal.tenant
+    if tenant not in (None, own, GLOBAL_TENANT):
+        raise InvalidRequest(
+            f"tenant must be {own!r} or {GLOBAL_TENANT!r}", code="tenant_not_visible",
+            param="tenant",
+        )
+    try:
+        return store.list_rules(
+            session, ptype=ptype, tenant=tenant or own, sub=sub, obj=obj, act=act,
+            limit=limit, after=after,
+        )  # fmt: skip
+    except PolicyError as exc:
+        raise policy_error(exc) from None
+
+
+def list_versions(
+    session: Session, *, limit: int, before: int | None, with_changes: bool
+) -> store.VersionPage:
+    try:
+        return store.list_versions(
+            session, limit=limit, before=before, with_changes=with_changes
+        )
+    except PolicyError as exc:
+        raise policy_error(exc) from None
+
+
+def check(session: Session, *, authorized: Authorized, request: PolicyCheck) -> Decision:
+    """A dry run in the caller's tenant: what the policy would decide, and the rule that
+    decided. Recorded, since it reveals who may do what."""
+    state = session.info["gateway"]
+    tenant = authorized.principal.tenant
+    decision = state.policy.decide(
+        request.sub, tenant, request.obj, request.act, extra_roles=request.roles
+    )
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="policy.checked",
+        details={
+            "request": {"sub": request.sub, "obj": request.obj, "act": request.act},
+            "decision": decision.outcome,
+            "decided_by": list(decision.rule) if decision.rule else None,
+            "checked_policy_version": decision.policy_version,
+        },
+    )
+    return decision

@@ -1,0 +1,112 @@
+"""What one gateway process holds for its lifetime: settings, the database engine, the
+token verifier, the policy engine (kept in step with the database by a poller thread) and
+the audit checkpoint signer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from audit.checkpoints import Signer, load_or_create_signer, load_signer
+from gateway.config import Settings
+from gateway.db import make_engine
+from gateway.migrations import alembic_config
+from gateway.security import Principal, TokenVerifier
+from policies.enforcer import Decision, PolicyEngine, Refresher
+
+log = structlog.get_logger()
+
+
+class SchemaNotReadyError(RuntimeError):
+    """The database is not at the newest migration: run `tunegate db upgrade`."""
+
+
+def check_schema_at_head(engine: Engine) -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise SchemaNotReadyError(
+            f"database schema is at {current or 'nothing'}, the code needs {head}: "
+            "run `tunegate db upgrade`"
+        )
+
+
+def load_audit_signer(settings: Settings) -> Signer:
+    if settings.audit_signing_key is not None and settings.audit_signing_key.exists():
+        return load_signer(settings.audit_signing_key)
+    if settings.env != "dev":
+        raise FileNotFoundError(f"audit signing key not found: {settings.audit_signing_key}")
+    return load_or_create_signer(settings.effective_signing_key_path)
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    engine: Engine
+    token_verifier: TokenVerifier
+    policy: PolicyEngine
+    signer: Signer
+    refresher: Refresher | None = None
+
+    @classmethod
+    def start(cls, settings: Settings) -> GatewayState:
+        token_verifier = TokenVerifier(settings)
+        engine = make_engine(settings.database_url)
+        check_schema_at_head(engine)
+        policy = PolicyEngine.from_db(engine)
+        state = cls(
+            settings=settings,
+            engine=engine,
+            token_verifier=token_verifier,
+            policy=policy,
+            signer=load_audit_signer(settings),
+        )
+        state.refresher = policy.start_refresher(engine, interval=settings.policy_poll_seconds)
+        return state
+
+    def stop(self) -> None:
+        if self.refresher is not None:
+            self.refresher.stop()
+        self.engine.dispose()
+
+    def record_denial(
+        self,
+        *,
+        principal: Principal,
+        obj: str,
+        act: str,
+        decision: Decision,
+        route: str,
+        method: str,
+    ) -> None:
+        """A denial is audited in a transaction of its own: the request's transaction is
+        about to roll back with the refusal."""
+        from gateway.audit_api.service import record
+
+        details = {"route": route, "method": method, "act": act}
+        if decision.error is not None:
+            details["error"] = decision.error
+        resource = obj if decision.error is None else "invalid-request"
+        try:
+            with Session(self.engine) as session:
+                session.info["gateway"] = self
+                record(
+                    session,
+                    actor=principal.sub,
+                    tenant=principal.tenant,
+                    action="authz.denied",
+                    resource=resource,
+                    decision=decision.outcome,
+                    policy_version=decision.policy_version or None,
+                    details=details,
+                )
+                session.commit()
+        except Exception:
+            # The refusal stands whether or not it could be recorded; the log says which.
+            log.exception("audit.denial_not_recorded", route=route, act=act)
