@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, String
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Text
 from sqlmodel import Field, SQLModel
 
-GENESIS_HASH = bytes(32)
+from audit.hashing import GENESIS_HASH
 
 
 class AuditEvent(SQLModel, table=True):
@@ -58,3 +58,45 @@ class AuditCheckpoint(SQLModel, table=True):
     ts: str = Field(sa_column=Column(String(32), nullable=False))
     key_id: str = Field(sa_column=Column(String(64), nullable=False))
     signature: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class AuditTreeNode(SQLModel, table=True):
+    """Perfect-subtree hashes of the Merkle tree at levels >= 8 (256 leaves and up),
+    written by the append that completes them (one row per 128 events on average).
+    Inclusion proofs read these plus at most two blocks of 256 bodies, so a proof costs
+    the same at a billion events as at a thousand."""
+
+    __tablename__ = "audit_tree_nodes"
+
+    level: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
+# SQLite autoincrements only an INTEGER PRIMARY KEY (the rowid); PostgreSQL gets BIGSERIAL.
+QUEUE_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class AuditQueued(SQLModel, table=True):
+    """An event recorded in its caller's transaction and not yet chained. The sequencer
+    (audit.chain.sequence) chains queued rows in id order and deletes them in the same
+    transaction. The database refuses UPDATE; DELETE is how rows leave.
+
+    ``sqlite_autoincrement``: ids are never reused on SQLite either, so an id names one
+    event for good."""
+
+    __tablename__ = "audit_queue"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(
+        default=None, sa_column=Column(QUEUE_ID, primary_key=True, autoincrement=True)
+    )
+    ts: str = Field(sa_column=Column(String(32), nullable=False))
+    actor: str = Field(sa_column=Column(String(256), nullable=False))
+    tenant: str = Field(sa_column=Column(String(128), nullable=False))
+    action: str = Field(sa_column=Column(String(128), nullable=False))
+    resource: str = Field(sa_column=Column(String(512), nullable=False))
+    decision: str = Field(sa_column=Column(String(16), nullable=False))
+    policy_version: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    # canonical JSON text (audit.event.encode_details), copied verbatim into the body
+    details: str = Field(sa_column=Column(Text, nullable=False))

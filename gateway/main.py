@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from gateway import __doc__ as gateway_doc
 from gateway.audit_api.router import router as audit_router
 from gateway.config import Settings, get_settings
+from gateway.data_sources.router import router as data_sources_router
 from gateway.errors import install_error_handlers
 from gateway.health import router as health_router
 from gateway.logging import RequestContextMiddleware, configure_logging
@@ -49,4 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(policies_router)
     app.include_router(audit_router)
+    app.include_router(data_sources_router)
     return app

@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 import audit.models  # noqa: F401
+import gateway.data_sources.models  # noqa: F401
 import policies.models  # noqa: F401
 
 metadata = SQLModel.metadata

@@ -18,7 +18,7 @@ from gateway.deps import Authorized, SessionDep, StateDep, authorize
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 ReadAudit = Annotated[Authorized, authorize("audit", "read")]
-MAX_SEQ = 2**62
+MAX_SEQ = 2**53 - 1  # the largest integer canonical JSON (and so an audit body) holds
 SeqParam = Annotated[
     int, Query(ge=0, le=MAX_SEQ, description="return events after this seq (cursor)")
 ]

@@ -159,4 +159,5 @@ def latest_checkpoint(session: Session, *, authorized: Authorized) -> Checkpoint
 
 
 def _filter_summary(filters: Mapping[str, Any]) -> dict[str, str]:
-    return {key: str(value) for key, value in sorted(filters.items())}
+    # Bounded so that any legal query fits in an audit event's details.
+    return {key: str(value)[:128] for key, value in sorted(filters.items())}

@@ -21,7 +21,8 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"])
 ReadPolicy = Annotated[Authorized, authorize("policy", "read")]
 EditPolicy = Annotated[Authorized, authorize("policy", "edit")]
 FilterValue = Annotated[str | None, Query(max_length=256)]
-Cursor = Annotated[int | None, Query(ge=0, le=2**62)]
+# Rule and version ids are 32-bit integer columns.
+Cursor = Annotated[int | None, Query(ge=0, le=2**31 - 1)]
 
 
 @router.get("/rules", response_model=RulesPage)

@@ -19,6 +19,7 @@ from policies.vocabulary import GLOBAL_TENANT, PolicyError, Rule, parse_rule
 # rules for every tenant (`*`) come from the seed, and g2 classification links from data
 # source approval, never from this API.
 TENANT_FIELD = {"p": 1, "g": 2}
+AUDITED_RULES = 10
 
 
 def policy_error(exc: PolicyError) -> GatewayError:
@@ -71,8 +72,11 @@ def change_rules(
             "version_id": version.id,
             "new_policy_version": version.hash,
             "parent_policy_version": version.parent_hash,
-            "added": [rule.line for rule in version.added][:50],
-            "removed": [rule.line for rule in version.removed][:50],
+            # The full diff is the version's `changes`; the event names the first few.
+            "added": [rule.line for rule in version.added][:AUDITED_RULES],
+            "removed": [rule.line for rule in version.removed][:AUDITED_RULES],
+            "added_count": len(version.added),
+            "removed_count": len(version.removed),
             "rule_count": version.rule_count,
         },
     )

@@ -152,3 +152,21 @@ class TestSeveralProcesses:
                 time.sleep(0.05)
             assert seen["decision"] == "allow"
             assert seen["policy_version"] == version.json()["hash"]
+
+
+class TestLargeChanges:
+    def test_a_change_of_a_thousand_rules_is_one_version_and_one_bounded_event(
+        self, client, token
+    ):
+        admin = token("root", "admin")
+        rules = [
+            {"ptype": "p", "values": [f"user:user{i:04d}-{'x' * 80}", "default",
+                                      f"ds:source-{i:04d}-{'y' * 80}", "train", "allow"]}
+            for i in range(1000)
+        ]
+        response = client.post("/v1/policies/rules", json={"rules": rules}, headers=admin)
+        assert response.status_code == 201, response.text
+        assert response.json()["rule_count"] >= 1000
+        [event] = _audit(client, admin, action="policy.rules_added")
+        assert event["details"]["added_count"] == 1000
+        assert len(event["details"]["added"]) == 10

@@ -1,0 +1,221 @@
+"""Ed25519-signed checkpoints (tree heads) of the audit Merkle tree.
+
+A checkpoint signs this UTF-8 text, a signed-note body in the style of transparency-dev
+checkpoints::
+
+    tunegate audit
+    <tree size, decimal>
+    <root hash, standard base64>
+    <ts, RFC 3339 UTC with microseconds>
+
+each line ending in ``\\n``. The key id is the hex SHA-256 of the public key's DER
+SubjectPublicKeyInfo (as RFC 6962 names logs), so a checkpoint names the key that can
+check it. Everything here is pure except key files; rows are written by audit.chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from audit.encoding import is_canonical_ts
+from audit.hashing import HASH_SIZE
+
+ORIGIN = "tunegate audit"
+CHECKPOINT_FORMAT = "tunegate-checkpoint/v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is malformed, names another key, or its signature does not verify.
+    ``code`` is machine-readable: malformed, key_id, signature."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def checkpoint_note(tree_size: int, root_hash: bytes, ts: str) -> bytes:
+    """The exact bytes a checkpoint's signature covers."""
+    root_b64 = base64.b64encode(root_hash).decode("ascii")
+    return f"{ORIGIN}\n{tree_size}\n{root_b64}\n{ts}\n".encode()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tree_size: int
+    root_hash: bytes
+    ts: str
+    key_id: str
+    signature: bytes
+
+    @property
+    def note(self) -> bytes:
+        return checkpoint_note(self.tree_size, self.root_hash, self.ts)
+
+    def to_json(self) -> dict:
+        """The document the gateway serves and the offline verifier reads."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "origin": ORIGIN,
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash.hex(),
+            "ts": self.ts,
+            "key_id": self.key_id,
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+            "note": self.note.decode(),
+        }
+
+    @classmethod
+    def from_json(cls, doc: object) -> Checkpoint:
+        """Parse a checkpoint document; raises CheckpointError(code="malformed")."""
+        if not isinstance(doc, dict):
+            raise CheckpointError("malformed", "checkpoint must be a JSON object")
+        if doc.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+            raise CheckpointError("malformed", f"unknown checkpoint format {doc.get('format')!r}")
+        if doc.get("origin", ORIGIN) != ORIGIN:
+            raise CheckpointError("malformed", f"checkpoint origin is {doc.get('origin')!r}")
+        size = doc.get("tree_size")
+        if type(size) is not int or size < 0:
+            raise CheckpointError("malformed", "tree_size must be a non-negative integer")
+        try:
+            root_hash = bytes.fromhex(doc["root_hash"])
+            signature = base64.b64decode(doc["signature"], validate=True)
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise CheckpointError(
+                "malformed", f"root_hash or signature unreadable: {exc}"
+            ) from None
+        if len(root_hash) != HASH_SIZE:
+            raise CheckpointError("malformed", f"root_hash must be {HASH_SIZE} bytes")
+        ts, key_id = doc.get("ts"), doc.get("key_id")
+        if not is_canonical_ts(ts):
+            raise CheckpointError("malformed", f"ts {ts!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
+        if not isinstance(key_id, str):
+            raise CheckpointError("malformed", "key_id must be a string")
+        checkpoint = cls(size, root_hash, ts, key_id, signature)
+        if "note" in doc and doc["note"] != checkpoint.note.decode():
+            raise CheckpointError("malformed", "note text does not match the checkpoint fields")
+        return checkpoint
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return sha256(der).hexdigest()
+
+
+def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise CheckpointError("malformed", f"public key is not PEM: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise CheckpointError("malformed", f"public key is {type(key).__name__}, not Ed25519")
+    return key
+
+
+class Signer:
+    """Signs checkpoints with one Ed25519 private key."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.public_key = private_key.public_key()
+        self.key_id = key_id_of(self.public_key)
+
+    def public_key_pem(self) -> bytes:
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def sign(self, tree_size: int, root_hash: bytes, ts: str) -> Checkpoint:
+        signature = self._key.sign(checkpoint_note(tree_size, root_hash, ts))
+        return Checkpoint(tree_size, root_hash, ts, self.key_id, signature)
+
+
+def verify_checkpoint(
+    checkpoint: Checkpoint | dict, public_key: Ed25519PublicKey | bytes | str
+) -> Checkpoint:
+    """Return the checkpoint if ``public_key`` signed it; raise CheckpointError if not."""
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint.from_json(checkpoint)
+    if not isinstance(public_key, Ed25519PublicKey):
+        public_key = load_public_key(public_key)
+    expected_id = key_id_of(public_key)
+    if checkpoint.key_id != expected_id:
+        raise CheckpointError(
+            "key_id", f"checkpoint key_id {checkpoint.key_id} is not this key's ({expected_id})"
+        )
+    try:
+        public_key.verify(checkpoint.signature, checkpoint.note)
+    except InvalidSignature:
+        raise CheckpointError(
+            "signature",
+            f"signature does not verify over tree_size={checkpoint.tree_size} "
+            f"root={checkpoint.root_hash.hex()} ts={checkpoint.ts}",
+        ) from None
+    return checkpoint
+
+
+# --- key files ---------------------------------------------------------------------------
+
+
+def load_signer(path: str | os.PathLike) -> Signer:
+    """The Ed25519 private key at ``path`` (PKCS#8 PEM, unencrypted)."""
+    data = Path(path).read_bytes()
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: private key is {type(key).__name__}, not Ed25519")
+    return Signer(key)
+
+
+def load_or_create_signer(path: str | os.PathLike) -> Signer:
+    """Dev convenience: load the key at ``path``, or make one there first (mode 0600).
+
+    The new key is written to a temporary file beside ``path``, flushed to disk, then
+    hard-linked into place, which fails if another process got there first; then that
+    process's key is the one loaded, so every process signs with the key on disk."""
+    target = Path(path)
+    if target.exists():
+        return load_signer(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won: load theirs
+            os.link(tmp, target)
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(target.parent)
+    return load_signer(target)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Purpose = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", strip_whitespace=False)
+]
+Subject = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@:-]{1,128}$")]
+
+
+class Classification(StrEnum):
+    public = "public"
+    internal = "internal"
+    confidential = "confidential"
+    restricted = "restricted"
+
+
+class PiiAction(StrEnum):
+    block = "block"
+    redact = "redact"
+    allow = "allow"
+
+
+class LegalBasis(StrEnum):
+    """GDPR Art. 6(1) lawful bases."""
+
+    consent = "consent"
+    contract = "contract"
+    legal_obligation = "legal_obligation"
+    vital_interests = "vital_interests"
+    public_task = "public_task"
+    legitimate_interests = "legitimate_interests"
+
+
+class DataSourceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
+    description: str = Field("", max_length=4000)
+    classification: Classification
+    contains_personal_data: bool = False
+    legal_basis: LegalBasis | None = None
+    allowed_purposes: list[Purpose] = Field(min_length=1, max_length=32)
+    owner: Subject = Field(description="the accountable data owner (a subject id)")
+    retention_days: int = Field(ge=1, le=36_500)
+    pii_action: PiiAction = PiiAction.block
+    min_examples: int = Field(500, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _personal_data_needs_a_legal_basis(self) -> DataSourceCreate:
+        if self.contains_personal_data and self.legal_basis is None:
+            raise ValueError("legal_basis is required when contains_personal_data is true")
+        if self.pii_action is PiiAction.allow and not (
+            self.contains_personal_data and self.legal_basis is not None
+        ):
+            raise ValueError(
+                "pii_action 'allow' needs contains_personal_data and a legal_basis"
+            )
+        if len(set(self.allowed_purposes)) != len(self.allowed_purposes):
+            raise ValueError("allowed_purposes has duplicates")
+        return self
+
+
+class DataSourceRevoke(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+class DataSourcePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    object: Literal["data_source"] = "data_source"
+    tenant: str
+    name: str
+    description: str
+    classification: Classification
+    contains_personal_data: bool
+    legal_basis: str | None
+    allowed_purposes: list[str]
+    owner: str
+    retention_days: int
+    pii_action: PiiAction
+    min_examples: int
+    status: Literal["proposed", "approved", "revoked"]
+    proposed_by: str
+    proposed_at: str
+    approved_by: str | None
+    approved_at: str | None
+    approval_policy_version: str | None
+    revoked_by: str | None
+    revoked_at: str | None
+    revoke_reason: str | None
+
+
+class DataSourcesPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DataSourcePublic]
+    has_more: bool
+    next_after: str | None = None
+
+
+DATA_SOURCE_ID = re.compile(r"^ds-[0-9a-f]{16}$")

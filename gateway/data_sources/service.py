@@ -1,0 +1,213 @@
+"""Proposing, approving and revoking data sources. Never commits.
+
+Approval classifies the source in the policy (`g2, ds:<id>, class:<label>`), which is what
+lets class-level rules (e.g. "ml-engineers never train on class:restricted") reach it;
+revocation takes that link out. Both are policy changes with their own policy version,
+made before the audit append (the policy store's lock is taken first, always)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from audit.encoding import now_ts
+from gateway.audit_api.service import record_allowed
+from gateway.data_sources.models import DataSource
+from gateway.data_sources.schemas import DATA_SOURCE_ID, DataSourceCreate
+from gateway.deps import Authorized, after_commit
+from gateway.errors import Conflict, NotFound
+from gateway.policies_api.service import policy_error
+from policies import store
+from policies.vocabulary import PolicyError, Rule
+
+# Any of these grants on a source makes it visible in listings.
+VISIBLE_WITH = ("read", "upload", "train", "approve")
+LIST_BATCH = 500
+
+
+def new_data_source_id() -> str:
+    return f"ds-{secrets.token_hex(8)}"
+
+
+def _policy_object(data_source_id: str) -> str:
+    return f"ds:{data_source_id}"
+
+
+def _class_link(source: DataSource) -> Rule:
+    return Rule.g2(_policy_object(source.id), f"class:{source.classification}")
+
+
+def get_in_tenant(
+    session: Session, *, tenant: str, data_source_id: str, for_update: bool = False
+) -> DataSource:
+    source = None
+    if DATA_SOURCE_ID.match(data_source_id):
+        source = session.get(DataSource, data_source_id, with_for_update=for_update)
+    if source is None or source.tenant != tenant:
+        raise NotFound(f"data source {data_source_id!r} not found", code="data_source_not_found")
+    return source
+
+
+def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate) -> DataSource:
+    principal = authorized.principal
+    taken = session.scalars(
+        select(DataSource.id).where(
+            DataSource.tenant == principal.tenant, DataSource.name == body.name
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict(f"a data source named {body.name!r} exists", code="data_source_exists",
+                       param="name")
+    source = DataSource(
+        id=new_data_source_id(),
+        tenant=principal.tenant,
+        status="proposed",
+        proposed_by=principal.sub,
+        proposed_at=now_ts(),
+        **body.model_dump(mode="json"),
+    )
+    session.add(source)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="data_source.proposed",
+        resource=_policy_object(source.id),
+        details={
+            "name": source.name,
+            "classification": source.classification,
+            "contains_personal_data": source.contains_personal_data,
+            "legal_basis": source.legal_basis,
+            "allowed_purposes": source.allowed_purposes,
+            "owner": source.owner,
+            "retention_days": source.retention_days,
+            "pii_action": source.pii_action,
+            "min_examples": source.min_examples,
+        },
+    )
+    return source
+
+
+def _change_policy(
+    session: Session, *, authorized: Authorized, add: Sequence[Rule] = (),
+    remove: Sequence[Rule] = (), reason: str,
+) -> store.PolicyVersionInfo:
+    try:
+        version = store.change_rules(
+            session, actor=authorized.principal.subject, add=add, remove=remove, reason=reason
+        )
+    except PolicyError as exc:
+        raise policy_error(exc) from None
+    state = session.info["gateway"]
+    after_commit(session, lambda: state.policy.refresh(state.engine))
+    return version
+
+
+def approve(session: Session, *, authorized: Authorized, data_source_id: str) -> DataSource:
+    principal = authorized.principal
+    source = get_in_tenant(
+        session, tenant=principal.tenant, data_source_id=data_source_id, for_update=True
+    )
+    if source.status != "proposed":
+        raise Conflict(f"data source is {source.status}, not proposed", code="not_proposed")
+    if source.proposed_by == principal.sub:
+        raise Conflict(
+            "four eyes: whoever proposed a data source cannot approve it",
+            code="four_eyes_violation",
+        )
+    version = _change_policy(
+        session, authorized=authorized, add=[_class_link(source)],
+        reason=f"data source {source.id} approved",
+    )  # fmt: skip
+    source.status = "approved"
+    source.approved_by = principal.sub
+    source.approved_at = now_ts()
+    source.approval_policy_version = version.hash
+    session.add(source)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="data_source.approved",
+        details={
+            "proposed_by": source.proposed_by,
+            "classification": source.classification,
+            "new_policy_version": version.hash,
+        },
+    )
+    return source
+
+
+def revoke(
+    session: Session, *, authorized: Authorized, data_source_id: str, reason: str
+) -> DataSource:
+    principal = authorized.principal
+    source = get_in_tenant(
+        session, tenant=principal.tenant, data_source_id=data_source_id, for_update=True
+    )
+    if source.status == "revoked":
+        raise Conflict("data source is already revoked", code="already_revoked")
+    new_version = None
+    if source.status == "approved":
+        new_version = _change_policy(
+            session, authorized=authorized, remove=[_class_link(source)],
+            reason=f"data source {source.id} revoked",
+        ).hash  # fmt: skip
+    source.status = "revoked"
+    source.revoked_by = principal.sub
+    source.revoked_at = now_ts()
+    source.revoke_reason = reason
+    session.add(source)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="data_source.revoked",
+        details={"reason": reason[:500], "new_policy_version": new_version},
+    )
+    return source
+
+
+def get_visible(session: Session, *, authorized: Authorized, data_source_id: str) -> DataSource:
+    return get_in_tenant(
+        session, tenant=authorized.principal.tenant, data_source_id=data_source_id
+    )
+
+
+def list_visible(
+    session: Session, *, authorized: Authorized, status: str | None, after: str | None,
+    limit: int,
+) -> tuple[list[DataSource], str | None]:
+    """The tenant's sources the caller holds some grant on, in id order. The policy is
+    asked per source (microseconds each on the fast path), so a listing never shows what
+    a direct read would refuse."""
+    principal = authorized.principal
+    policy = session.info["gateway"].policy
+
+    def may_see(source: DataSource) -> bool:
+        obj = _policy_object(source.id)
+        return any(
+            policy.decide(
+                principal.subject, principal.tenant, obj, act, extra_roles=principal.roles
+            ).allowed
+            for act in VISIBLE_WITH
+        )
+
+    query = select(DataSource).where(DataSource.tenant == principal.tenant)
+    if status is not None:
+        query = query.where(DataSource.status == status)
+    visible: list[DataSource] = []
+    cursor = after
+    while len(visible) <= limit:
+        page_query = query if cursor is None else query.where(DataSource.id > cursor)
+        rows = session.scalars(page_query.order_by(DataSource.id).limit(LIST_BATCH)).all()
+        visible.extend(source for source in rows if may_see(source))
+        if len(rows) < LIST_BATCH:
+            break
+        cursor = rows[-1].id
+    more = len(visible) > limit
+    page = visible[:limit]
+    return page, (page[-1].id if more else None)
