@@ -7,6 +7,15 @@
    commit). On SQLite, and on PostgreSQL when a URL is given (--postgres or
    TUNEGATE_TEST_POSTGRES_URL) or the local 127.0.0.1 one answers. Goal: ratio >= 0.8.
 
+   Enqueue (what the gateway does): the same W writers, each event its own committed
+   transaction (Session -> audit.chain.enqueue -> commit -> AuditSequencer.notify), while
+   one AuditSequencer thread in the same process chains the queue, beside the same plain
+   INSERTs, the two taking turns in slices. Printed: writer events/s of both and the
+   ratio (goal >= 0.8), and end to end: the time from the writers' start until the last
+   of their events is chained, as chained events/s (the backlog left when the writers
+   stop is drained before the clock stops, so the figure is what the chain sustains,
+   not just what the queue absorbs).
+
 2. Verification of N events (default 1,000,000), column check included (goal >= 500,000
    events/s), beside raw hashlib: one sha256 per event over the bytes verification hashes
    (0x02 || prev_hash || body), in a plain Python loop on one core. Reported separately:
@@ -16,8 +25,10 @@
        that checks every signed checkpoint (one per 1000 events) and the head frontier.
    Rows are bulk-loaded (not appended one by one) to keep the run short.
 
-Runs in a few minutes on 2 cores; sized for 24 GiB (1M rows in memory is ~1.2 GiB).
-Usage: python bench/audit.py [--events N] [--writers W] [--append-seconds S]
+Runs in about four minutes on 2 cores; sized for 24 GiB (1M rows in memory is ~1.2 GiB).
+The load average is printed at the start and the end: the figures mean little on a
+machine that other work keeps busy.
+Usage: python bench/audit.py [--events N] [--writers W] [--append-seconds S] [--drain-limit S]
                              [--postgres URL | --no-postgres] [--skip-append] [--skip-verify]
 """
 
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import logging
 import os
 import socket
 import sys
@@ -37,23 +49,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import structlog  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from sqlalchemy import MetaData, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
-from audit.chain import append, driver_cursor, sql  # noqa: E402
+from audit.chain import append, driver_cursor, enqueue, sql  # noqa: E402
 from audit.checkpoints import Signer  # noqa: E402
 from audit.event import encode_details, event_body  # noqa: E402
 from audit.hashing import CHAIN_PREFIX, GENESIS_HASH, chain_hash, leaf_hash  # noqa: E402
 from audit.merkle import frontier_root, levels, pack_frontier, prefix_frontier  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
+from audit.sequencer import AuditSequencer  # noqa: E402
 from audit.verify import EVENT_COLUMNS, verify_chain, verify_rows  # noqa: E402
 from gateway import migrations  # noqa: E402
 from gateway.db import make_engine  # noqa: E402
 
 LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CHECKPOINT_EVERY = 1000
+STRIDE = 10_000_000  # event numbers per writer: writers never share one
+MEASURED = 1_000_000  # measured runs number their events from here, after the warm-up
 
 
 def event_fields(i: int) -> dict:
@@ -135,6 +151,28 @@ def plain_table(engine):
     return table
 
 
+def plain_inserter(engine, table):
+    """``work(w, i)``: one plain INSERT of event w*STRIDE+i into ``table``, committed."""
+    statement = sql(engine.dialect.name, "insert_event").replace("audit_events", table.name)
+    ts = "2026-11-28T12:00:00.000000Z"
+
+    def work(w: int, i: int) -> None:
+        n = w * STRIDE + i
+        fields = event_fields(n)
+        body = event_body(seq=n + 1, ts=ts, details_json=encode_details(fields.pop("details")),
+                          **fields)  # fmt: skip
+        digest = hashlib.sha256(body).digest()  # rows need a distinct hash; nothing chained
+        with Session(engine) as session:
+            _, cursor = driver_cursor(session)
+            cursor.execute(statement, (n + 1, ts, fields["actor"], fields["tenant"],
+                           fields["action"], fields["resource"], fields["decision"],
+                           fields["policy_version"], body, GENESIS_HASH, digest))  # fmt: skip
+            cursor.close()
+            session.commit()
+
+    return work
+
+
 def run_writers(writers: int, seconds: float, work) -> tuple[int, float]:
     """``work(writer, i)`` from each writer until ``seconds`` pass; events and elapsed."""
     counts = [0] * writers
@@ -180,37 +218,19 @@ def bench_appends(
     if async_commit:
         kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
     engine = databases.engine(backend, **kwargs)
-    plain = plain_table(engine)
-    insert_plain = sql(engine.dialect.name, "insert_event").replace("audit_events", plain.name)
-    stride = 10_000_000
+    plain_insert = plain_inserter(engine, plain_table(engine))
 
     def chained(w: int, i: int) -> None:
         with Session(engine) as session:
-            append(session, **event_fields(w * stride + i), signer=signer,
+            append(session, **event_fields(w * STRIDE + i), signer=signer,
                    checkpoint_every=CHECKPOINT_EVERY)  # fmt: skip
-            session.commit()
-
-    ts = "2026-11-28T12:00:00.000000Z"
-
-    def plain_insert(w: int, i: int) -> None:
-        n = w * stride + i
-        fields = event_fields(n)
-        body = event_body(seq=n + 1, ts=ts, details_json=encode_details(fields.pop("details")),
-                          **fields)  # fmt: skip
-        digest = hashlib.sha256(body).digest()  # rows need a distinct hash; nothing chained
-        with Session(engine) as session:
-            _, cursor = driver_cursor(session)
-            cursor.execute(insert_plain, (n + 1, ts, fields["actor"], fields["tenant"],
-                           fields["action"], fields["resource"], fields["decision"],
-                           fields["policy_version"], body, GENESIS_HASH, digest))  # fmt: skip
-            cursor.close()
             session.commit()
 
     # warm both paths (connections, statement caches), then measure each in turn
     run_writers(writers, 0.5, plain_insert)
     run_writers(writers, 0.5, chained)
-    base_n, base_s = run_writers(writers, seconds, lambda w, i: plain_insert(w, 1_000_000 + i))
-    chain_n, chain_s = run_writers(writers, seconds, lambda w, i: chained(w, 1_000_000 + i))
+    base_n, base_s = run_writers(writers, seconds, lambda w, i: plain_insert(w, MEASURED + i))
+    chain_n, chain_s = run_writers(writers, seconds, lambda w, i: chained(w, MEASURED + i))
     base_rate, chain_rate = base_n / base_s, chain_n / chain_s
     result = verify_chain(engine, public_key_pem=signer.public_key_pem())
     assert result.ok, result
@@ -219,6 +239,80 @@ def bench_appends(
         f"append  {label} {writers} writers, 1 event/txn: plain INSERT {base_rate:9,.0f} ev/s"
         f" | chained append {chain_rate:9,.0f} ev/s | ratio {chain_rate / base_rate:.2f}"
         f" (goal >= 0.8; chain of {result.length:,} verified ok)"
+    )
+
+
+def bench_enqueue(
+    databases: Databases,
+    backend: str,
+    writers: int,
+    seconds: float,
+    drain_limit: float,
+    slices: int = 4,
+) -> None:
+    """Plain INSERTs and enqueues take turns in ``slices`` slices of seconds/slices each,
+    so a change in the machine's load falls on both sides alike. After each enqueue
+    slice the clock runs on until the sequencer has chained all of it."""
+    signer = Signer(Ed25519PrivateKey.generate())
+    engine = databases.engine(backend, pool_size=writers + 1, max_overflow=0)
+    plain_insert = plain_inserter(engine, plain_table(engine))
+    sequencer = AuditSequencer(engine, signer=signer, checkpoint_every=CHECKPOINT_EVERY)
+    enqueued = [0] * writers  # per writer, warm-up included
+
+    def queued(w: int, i: int) -> None:
+        with Session(engine) as session:
+            enqueue(session, **event_fields(w * STRIDE + i))
+            session.commit()
+        enqueued[w] += 1
+        sequencer.notify()
+
+    def chained_all() -> float:
+        """Seconds until the sequencer has chained every enqueued event."""
+        started = time.perf_counter()
+        while sequencer.chained < sum(enqueued):
+            if sequencer.failures:
+                raise RuntimeError("the sequencer failed; see its log above")
+            if time.perf_counter() - started > drain_limit:
+                raise TimeoutError(
+                    f"{sum(enqueued) - sequencer.chained:,} events still queued"
+                    f" {drain_limit:.0f}s after the writers stopped"
+                )
+            time.sleep(0.002)
+        return time.perf_counter() - started
+
+    slice_s = seconds / slices
+    base_n = base_s = queue_n = queue_s = drain_s = 0.0
+    backlogs = []
+    sequencer.start()
+    try:
+        run_writers(writers, 0.5, plain_insert)
+        run_writers(writers, 0.5, queued)
+        chained_all()
+        for k in range(slices):
+            offset = MEASURED + k * STRIDE // (slices + 1)
+            n, s = run_writers(writers, slice_s, lambda w, i, o=offset: plain_insert(w, o + i))
+            base_n, base_s = base_n + n, base_s + s
+            n, s = run_writers(writers, slice_s, lambda w, i, o=offset: queued(w, o + i))
+            queue_n, queue_s = queue_n + n, queue_s + s
+            backlogs.append(sum(enqueued) - sequencer.chained)
+            drain_s += chained_all()
+    finally:
+        sequencer.stop()
+    result = verify_chain(engine, public_key_pem=signer.public_key_pem())
+    assert result.ok and result.pending == 0 and result.length == sum(enqueued), result
+    base_rate, queue_rate = base_n / base_s, queue_n / queue_s
+    e2e_s = queue_s + drain_s
+    e2e_rate = queue_n / e2e_s
+    print(
+        f"enqueue {backend} {writers} writers, 1 event/txn, 1 sequencer thread: plain INSERT"
+        f" {base_rate:9,.0f} ev/s | enqueue {queue_rate:9,.0f} ev/s | ratio"
+        f" {queue_rate / base_rate:.2f} (goal >= 0.8)"
+    )
+    print(
+        f"enqueue {backend} end to end: {queue_n:,.0f} events enqueued in {queue_s:.1f}s, all"
+        f" chained {drain_s:.2f}s after the writers stopped (backlog at stop, per slice:"
+        f" {', '.join(map(str, backlogs))}): {e2e_rate:9,.0f} chained ev/s | ratio to plain"
+        f" INSERT {e2e_rate / base_rate:.2f} (chain of {result.length:,} verified ok, 0 pending)"
     )
 
 
@@ -349,11 +443,19 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--append-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--drain-limit", type=float, default=60.0,
+        help="seconds to wait for the sequencer to chain the backlog before giving up",
+    )  # fmt: skip
     parser.add_argument("--postgres", default=os.environ.get("TUNEGATE_TEST_POSTGRES_URL"))
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--skip-append", action="store_true")
+    parser.add_argument("--skip-append", action="store_true", help="skip append and enqueue")
     parser.add_argument("--skip-verify", action="store_true")
     args = parser.parse_args()
+    # the sequencer's progress lines would break up the figures; its failures still show
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    started = time.perf_counter()
+    print(f"load average at start (1, 5, 15 min): {load_average()} on {os.cpu_count()} cpus")
 
     pg_url = None
     if not args.no_postgres:
@@ -374,10 +476,22 @@ def main() -> None:
                 bench_appends(databases, backend, args.writers, args.append_seconds)
             if pg_url:
                 bench_appends(databases, "postgresql", args.writers, args.append_seconds, True)
+            for backend in backends:
+                bench_enqueue(
+                    databases, backend, args.writers, args.append_seconds, args.drain_limit
+                )
         if not args.skip_verify:
             bench_verify(databases, backends, args.events)
     finally:
         databases.close()
+    print(
+        f"load average at end (1, 5, 15 min): {load_average()}; total run"
+        f" {time.perf_counter() - started:.0f}s"
+    )
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -46,6 +46,14 @@ class PermissionDenied(GatewayError):
     code = "permission_denied"
 
 
+class Forbidden(GatewayError):
+    """Refused by a governance gate (not by the policy engine, whose refusals are
+    PermissionDenied and audited as denials)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(GatewayError):
     status_code = 404
     code = "not_found"

@@ -12,7 +12,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from audit import chain
 from audit.checkpoints import Signer, load_or_create_signer, load_signer
+from audit.sequencer import AuditSequencer
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.migrations import alembic_config
@@ -53,6 +55,7 @@ class GatewayState:
     policy: PolicyEngine
     signer: Signer
     refresher: Refresher | None = None
+    sequencer: AuditSequencer | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> GatewayState:
@@ -68,12 +71,28 @@ class GatewayState:
             signer=load_audit_signer(settings),
         )
         state.refresher = policy.start_refresher(engine, interval=settings.policy_poll_seconds)
+        state.sequencer = AuditSequencer(
+            engine, signer=state.signer, checkpoint_every=settings.audit_checkpoint_every
+        ).start()
         return state
 
     def stop(self) -> None:
         if self.refresher is not None:
             self.refresher.stop()
+        if self.sequencer is not None:
+            self.sequencer.stop()
         self.engine.dispose()
+
+    def notify_sequencer(self) -> None:
+        if self.sequencer is not None:
+            self.sequencer.notify()
+
+    def flush_audit_queue(self) -> None:
+        chain.flush(
+            self.engine,
+            signer=self.signer,
+            checkpoint_every=self.settings.audit_checkpoint_every,
+        )
 
     def record_denial(
         self,
@@ -107,6 +126,7 @@ class GatewayState:
                     details=details,
                 )
                 session.commit()
+            self.notify_sequencer()
         except Exception:
             # The refusal stands whether or not it could be recorded; the log says which.
             log.exception("audit.denial_not_recorded", route=route, act=act)

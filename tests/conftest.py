@@ -45,14 +45,27 @@ class DatabaseFactory:
         self._engines.append(engine)
         return engine
 
+    def release(self, engine: Engine) -> None:
+        """Closes the engine's connections and drops its PostgreSQL database now, so a long
+        run never holds more than a few of the server's connections."""
+        engine.dispose()
+        self._engines.remove(engine)
+        name = engine.url.database
+        if engine.dialect.name == "postgresql" and name in self._pg_databases:
+            self._drop([name])
+            self._pg_databases.remove(name)
+
     def close(self) -> None:
-        for engine in self._engines:
+        for engine in list(self._engines):
             engine.dispose()
-        if not self._pg_databases:
+        self._drop(self._pg_databases)
+
+    def _drop(self, names: list[str]) -> None:
+        if not names:
             return
         admin = make_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
-            for name in self._pg_databases:
+            for name in names:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
@@ -76,13 +89,19 @@ def engine(databases: DatabaseFactory, backend: str) -> Engine:
 
 
 @pytest.fixture
-def fresh_engine(databases: DatabaseFactory, backend: str) -> Callable[..., Engine]:
-    """A new, empty, migrated database for a test that needs one to itself."""
+def fresh_engine(databases: DatabaseFactory, backend: str) -> Iterator[Callable[..., Engine]]:
+    """A new, empty, migrated database for a test that needs one to itself; gone (with
+    its connections) when the test ends."""
+    made: list[Engine] = []
 
     def make(**kwargs) -> Engine:
-        return databases.engine(backend, **kwargs)
+        engine = databases.engine(backend, **kwargs)
+        made.append(engine)
+        return engine
 
-    return make
+    yield make
+    for engine in made:
+        databases.release(engine)
 
 
 # --- the gateway app --------------------------------------------------------------------

@@ -40,6 +40,7 @@ class AuditVerification(BaseModel):
     first_bad_seq: int | None
     reason: VerifyReason | None
     checkpoints_checked: int = 0
+    pending: int = Field(0, description="events recorded but not yet chained")
 
 
 class CheckpointPublic(BaseModel):

@@ -11,8 +11,10 @@ from audit import chain, query, verify
 from audit.checkpoints import Checkpoint
 from gateway import metrics
 from gateway.db import read_only
-from gateway.deps import Authorized
+from gateway.deps import Authorized, after_commit
 from gateway.errors import InvalidRequest, NotFound
+
+SEQUENCER_NOTIFIED = "audit_sequencer_notified"
 
 
 def record(
@@ -25,10 +27,13 @@ def record(
     decision: str,
     policy_version: str | None = None,
     details: Mapping[str, Any] | None = None,
-) -> chain.Appended:
-    """Appends one event in the session's transaction; signs a checkpoint every N events."""
+) -> int:
+    """Records one event in the session's transaction, so it lands with the change it
+    describes or not at all. It is queued, not chained: chaining serialises on the chain
+    head, and holding that lock through every request's commit would make the gateway
+    one-request-at-a-time. The sequencer chains it right after the commit."""
     state = session.info["gateway"]
-    appended = chain.append(
+    queued = chain.enqueue(
         session,
         actor=actor,
         tenant=tenant,
@@ -37,17 +42,25 @@ def record(
         decision=decision,
         policy_version=policy_version,
         details=details,
-        signer=state.signer,
-        checkpoint_every=state.settings.audit_checkpoint_every,
     )
+    if not session.info.get(SEQUENCER_NOTIFIED):
+        session.info[SEQUENCER_NOTIFIED] = True
+        after_commit(session, state.notify_sequencer)
     metrics.AUDIT_EVENTS.inc()
-    return appended
+    return queued
+
+
+def flush_queue(session: Session) -> None:
+    """Chains everything committed so far, so that a reader sees their own writes. Runs
+    before the request's session has touched the database: on SQLite the request's
+    transaction would otherwise hold the write lock that chaining needs."""
+    session.info["gateway"].flush_audit_queue()
 
 
 def record_allowed(
     session: Session, *, authorized: Authorized, action: str, resource: str | None = None,
     details: Mapping[str, Any] | None = None,
-) -> chain.Appended:
+) -> int:
     """The audit event of a governed change, carrying the decision that allowed it."""
     principal = authorized.principal
     return record(
@@ -83,6 +96,7 @@ def list_events(
     filters: Mapping[str, Any],
 ) -> query.EventPage:
     scoped = _scoped_filters(authorized, filters)
+    flush_queue(session)
     try:
         page = query.list_events(session, after=after, limit=limit, **scoped)
     except ValueError as exc:
@@ -96,9 +110,8 @@ def list_events(
 
 def verify_chain(session: Session, *, authorized: Authorized) -> verify.VerifyResult:
     state = session.info["gateway"]
-    result = verify.verify_chain(
-        state.engine, public_key_pem=state.signer.public_key_pem()
-    )
+    flush_queue(session)
+    result = verify.verify_chain(state.engine, public_key_pem=state.signer.public_key_pem())
     record_allowed(
         session, authorized=authorized, action="audit.verified",
         details={"ok": result.ok, "length": result.length, "first_bad_seq": result.first_bad_seq},
@@ -113,6 +126,7 @@ def export_events(
     read-only transaction of its own (the request's transaction has committed by the
     time the body streams)."""
     scoped = _scoped_filters(authorized, filters)
+    flush_queue(session)
     try:
         query.list_events(session, after=after, limit=1, **scoped)  # validates the filters
     except ValueError as exc:
@@ -136,6 +150,7 @@ def _stream_export(state, *, after: int, filters: dict[str, Any]) -> Iterator[by
 def inclusion_proof(
     session: Session, *, authorized: Authorized, seq: int, tree_size: int | None
 ) -> dict[str, Any]:
+    flush_queue(session)
     event = query.get_event(session, seq)
     if event is None or event["tenant"] != authorized.principal.tenant:
         raise NotFound(f"audit event {seq} not found", code="audit_event_not_found")
@@ -152,6 +167,7 @@ def inclusion_proof(
 
 def latest_checkpoint(session: Session, *, authorized: Authorized) -> Checkpoint:
     state = session.info["gateway"]
+    flush_queue(session)
     checkpoint = query.latest_checkpoint(session, state.signer)
     if checkpoint is None:
         raise NotFound("the audit trail is empty", code="audit_trail_empty")

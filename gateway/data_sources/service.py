@@ -18,7 +18,7 @@ from gateway.audit_api.service import record_allowed
 from gateway.data_sources.models import DataSource
 from gateway.data_sources.schemas import DATA_SOURCE_ID, DataSourceCreate
 from gateway.deps import Authorized, after_commit
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, Forbidden, NotFound
 from gateway.policies_api.service import policy_error
 from policies import store
 from policies.vocabulary import PolicyError, Rule
@@ -211,3 +211,27 @@ def list_visible(
     more = len(visible) > limit
     page = visible[:limit]
     return page, (page[-1].id if more else None)
+
+
+# --- gates used at job time ---------------------------------------------------------------
+
+
+def require_usable(source: DataSource) -> None:
+    """Nothing new is uploaded to, or trained on, a source that is not approved."""
+    if source.status != "approved":
+        raise Conflict(
+            f"data source {source.id} is {source.status}, not approved",
+            code="data_source_not_approved",
+            details={"data_source": source.id, "status": source.status},
+        )
+
+
+def require_purpose(source: DataSource, purpose: str) -> None:
+    """A source is used only for the purposes it was approved for."""
+    if purpose not in source.allowed_purposes:
+        raise Forbidden(
+            f"purpose {purpose!r} is not allowed for data source {source.id}",
+            code="purpose_not_allowed",
+            details={"data_source": source.id, "purpose": purpose,
+                     "allowed_purposes": source.allowed_purposes},
+        )

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from audit.chain import append
+from audit.chain import append, enqueue
 from audit.checkpoints import Signer
 from tests.conftest import DatabaseFactory
 
@@ -47,6 +47,14 @@ def append_seeded(engine: Engine, count: int, signer: Signer | None, start: int 
             session.commit()
 
 
+def enqueue_seeded(engine: Engine, count: int, start: int = 0) -> list[int]:
+    """Enqueue seed events start..start+count-1 in one committed transaction."""
+    with Session(engine) as session:
+        ids = [enqueue(session, **seed_event(i)) for i in range(start, start + count)]
+        session.commit()
+    return ids
+
+
 def drop_append_only_triggers(engine: Engine) -> None:
     with engine.begin() as connection:
         for table in ("audit_events", "audit_checkpoints"):
@@ -58,7 +66,9 @@ def drop_append_only_triggers(engine: Engine) -> None:
                 connection.execute(text(f"DROP TRIGGER {table}_no_truncate ON {table}"))
 
 
-TABLES = ("audit_events", "audit_checkpoints", "audit_tree_nodes", "audit_chain_head")
+TABLES = (
+    "audit_events", "audit_checkpoints", "audit_tree_nodes", "audit_chain_head", "audit_queue",
+)  # fmt: skip
 
 
 class SeededChain:

@@ -128,3 +128,11 @@ class TestTimestamps:
         assert not is_canonical_ts("2026-11-28T12:00:00Z")
         assert not is_canonical_ts("2026-11-28T12:00:00.000001+00:00")
         assert not is_canonical_ts("2026-13-28T12:00:00.000001Z")
+        assert not is_canonical_ts("2026-02-30T12:00:00.000001Z")
+        assert not is_canonical_ts("2026-11-28T24:00:00.000001Z")
+        assert not is_canonical_ts("2026-11-28T12:00:60.000001Z")
+        assert not is_canonical_ts("2026-11-28t12:00:00.000001Z")
+        assert not is_canonical_ts("2026-11-28T12:00:00.000001z")
+        assert not is_canonical_ts("2026-11-28T12:00:00.000001Z\n")
+        assert not is_canonical_ts("\u0662026-11-28T12:00:00.000001Z")  # Arabic-Indic digit
+        assert not is_canonical_ts(None)

@@ -3,7 +3,10 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
+from gateway.data_sources import service
+from gateway.data_sources.models import DataSource
 from gateway.db import make_engine
+from gateway.errors import GatewayError
 from policies import store
 
 PROPOSAL = {
@@ -167,3 +170,29 @@ class TestVisibility:
     def test_malformed_ids_are_refused_before_the_database(self, client, people):
         response = client.get("/v1/data_sources/x'%20OR%201=1", headers=people["carol"])
         assert response.status_code in (403, 404)
+
+
+class TestGates:
+    def _source(self, **fields) -> DataSource:
+        defaults = dict(id="ds-0000000000000001", tenant="default", name="n",
+                        classification="internal", owner="dora", retention_days=30,
+                        pii_action="block", status="approved", proposed_by="dora",
+                        proposed_at="2026-11-28T00:00:00.000000Z",
+                        allowed_purposes=["claims-triage"])
+        return DataSource(**{**defaults, **fields})
+
+    @pytest.mark.parametrize("status", ["proposed", "revoked"])
+    def test_only_approved_sources_are_usable(self, status):
+        with pytest.raises(GatewayError) as refused:
+            service.require_usable(self._source(status=status))
+        assert refused.value.status_code == 409
+        assert refused.value.code == "data_source_not_approved"
+        service.require_usable(self._source())
+
+    def test_purpose_must_be_allowed(self):
+        with pytest.raises(GatewayError) as refused:
+            service.require_purpose(self._source(), "marketing")
+        assert refused.value.status_code == 403
+        assert refused.value.code == "purpose_not_allowed"
+        assert refused.value.details["allowed_purposes"] == ["claims-triage"]
+        service.require_purpose(self._source(), "claims-triage")

@@ -24,6 +24,7 @@ class TestDecisionErrors:
         )
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "authorization_error"
+        client.app.state.gateway.flush_audit_queue()
         engine = make_engine(gateway_settings.database_url)
         with engine.connect() as connection:
             rows = connection.execute(text(
