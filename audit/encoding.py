@@ -135,7 +135,10 @@ def normalize_ts(value: str | datetime) -> str:
         raise ValueError(f"not an RFC 3339 date-time: {value!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"RFC 3339 date-time needs Z or an offset: {value!r}")
-    return format_ts(parsed)
+    try:
+        return format_ts(parsed)
+    except OverflowError:
+        raise ValueError(f"date-time out of range: {value!r}") from None
 
 
 # The exact shape, in ASCII digits; fromisoformat then refuses impossible dates. (strptime

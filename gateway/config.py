@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         300.0, gt=0, description="how long a fetched key set is trusted before refetching"
     )
     max_token_bytes: int = Field(8192, description="longer bearer tokens are refused unread")
+    max_request_bytes: int = Field(
+        1 << 20, ge=1024, description="larger JSON request bodies get 413 before being read"
+    )
     artifact_dir: Path = Field(Path("./var/artifacts"), description="content-addressed storage")
     audit_signing_key: Path | None = Field(
         None, description="Ed25519 private key (PEM); dev generates one under artifact_dir"

@@ -14,6 +14,8 @@ READ_ONLY_OPTION = "tunegate_read_only"
 def make_engine(database_url: str, **kwargs) -> Engine:
     """The one engine factory: SQLite gets WAL and write-locking transactions."""
     url = make_url(database_url)
+    # Statement parameters are user data: keep them out of exception text and so logs.
+    kwargs.setdefault("hide_parameters", True)
     if url.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)

@@ -3,6 +3,7 @@ authenticated principal, and `Authorize(obj, act)`, the one authorization check.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -13,13 +14,19 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from gateway import metrics
-from gateway.errors import PermissionDenied, Unauthenticated
-from gateway.security import AuthenticationError, Principal, bearer_challenge
+from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable, Unauthenticated
+from gateway.security import (
+    AuthenticationError,
+    KeySetUnavailableError,
+    Principal,
+    bearer_challenge,
+)
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
 
 ON_COMMIT = "on_commit"
+PATH_ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 
 def get_state(request: Request) -> GatewayState:
@@ -64,6 +71,10 @@ async def get_principal(request: Request, state: StateDep) -> Principal:
     try:
         # JWKS mode may fetch keys over HTTP: keep it off the event loop.
         principal = await run_in_threadpool(state.token_verifier.verify, header)
+    except KeySetUnavailableError as exc:
+        metrics.AUTHN_FAILURES.labels(reason=exc.reason).inc()
+        log.warning("authn.key_set_unavailable")
+        raise ServiceUnavailable(exc.message, code=exc.reason) from None
     except AuthenticationError as exc:
         metrics.AUTHN_FAILURES.labels(reason=exc.reason).inc()
         log.info("authn.refused", reason=exc.reason)
@@ -109,6 +120,13 @@ class Authorize:
     ) -> Authorized:
         route = getattr(request.scope.get("route"), "path", request.url.path)
         method = request.method
+        for name, value in request.path_params.items():
+            # A path value names one object: never a wildcard, never matcher text.
+            if not PATH_ID.fullmatch(str(value)):
+                raise InvalidRequest(
+                    f"{name} must match {PATH_ID.pattern}", code="invalid_path_parameter",
+                    param=name,
+                )
         try:
             obj = self.obj.format(**request.path_params)
         except (KeyError, IndexError, ValueError):

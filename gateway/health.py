@@ -26,7 +26,11 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state.gateway
-    checks = {"database": False, "policy": state.policy.loaded}
+    checks = {
+        "database": False,
+        "policy": state.policy.loaded,
+        "audit_sequencer": state.sequencer_healthy,
+    }
     try:
         await run_in_threadpool(_ping, read_only(state.engine))
         checks["database"] = True

@@ -15,6 +15,7 @@ from gateway.config import Settings, get_settings
 from gateway.data_sources.router import router as data_sources_router
 from gateway.errors import install_error_handlers
 from gateway.health import router as health_router
+from gateway.limits import BodySizeLimitMiddleware
 from gateway.logging import RequestContextMiddleware, configure_logging
 from gateway.metrics import MetricsMiddleware
 from gateway.policies_api.router import router as policies_router
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)

@@ -29,8 +29,8 @@ in 2.6):
   that disagree a little;
 * `iss` equals `settings.jwt_issuer` exactly; `aud` is `settings.jwt_audience` or a list
   containing it;
-* `sub`, `tenant` (default `"default"`) and each of at most `MAX_ROLES` `roles` match
-  `NAME_PATTERN`, because they become Casbin request values.
+* `sub` matches `SUB_PATTERN`, `tenant` (default `"default"`) `TENANT_PATTERN` and each of
+  at most `MAX_ROLES` `roles` `NAME_PATTERN`, because they become Casbin request values.
 
 The JWKS is fetched with PyJWT's `PyJWKClient` and cached here for
 `settings.jwks_cache_seconds`. An unknown
@@ -77,6 +77,11 @@ log = structlog.get_logger()
 
 LEEWAY_SECONDS = 30
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
+# What the policy engine accepts once a subject becomes `user:<sub>` (at most 128
+# characters) and a tenant a policy domain: a token that authenticates can always be
+# decided, and one that could not be is refused here with a reason, not later.
+SUB_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,123}")
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_ROLES = 32
 DEFAULT_TENANT = "default"
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud")
@@ -257,8 +262,12 @@ class TokenVerifier:
             raise AuthenticationError(
                 Reason.AUDIENCE_INVALID, "the token is not meant for this audience"
             )
-        sub = _name_claim(claims, "sub")
-        tenant = _name_claim(claims, "tenant") if "tenant" in claims else DEFAULT_TENANT
+        sub = _name_claim(claims, "sub", SUB_PATTERN)
+        tenant = (
+            _name_claim(claims, "tenant", TENANT_PATTERN)
+            if "tenant" in claims
+            else DEFAULT_TENANT
+        )
         roles = _roles_claim(claims.get("roles", []))
         return Principal(sub=sub, tenant=tenant, roles=roles)
 
@@ -336,9 +345,17 @@ def _verified_claims(token: str, verification_key: _VerificationKey) -> dict[str
         raise AuthenticationError(Reason.MALFORMED, "the token could not be decoded") from None
 
 
+MAX_NUMERIC_DATE = 2**53 - 1
+
+
 def _time_claim(claims: Mapping[str, Any], name: str) -> float:
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, int) and abs(value) > MAX_NUMERIC_DATE)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise AuthenticationError(Reason.CLAIMS_INVALID, f"claim {name!r} must be a NumericDate")
     return value
 
@@ -366,11 +383,13 @@ def _audience_matches(aud: Any, audience: str) -> bool:
     return False
 
 
-def _name_claim(claims: Mapping[str, Any], name: str) -> str:
+def _name_claim(
+    claims: Mapping[str, Any], name: str, pattern: re.Pattern[str] = NAME_PATTERN
+) -> str:
     value = claims[name]
-    if not (isinstance(value, str) and NAME_PATTERN.fullmatch(value)):
+    if not (isinstance(value, str) and pattern.fullmatch(value)):
         raise AuthenticationError(
-            Reason.CLAIMS_INVALID, f"claim {name!r} must match {NAME_PATTERN.pattern}"
+            Reason.CLAIMS_INVALID, f"claim {name!r} must match {pattern.pattern}"
         )
     return value
 
@@ -534,9 +553,11 @@ def mint_dev_token(
     if isinstance(roles, str):
         raise TokenMintingError("roles must be a list of role names, not one string")
     roles = list(roles)
-    for name, value in (("sub", sub), ("tenant", tenant), *(("role", role) for role in roles)):
-        if not (isinstance(value, str) and NAME_PATTERN.fullmatch(value)):
-            raise TokenMintingError(f"{name} must match {NAME_PATTERN.pattern}")
+    checks = (("sub", sub, SUB_PATTERN), ("tenant", tenant, TENANT_PATTERN),
+              *(("role", role, NAME_PATTERN) for role in roles))  # fmt: skip
+    for name, value, pattern in checks:
+        if not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise TokenMintingError(f"{name} must match {pattern.pattern}")
     if len(roles) > MAX_ROLES:
         raise TokenMintingError(f"at most {MAX_ROLES} roles")
     if (

@@ -13,10 +13,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from audit import chain
+from audit.chain import ChainError
 from audit.checkpoints import Signer, load_or_create_signer, load_signer
 from audit.sequencer import AuditSequencer
 from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.db import make_engine, read_only
+from gateway.errors import ServiceUnavailable
 from gateway.migrations import alembic_config
 from gateway.security import Principal, TokenVerifier
 from policies.enforcer import Decision, PolicyEngine, Refresher
@@ -70,7 +72,9 @@ class GatewayState:
             policy=policy,
             signer=load_audit_signer(settings),
         )
-        state.refresher = policy.start_refresher(engine, interval=settings.policy_poll_seconds)
+        state.refresher = policy.start_refresher(
+            read_only(engine), interval=settings.policy_poll_seconds
+        )
         state.sequencer = AuditSequencer(
             engine, signer=state.signer, checkpoint_every=settings.audit_checkpoint_every
         ).start()
@@ -83,16 +87,30 @@ class GatewayState:
             self.sequencer.stop()
         self.engine.dispose()
 
+    def refresh_policy(self) -> None:
+        self.policy.refresh(read_only(self.engine))
+
     def notify_sequencer(self) -> None:
         if self.sequencer is not None:
             self.sequencer.notify()
 
     def flush_audit_queue(self) -> None:
-        chain.flush(
-            self.engine,
-            signer=self.signer,
-            checkpoint_every=self.settings.audit_checkpoint_every,
-        )
+        try:
+            chain.flush(
+                self.engine,
+                signer=self.signer,
+                checkpoint_every=self.settings.audit_checkpoint_every,
+            )
+        except ChainError as exc:
+            log.error("audit.flush_failed", error=str(exc))
+            raise ServiceUnavailable(
+                "the audit trail cannot be brought up to date; see the server log",
+                code="audit_sequencer_stalled",
+            ) from None
+
+    @property
+    def sequencer_healthy(self) -> bool:
+        return self.sequencer is not None and self.sequencer.alive
 
     def record_denial(
         self,

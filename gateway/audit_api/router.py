@@ -22,7 +22,8 @@ MAX_SEQ = 2**53 - 1  # the largest integer canonical JSON (and so an audit body)
 SeqParam = Annotated[
     int, Query(ge=0, le=MAX_SEQ, description="return events after this seq (cursor)")
 ]
-TextFilter = Annotated[str | None, Query(max_length=512)]
+# No control characters: PostgreSQL text cannot hold NUL, and filters are ids anyway.
+TextFilter = Annotated[str | None, Query(max_length=512, pattern=r"^[^\x00-\x1f\x7f]*$")]
 TimeFilter = Annotated[
     str | None, Query(max_length=40, description="RFC 3339 time, e.g. 2026-11-28T12:00:00Z")
 ]

@@ -171,6 +171,10 @@ def latest_checkpoint(session: Session, *, authorized: Authorized) -> Checkpoint
     checkpoint = query.latest_checkpoint(session, state.signer)
     if checkpoint is None:
         raise NotFound("the audit trail is empty", code="audit_trail_empty")
+    record_allowed(
+        session, authorized=authorized, action="audit.checkpoint_read",
+        details={"tree_size": checkpoint.tree_size},
+    )
     return checkpoint
 
 

@@ -21,7 +21,9 @@ class DataSource(SQLModel, table=True):
     classification: str = Field(sa_column=Column(String(16), nullable=False))
     contains_personal_data: bool = Field(default=False)
     legal_basis: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
-    allowed_purposes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    allowed_purposes: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     owner: str = Field(sa_column=Column(String(128), nullable=False))
     retention_days: int
     pii_action: str = Field(sa_column=Column(String(8), nullable=False))

@@ -34,7 +34,7 @@ def list_data_sources(
     session: SessionDep,
     authorized: Annotated[Authorized, authorize("ds:*", "list")],
     status: Literal["proposed", "approved", "revoked"] | None = None,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DataSourcesPage:
     sources, next_after = service.list_visible(

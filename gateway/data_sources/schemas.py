@@ -10,6 +10,8 @@ Purpose = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", strip_whitespace=False)
 ]
 Subject = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@:-]{1,128}$")]
+# Free text may hold newlines, never NUL (PostgreSQL text cannot store it).
+FreeText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 
 
 class Classification(StrEnum):
@@ -40,7 +42,7 @@ class DataSourceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]*$")
-    description: str = Field("", max_length=4000)
+    description: FreeText = Field("", max_length=4000)
     classification: Classification
     contains_personal_data: bool = False
     legal_basis: LegalBasis | None = None
@@ -68,7 +70,7 @@ class DataSourceCreate(BaseModel):
 class DataSourceRevoke(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=3, max_length=2000)
+    reason: FreeText = Field(min_length=3, max_length=2000)
 
 
 class DataSourcePublic(BaseModel):

@@ -7,10 +7,12 @@ made before the audit append (the policy store's lock is taken first, always).""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from audit.encoding import now_ts
@@ -23,8 +25,9 @@ from gateway.policies_api.service import policy_error
 from policies import store
 from policies.vocabulary import PolicyError, Rule
 
-# Any of these grants on a source makes it visible in listings.
-VISIBLE_WITH = ("read", "upload", "train", "approve")
+# A listing shows what a direct read (GET /v1/data_sources/{id}, which needs "read")
+# would show, no more.
+VISIBLE_WITH = ("read",)
 LIST_BATCH = 500
 
 
@@ -69,8 +72,13 @@ def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate)
         proposed_at=now_ts(),
         **body.model_dump(mode="json"),
     )
-    session.add(source)
-    session.flush()
+    try:
+        with session.begin_nested():  # a concurrent proposal of the same name loses here
+            session.add(source)
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"a data source named {body.name!r} exists", code="data_source_exists",
+                       param="name") from None
     record_allowed(
         session,
         authorized=authorized,
@@ -102,7 +110,7 @@ def _change_policy(
     except PolicyError as exc:
         raise policy_error(exc) from None
     state = session.info["gateway"]
-    after_commit(session, lambda: state.policy.refresh(state.engine))
+    after_commit(session, state.refresh_policy)
     return version
 
 
@@ -166,7 +174,12 @@ def revoke(
         session,
         authorized=authorized,
         action="data_source.revoked",
-        details={"reason": reason[:500], "new_policy_version": new_version},
+        # The reason is free text and may name people: the trail keeps its hash; the
+        # text itself stays on the data source row, which erasure can reach.
+        details={
+            "reason_sha256": hashlib.sha256(reason.encode()).hexdigest(),
+            "new_policy_version": new_version,
+        },
     )
     return source
 

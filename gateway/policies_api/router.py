@@ -87,14 +87,16 @@ def check_policy(
 @router.get("/versions", response_model=PolicyVersionsPage)
 def list_policy_versions(
     session: SessionDep,
-    _authorized: ReadPolicy,
+    authorized: ReadPolicy,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     before: Cursor = None,
     changes: bool = False,
 ) -> PolicyVersionsPage:
-    page = service.list_versions(session, limit=limit, before=before, with_changes=changes)
+    versions, next_before = service.list_versions(
+        session, authorized=authorized, limit=limit, before=before, with_changes=changes
+    )
     return PolicyVersionsPage(
-        data=[PolicyVersionPublic(**v.as_dict(changes=changes)) for v in page.items],
-        has_more=page.next_before is not None,
-        next_before=page.next_before,
+        data=[PolicyVersionPublic(**version) for version in versions],
+        has_more=next_before is not None,
+        next_before=next_before,
     )

@@ -22,7 +22,7 @@ class RulesChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[RuleIn] = Field(min_length=1, max_length=1000)
-    reason: str | None = Field(None, max_length=2000)
+    reason: str | None = Field(None, max_length=2000, pattern=r"^[^\x00]*$")
 
 
 class RulePublic(BaseModel):
@@ -43,7 +43,7 @@ class PolicyVersionPublic(BaseModel):
     hash: str
     parent_hash: str | None
     created_at: str
-    actor: str
+    actor: str | None = Field(description="hidden when the version changed another tenant only")
     rule_count: int
     reason: str | None = None
     changes: dict[str, list[list[str]]] | None = None

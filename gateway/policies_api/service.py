@@ -9,11 +9,11 @@ from sqlmodel import Session
 
 from gateway.audit_api.service import record_allowed
 from gateway.deps import Authorized, after_commit
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import Conflict, GatewayError, InvalidRequest
 from gateway.policies_api.schemas import PolicyCheck, RuleIn
 from policies import store
 from policies.enforcer import Decision
-from policies.vocabulary import GLOBAL_TENANT, PolicyError, Rule, parse_rule
+from policies.vocabulary import DENY, GLOBAL_TENANT, PolicyError, Rule, parse_rule
 
 # Where each ptype names its tenant: a tenant admin governs that tenant only. Baseline
 # rules for every tenant (`*`) come from the seed, and g2 classification links from data
@@ -47,6 +47,19 @@ def _parse_in_tenant(rules: Sequence[RuleIn], tenant: str) -> list[Rule]:
     return parsed
 
 
+def _refuse_admin_lockout(rules: Sequence[Rule]) -> None:
+    # The store keeps a tenant from losing its last admin membership; a deny on the
+    # policy itself for the admin role would lock every admin out just as surely.
+    for rule in rules:
+        if rule.ptype == "p" and rule.values[0] == store.ADMIN_ROLE and rule.values[2] == "policy" \
+                and rule.values[4] == DENY:
+            raise Conflict(
+                "a deny on the policy for role:admin would lock every admin out",
+                code="last_admin",
+                param="rules",
+            )
+
+
 def change_rules(
     session: Session,
     *,
@@ -58,6 +71,7 @@ def change_rules(
     tenant = authorized.principal.tenant
     added = _parse_in_tenant(add, tenant)
     removed = _parse_in_tenant(remove, tenant)
+    _refuse_admin_lockout(added)
     try:
         version = store.change_rules(
             session, actor=authorized.principal.subject, add=added, remove=removed, reason=reason
@@ -81,7 +95,7 @@ def change_rules(
         },
     )
     state = session.info["gateway"]
-    after_commit(session, lambda: state.policy.refresh(state.engine))
+    after_commit(session, state.refresh_policy)
     return version
 
 
@@ -113,14 +127,41 @@ def list_rules(
 
 
 def list_versions(
-    session: Session, *, limit: int, before: int | None, with_changes: bool
-) -> store.VersionPage:
+    session: Session, *, authorized: Authorized, limit: int, before: int | None,
+    with_changes: bool,
+) -> tuple[list[dict], int | None]:
+    """Versions are global (one rule set), but what they changed is shown only for the
+    caller's tenant and the baseline: another tenant's rules, actor and reason stay
+    hidden; its versions appear as id, hash and time, so the chain stays complete."""
     try:
-        return store.list_versions(
-            session, limit=limit, before=before, with_changes=with_changes
-        )
+        page = store.list_versions(session, limit=limit, before=before, with_changes=True)
     except PolicyError as exc:
         raise policy_error(exc) from None
+    tenant = authorized.principal.tenant
+    return [_version_seen_from(v, tenant, with_changes) for v in page.items], page.next_before
+
+
+def _rule_visible_in(rule: Rule, tenant: str) -> bool:
+    field = TENANT_FIELD.get(rule.ptype)
+    return field is not None and rule.values[field] in (tenant, GLOBAL_TENANT)
+
+
+def _version_seen_from(
+    version: store.PolicyVersionInfo, tenant: str, with_changes: bool
+) -> dict:
+    added = [r for r in version.added if _rule_visible_in(r, tenant)]
+    removed = [r for r in version.removed if _rule_visible_in(r, tenant)]
+    touches_tenant = bool(added or removed)
+    seen = version.as_dict(changes=False)
+    if not touches_tenant:
+        seen["actor"] = None
+        seen["reason"] = None
+    if with_changes:
+        seen["changes"] = {
+            "added": [r.as_list() for r in added],
+            "removed": [r.as_list() for r in removed],
+        }
+    return seen
 
 
 def check(session: Session, *, authorized: Authorized, request: PolicyCheck) -> Decision:
@@ -131,12 +172,19 @@ def check(session: Session, *, authorized: Authorized, request: PolicyCheck) -> 
     decision = state.policy.decide(
         request.sub, tenant, request.obj, request.act, extra_roles=request.roles
     )
+    # Only values the vocabulary accepted reach the trail; an invalid request is
+    # recorded by its error code.
+    asked = (
+        {"sub": request.sub, "obj": request.obj, "act": request.act}
+        if decision.error is None
+        else {"error": decision.error}
+    )
     record_allowed(
         session,
         authorized=authorized,
         action="policy.checked",
         details={
-            "request": {"sub": request.sub, "obj": request.obj, "act": request.act},
+            "request": asked,
             "decision": decision.outcome,
             "decided_by": list(decision.rule) if decision.rule else None,
             "checked_policy_version": decision.policy_version,

@@ -8,4 +8,6 @@ class TestHealth:
     def test_readyz_reports_database_and_policy(self, client):
         response = client.get("/readyz")
         assert response.status_code == 200
-        assert response.json()["checks"] == {"database": True, "policy": True}
+        assert response.json()["checks"] == {
+            "database": True, "policy": True, "audit_sequencer": True
+        }

@@ -135,7 +135,7 @@ class TestRefusals:
 
 
 class TestSeveralProcesses:
-    def test_a_change_made_through_one_gateway_is_seen_by_another_within_a_second(
+    def test_a_change_made_through_one_gateway_is_seen_by_another(
         self, gateway_settings, token
     ):
         admin = token("root", "admin")
@@ -144,7 +144,9 @@ class TestSeveralProcesses:
         ) as second:
             version = first.post("/v1/policies/rules", json={"rules": [GRANT]}, headers=admin)
             assert version.status_code == 201
-            deadline = time.monotonic() + 1.0
+            # Polling every 0.2 s here (0.5 s by default) makes this well under a second
+            # on an idle machine; the bound is loose for shared CI machines.
+            deadline = time.monotonic() + 3.0
             while True:
                 seen = _check(second, admin, sub="user:bob", obj="ds:claims", act="train")
                 if seen["decision"] == "allow" or time.monotonic() > deadline:
@@ -170,3 +172,25 @@ class TestLargeChanges:
         [event] = _audit(client, admin, action="policy.rules_added")
         assert event["details"]["added_count"] == 1000
         assert len(event["details"]["added"]) == 10
+
+
+class TestTenantIsolation:
+    def test_another_tenants_policy_changes_are_hidden(self, client, token):
+        client.post("/v1/policies/rules", json={"rules": [GRANT], "reason": "pilot for bob"},
+                    headers=token("root", "admin"))
+        outsider = token("otto", "compliance-officer", tenant="acme")
+        newest = client.get("/v1/policies/versions", params={"changes": "true"},
+                            headers=outsider).json()["data"][0]
+        assert newest["changes"] == {"added": [], "removed": []}
+        assert newest["actor"] is None and newest["reason"] is None
+        own = client.get("/v1/policies/versions", params={"changes": "true"},
+                         headers=token("carol", "compliance-officer")).json()["data"][0]
+        assert own["changes"]["added"] == [["p", *GRANT["values"]]]
+        assert own["reason"] == "pilot for bob" and own["actor"] == "user:root"
+
+    def test_a_deny_that_locks_admins_out_of_the_policy_is_409(self, client, token):
+        rule = {"ptype": "p", "values": ["role:admin", "default", "policy", "edit", "deny"]}
+        response = client.post("/v1/policies/rules", json={"rules": [rule]},
+                               headers=token("root", "admin"))
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "last_admin"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU check for the trainer, prepared for the H200 device machine (never run by CI).
+#
+# Trains, with our loop in bf16 on CUDA for a fixed number of steps, a model of
+# SmolLM2-135M's exact shape and a generated TinyLlama-1.1B-shaped Llama, on synthetic chat
+# data with log-normal lengths, and prints tokens/s, peak GPU memory and MFU against the
+# H200's bf16 dense peak (and against a matmul peak measured in the same run).
+# SmolLM2's real weights cannot travel (its GGUF is 98 MB, over the 64 MiB the device call
+# carries); random weights of the same shape cost exactly the same compute.
+#
+# The device image has torch, transformers and peft but not structlog. Here, once:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl structlog==26.1.0
+# then run on the device machine with carry [".whl"]:  bash bench/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+WORKDIR="${WORKDIR:-/tmp/tunegate-gpu-check}"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+
+python3 bench/train.py gpu --model smollm2-shape --steps 30 --batch-size 64 \
+  --micro-batch-tokens 32768 --learning-rate 2e-4 --workdir "$WORKDIR"
+python3 bench/train.py gpu --model llama-1b --steps 20 --batch-size 64 \
+  --micro-batch-tokens 32768 --learning-rate 2e-4 --workdir "$WORKDIR"
