@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlmodel import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "tunegate_read_only"
@@ -55,18 +53,3 @@ def read_only(engine: Engine) -> Engine:
     """The same engine for work that never writes (polling, exports, health checks): on
     SQLite its transactions read a WAL snapshot without taking the write lock."""
     return engine.execution_options(**{READ_ONLY_OPTION: True})
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction per unit of work: commit once on success, roll back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

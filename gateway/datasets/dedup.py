@@ -1,0 +1,427 @@
+"""Exact and near duplicates, inside one file and across two, from a compact fingerprint.
+
+Exact: an example's key is the first 8 bytes of BLAKE2b over its canonical JSON encoding.
+
+Near: MinHash by one-permutation hashing (Li, Owen & Zhang 2012), vectorised with numpy
+over a whole chunk of examples at once (``datasketch`` hashes each shingle in Python and
+ran at 2.5 MB/s here, far below the upload budget). A shingle is the 16 bytes that start
+at each word of the example's user and assistant text (system prompts are shared by whole
+files and would make every pair look alike), lower-cased with whitespace folded. Each
+shingle is hashed once; the top 6 bits pick one of 64 bins and the low 16 bits are the
+value kept when it is the bin's minimum. Similarity is estimated as matching non-empty
+bins over bins non-empty in either (the OPH estimator). Bins are banded 16 x 4 for
+locality-sensitive hashing: a band key is four 16-bit bins packed into one uint64, so two
+examples become a candidate pair when any band matches (about 50% similarity), and every
+candidate is then verified against the threshold on all 64 bins.
+
+The fingerprint artifact (``<sha256>.fingerprint`` beside the file) holds, for every line,
+the exact key and the 16 band keys, stored band-major so a band is one contiguous read:
+
+    header (64 bytes) | exact: uint64[n] | band 0: uint64[n] | ... | band 15: uint64[n]
+
+136 bytes a line. Overlap at job time reads two artifacts and never rescans either file.
+Invalid lines have exact key 0 and empty bands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+NUM_BINS: Final = 64
+BANDS: Final = 16
+ROWS_PER_BAND: Final = NUM_BINS // BANDS
+SHINGLE_BYTES: Final = 16
+EMPTY_BIN: Final = 0xFFFF
+EMPTY_BAND: Final = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+DEFAULT_THRESHOLD: Final = 0.8
+SHOWN: Final = 100
+
+MAGIC: Final = b"TGFP"
+FORMAT_VERSION: Final = 1
+_HEADER = struct.Struct("<4sHHHHHxxQ")  # magic, version, bins, bands, shingle bytes, hash id, n
+HEADER_BYTES: Final = 64
+HASH_ID: Final = 1  # the mixing below; a change of hash must change this id
+
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xBF58476D1CE4E5B9)
+_S29, _S32, _S58 = np.uint64(29), np.uint64(32), np.uint64(58)
+_PAD = b"\x00" * SHINGLE_BYTES
+# ASCII upper -> lower, control whitespace -> space (runs of it then fold to one): shingles
+# ignore case and layout.
+_FOLD = bytes.maketrans(bytes(range(65, 91)) + b"\t\n\r\x0b\x0c", bytes(range(97, 123)) + b"     ")
+_NOT_AN_EXAMPLE_KEY = bytes(8)
+_CANDIDATES_PER_KEY: Final = 8
+_VERIFY_BLOCK: Final = 1 << 16
+
+
+def fingerprint_path(data_path: Path) -> Path:
+    return data_path.with_name(data_path.name + ".fingerprint")
+
+
+def exact_key(canonical: bytes) -> bytes:
+    """8 bytes; the all-zero key is reserved for lines that are not examples."""
+    digest = hashlib.blake2b(canonical, digest_size=8).digest()
+    return digest if digest != _NOT_AN_EXAMPLE_KEY else b"\x00" * 7 + b"\x01"
+
+
+def exact_keys_array(keys: Sequence[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(keys), dtype="<u8").copy() if keys else np.zeros(0, "<u8")
+
+
+def signatures(texts: Sequence[bytes]) -> np.ndarray:
+    """One-permutation MinHash of each UTF-8 text: uint16[len(texts), NUM_BINS]."""
+    count = len(texts)
+    result = np.full(count * NUM_BINS, EMPTY_BIN, dtype=np.uint16)
+    if count == 0:
+        return result.reshape(0, NUM_BINS)
+    raw = np.frombuffer((_PAD + _PAD.join(texts) + _PAD).translate(_FOLD), dtype=np.uint8)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
+    text_ends = np.cumsum(lengths + SHINGLE_BYTES)
+    blank = raw == 32
+    repeated_blank = np.flatnonzero(blank[1:] & blank[:-1]) + 1
+    if repeated_blank.size:  # runs of whitespace count as one space
+        raw = np.delete(raw, repeated_blank)
+        text_ends -= np.searchsorted(repeated_blank, text_ends)
+    buffer = raw.tobytes()
+    space = raw <= 32
+    starts = np.flatnonzero(space[:-1] > space[1:]) + 1
+    if starts.size:
+        # Two overlapping uint64 views, one byte apart in stride: a shingle's 16 bytes are
+        # read straight from the buffer without copying it.
+        pairs = np.ndarray((len(buffer) - 15, 2), dtype="<u8", buffer=buffer, strides=(1, 8))
+        words = pairs[starts]
+        mixed = words[:, 0] * _K1 + words[:, 1]
+        mixed ^= mixed >> _S32
+        mixed *= _K2
+        mixed ^= mixed >> _S29
+        per_text = np.diff(np.searchsorted(starts, text_ends), prepend=0)
+        slots = (mixed >> _S58).view(np.int64)
+        slots += np.repeat(np.arange(0, count * NUM_BINS, NUM_BINS, dtype=np.int64), per_text)
+        values = mixed.astype(np.uint16)
+        np.minimum(values, EMPTY_BIN - 1, out=values)
+        np.minimum.at(result, slots, values)
+    return result.reshape(count, NUM_BINS)
+
+
+def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity of row pairs of two uint16[m, NUM_BINS] signatures."""
+    left_empty = left == EMPTY_BIN
+    right_empty = right == EMPTY_BIN
+    matches = ((left == right) & ~left_empty).sum(axis=1)
+    union = (~(left_empty & right_empty)).sum(axis=1)
+    return np.where(union > 0, matches / np.maximum(union, 1), 0.0)
+
+
+# --- the artifact --------------------------------------------------------------------------
+
+
+class FingerprintWriter:
+    """Streams rows to a temporary file; ``finish`` lays them out band-major and renames."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        # Open for the writer's lifetime (appended per chunk); finish/discard close them.
+        self._exact = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=directory, prefix=".fp-exact-", delete=False
+        )
+        self._rows = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            dir=directory, prefix=".fp-rows-", delete=False
+        )
+        self.count = 0
+
+    def append(self, exact: np.ndarray, rows: np.ndarray) -> None:
+        assert len(exact) == len(rows)
+        self._exact.write(np.ascontiguousarray(exact, dtype="<u8").tobytes())
+        self._rows.write(np.ascontiguousarray(rows, dtype="<u2").tobytes())
+        self.count += len(exact)
+
+    def finish(self, path: Path) -> Path:
+        self._exact.close()
+        self._rows.close()
+        count = self.count
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".fp-")
+        try:
+            header = _HEADER.pack(
+                MAGIC, FORMAT_VERSION, NUM_BINS, BANDS, SHINGLE_BYTES, HASH_ID, count
+            )
+            os.pwrite(fd, header.ljust(HEADER_BYTES, b"\x00"), 0)
+            with open(self._exact.name, "rb") as exact:
+                offset = HEADER_BYTES
+                while block := exact.read(1 << 22):
+                    os.pwrite(fd, block, offset)
+                    offset += len(block)
+            band_base = HEADER_BYTES + 8 * count
+            block_rows = 1 << 15
+            with open(self._rows.name, "rb") as rows:
+                for first in range(0, count, block_rows):
+                    block = np.fromfile(
+                        rows, dtype="<u8", count=min(block_rows, count - first) * BANDS
+                    )
+                    bands = block.reshape(-1, BANDS)
+                    for band in range(BANDS):
+                        os.pwrite(
+                            fd,
+                            np.ascontiguousarray(bands[:, band]).tobytes(),
+                            band_base + 8 * (band * count + first),
+                        )
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temporary)
+            raise
+        os.close(fd)
+        os.replace(temporary, path)
+        self._remove_temporaries()
+        return path
+
+    def discard(self) -> None:
+        self._exact.close()
+        self._rows.close()
+        self._remove_temporaries()
+
+    def _remove_temporaries(self) -> None:
+        for name in (self._exact.name, self._rows.name):
+            Path(name).unlink(missing_ok=True)
+
+
+class FingerprintError(ValueError):
+    code = "invalid_fingerprint"
+
+
+class Fingerprint:
+    """A fingerprint artifact opened for reading; columns are read on demand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            header = handle.read(HEADER_BYTES)
+        try:
+            magic, version, bins, bands, shingle, hash_id, count = _HEADER.unpack_from(header)
+        except struct.error as exc:
+            raise FingerprintError("not a fingerprint artifact") from exc
+        if (magic, version, bins, bands, shingle, hash_id) != (
+            MAGIC,
+            FORMAT_VERSION,
+            NUM_BINS,
+            BANDS,
+            SHINGLE_BYTES,
+            HASH_ID,
+        ):
+            raise FingerprintError("fingerprint made with other settings; recompute it")
+        if self.path.stat().st_size != HEADER_BYTES + 8 * count * (1 + BANDS):
+            raise FingerprintError("fingerprint artifact is truncated")
+        self.count = count
+
+    def exact(self) -> np.ndarray:
+        return np.fromfile(self.path, dtype="<u8", count=self.count, offset=HEADER_BYTES)
+
+    def band(self, band: int) -> np.ndarray:
+        offset = HEADER_BYTES + 8 * self.count * (1 + band)
+        return np.fromfile(self.path, dtype="<u8", count=self.count, offset=offset)
+
+    def signatures(self, rows: np.ndarray) -> np.ndarray:
+        """uint16[len(rows), NUM_BINS] for the given row indices (random reads only)."""
+        table = np.memmap(
+            self.path, dtype="<u8", mode="r", offset=HEADER_BYTES, shape=(1 + BANDS, self.count)
+        )
+        try:
+            picked = np.stack([table[1 + band][rows] for band in range(BANDS)], axis=1)
+        finally:
+            del table
+        return np.ascontiguousarray(picked).view(np.uint16)
+
+
+# --- findings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DuplicatePairs:
+    """Lines that repeat an earlier line (or a line of another file): (line, of_line,
+    similarity) for the first ``SHOWN`` and the total count. Lines are 1-based."""
+
+    count: int
+    pairs: list[tuple[int, int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "pairs": [
+                {"line": a, "of_line": b, "similarity": round(s, 3)} for a, b, s in self.pairs
+            ],
+        }
+
+
+def _first_partner(later: np.ndarray, earlier: np.ndarray, scores: np.ndarray) -> DuplicatePairs:
+    """For each distinct ``later`` row, its smallest ``earlier`` partner."""
+    if later.size == 0:
+        return DuplicatePairs(0)
+    order = np.lexsort((earlier, later))
+    later, earlier, scores = later[order], earlier[order], scores[order]
+    first = np.r_[True, later[1:] != later[:-1]]
+    later, earlier, scores = later[first], earlier[first], scores[first]
+    shown = [
+        (int(a) + 1, int(b) + 1, float(s))
+        for a, b, s in zip(later[:SHOWN], earlier[:SHOWN], scores[:SHOWN], strict=True)
+    ]
+    return DuplicatePairs(int(later.size), shown)
+
+
+def exact_duplicates(exact: np.ndarray) -> DuplicatePairs:
+    """Rows whose key equals an earlier row's (invalid rows, key 0, excluded)."""
+    rows = np.flatnonzero(exact != 0)
+    if rows.size < 2:
+        return DuplicatePairs(0)
+    keys = exact[rows]
+    order = np.argsort(keys, kind="stable")
+    keys, rows = keys[order], rows[order]
+    repeat = np.r_[False, keys[1:] == keys[:-1]]
+    run_first = np.maximum.accumulate(np.where(~repeat, np.arange(rows.size), 0))
+    later, earlier = rows[repeat], rows[run_first[repeat]]
+    return _first_partner(later, earlier, np.ones(later.size))
+
+
+def _verified(
+    left_fp: Fingerprint,
+    right_fp: Fingerprint,
+    left: np.ndarray,
+    right: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    keep_left, keep_right, keep_scores = [], [], []
+    for first in range(0, left.size, _VERIFY_BLOCK):
+        a, b = left[first : first + _VERIFY_BLOCK], right[first : first + _VERIFY_BLOCK]
+        scores = similarity(left_fp.signatures(a), right_fp.signatures(b))
+        passed = scores >= threshold
+        keep_left.append(a[passed])
+        keep_right.append(b[passed])
+        keep_scores.append(scores[passed])
+    if not keep_left:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    return np.concatenate(keep_left), np.concatenate(keep_right), np.concatenate(keep_scores)
+
+
+def near_duplicates(
+    fingerprint: Fingerprint, *, threshold: float = DEFAULT_THRESHOLD
+) -> DuplicatePairs:
+    """Lines similar (>= threshold, estimated) to an earlier line but not equal to one."""
+    exact = fingerprint.exact()
+    considered = exact != 0
+    repeats = exact_duplicates(exact)
+    if repeats.count:
+        rows = np.flatnonzero(exact != 0)
+        _, first_index = np.unique(exact[rows], return_index=True)
+        considered[:] = False
+        considered[rows[first_index]] = True
+
+    def candidates_in(band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keys = fingerprint.band(band)
+        rows = np.flatnonzero(considered & (keys != EMPTY_BAND))
+        keys = keys[rows]
+        order = np.argsort(keys)
+        keys, rows = keys[order], rows[order]
+        same = keys[1:] == keys[:-1]
+        if not same.any():
+            return _NO_PAIRS
+        # Within a bucket, each member is paired with its neighbour and with the bucket's
+        # first member: linear in the bucket's size, however large it grows.
+        positions = np.arange(rows.size)
+        run_first = np.maximum.accumulate(np.where(np.r_[True, ~same], positions, 0))
+        follower = np.flatnonzero(np.r_[False, same])
+        one = np.concatenate([rows[follower - 1], rows[run_first[follower]]])
+        other = np.concatenate([rows[follower], rows[follower]])
+        earlier, later = np.minimum(one, other), np.maximum(one, other)
+        pair_ids = np.unique(later.astype(np.int64) * fingerprint.count + earlier)
+        later, earlier = pair_ids // fingerprint.count, pair_ids % fingerprint.count
+        return _verified(fingerprint, fingerprint, later, earlier, threshold)
+
+    return _first_partner(*_gather(_per_band(candidates_in)))
+
+
+_NO_PAIRS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+
+
+def _per_band(work: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list:
+    """Bands are independent and numpy sorts without the GIL: two threads, two cores."""
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        return list(threads.map(work, range(BANDS)))
+
+
+def _gather(parts: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Lines of one file (``probe``) that repeat lines of another (``reference``)."""
+
+    exact: DuplicatePairs
+    near: DuplicatePairs
+    threshold: float
+    probe_examples: int
+
+    @property
+    def lines(self) -> int:
+        return self.exact.count + self.near.count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "probe_examples": self.probe_examples,
+            "exact": self.exact.to_dict(),
+            "near": self.near.to_dict(),
+        }
+
+
+def overlap(
+    reference: Fingerprint, probe: Fingerprint, *, threshold: float = DEFAULT_THRESHOLD
+) -> Overlap:
+    """Which probe lines (e.g. validation) repeat reference lines (e.g. training), exactly or
+    nearly. A probe line in a band bucket is checked against up to eight reference lines of
+    that bucket, in file order, in each of the 16 bands."""
+    reference_exact, probe_exact = reference.exact(), probe.exact()
+    probe_valid = probe_exact != 0
+    ref_valid_keys = np.unique(reference_exact[reference_exact != 0])
+    found = probe_valid & np.isin(probe_exact, ref_valid_keys)
+    probe_rows = np.flatnonzero(found)
+    ref_sorted_order = np.argsort(reference_exact, kind="stable")
+    ref_sorted = reference_exact[ref_sorted_order]
+    partner = ref_sorted_order[np.searchsorted(ref_sorted, probe_exact[probe_rows])]
+    exact = _first_partner(probe_rows, partner, np.ones(probe_rows.size))
+
+    near_probe = probe_valid & ~found
+    reference_valid = reference_exact != 0
+
+    def candidates_in(band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ref_keys = reference.band(band)
+        ref_rows = np.flatnonzero((ref_keys != EMPTY_BAND) & reference_valid)
+        ref_keys = ref_keys[ref_rows]
+        order = np.argsort(ref_keys, kind="stable")
+        ref_keys, ref_rows = ref_keys[order], ref_rows[order]
+        probe_keys = probe.band(band)
+        rows = np.flatnonzero(near_probe & (probe_keys != EMPTY_BAND))
+        if rows.size == 0 or ref_keys.size == 0:
+            return _NO_PAIRS
+        keys = probe_keys[rows]
+        lo = np.searchsorted(ref_keys, keys, side="left")
+        hi = np.searchsorted(ref_keys, keys, side="right")
+        counts = np.minimum(hi - lo, _CANDIDATES_PER_KEY)
+        if not counts.any():
+            return _NO_PAIRS
+        probe_side = np.repeat(rows, counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        ref_side = ref_rows[np.repeat(lo, counts) + offsets]
+        return _verified(probe, reference, probe_side, ref_side, threshold)
+
+    near = _first_partner(*_gather(_per_band(candidates_in)))
+    return Overlap(exact, near, threshold, int(probe_valid.sum()))
