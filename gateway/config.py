@@ -38,6 +38,24 @@ class Settings(BaseSettings):
         1 << 20, ge=1024, description="larger JSON request bodies get 413 before being read"
     )
     artifact_dir: Path = Field(Path("./var/artifacts"), description="content-addressed storage")
+    model_import_roots: list[Path] = Field(
+        default_factory=list,
+        description="directories base models may be imported from (JSON list); empty: only "
+        "packaged models",
+    )
+    max_upload_bytes: int = Field(
+        1 << 30, ge=1, description="a training file over this size gets 413 as it streams in"
+    )
+    max_upload_line_bytes: int = Field(
+        1 << 20, ge=1024, description="a JSONL line over this size is a fault in the report"
+    )
+    upload_min_free_bytes: int = Field(
+        256 << 20, ge=0, description="uploads are refused (507) before free space drops below"
+    )
+    ingest_workers: int = Field(
+        2, ge=0, le=64,
+        description="processes scanning uploads (0: in the request thread); started lazily",
+    )  # fmt: skip
     audit_signing_key: Path | None = Field(
         None, description="Ed25519 private key (PEM); dev generates one under artifact_dir"
     )

@@ -4,7 +4,7 @@ authenticated principal, and `Authorize(obj, act)`, the one authorization check.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from gateway import metrics
 from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable, Unauthenticated
+from gateway.files.upload import MultipartUpload
 from gateway.security import (
     AuthenticationError,
     KeySetUnavailableError,
@@ -89,6 +90,13 @@ async def get_principal(request: Request, state: StateDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+# Looks up what a path names (e.g. a file's data source) so the decision is made on the
+# object that governs it; returns template values. It must not raise for a missing object:
+# it returns the collection wildcard instead, so a caller without any grant is refused
+# before learning whether the object exists.
+Resolver = Callable[[GatewayState, Principal, dict[str, str]], dict[str, str]]
+
+
 @dataclass(frozen=True)
 class Authorized:
     """What an allowed decision hands to the service, so its audit event can say which
@@ -108,9 +116,10 @@ class Authorize:
     parameters. A denial, or any error while deciding, is audited in its own transaction
     (the request's own transaction is about to roll back) and answered with 403."""
 
-    def __init__(self, obj: str, act: str) -> None:
+    def __init__(self, obj: str, act: str, *, resolve: Resolver | None = None) -> None:
         self.obj = obj
         self.act = act
+        self.resolve = resolve
 
     def __repr__(self) -> str:
         return f"Authorize({self.obj!r}, {self.act!r})"
@@ -118,17 +127,19 @@ class Authorize:
     def __call__(
         self, request: Request, principal: PrincipalDep, state: StateDep
     ) -> Authorized:
+        values = _checked_values(request.path_params)
+        if self.resolve is not None:
+            values |= self.resolve(state, principal, values)
+        return self.decide(request, principal, state, values)
+
+    def decide(
+        self, request: Request, principal: Principal, state: GatewayState,
+        values: dict[str, str],
+    ) -> Authorized:  # fmt: skip
         route = getattr(request.scope.get("route"), "path", request.url.path)
         method = request.method
-        for name, value in request.path_params.items():
-            # A path value names one object: never a wildcard, never matcher text.
-            if not PATH_ID.fullmatch(str(value)):
-                raise InvalidRequest(
-                    f"{name} must match {PATH_ID.pattern}", code="invalid_path_parameter",
-                    param=name,
-                )
         try:
-            obj = self.obj.format(**request.path_params)
+            obj = self.obj.format(**values)
         except (KeyError, IndexError, ValueError):
             obj = self.obj  # its braces fail validation: a deny with error set
         decision = state.policy.decide(
@@ -166,5 +177,51 @@ class Authorize:
         )
 
 
-def authorize(obj: str, act: str) -> Any:
-    return Depends(Authorize(obj, act))
+def _checked_values(
+    values: Mapping[str, Any], *, code: str = "invalid_path_parameter"
+) -> dict[str, str]:
+    """A value that names an object names one object: never a wildcard, never matcher
+    text."""
+    for name, value in values.items():
+        if not PATH_ID.fullmatch(str(value)):
+            raise InvalidRequest(
+                f"{name} must match {PATH_ID.pattern}", code=code, param=name
+            )
+    return {name: str(value) for name, value in values.items()}
+
+
+def authorize(obj: str, act: str, *, resolve: Resolver | None = None) -> Any:
+    return Depends(Authorize(obj, act, resolve=resolve))
+
+
+def get_upload(request: Request) -> MultipartUpload:
+    return MultipartUpload(request)
+
+
+UploadDep = Annotated[MultipartUpload, Depends(get_upload)]
+
+
+class AuthorizeUpload(Authorize):
+    """Authorization for a multipart upload whose object names form fields, e.g.
+    `AuthorizeUpload("ds:{data_source}", "upload", fields=("purpose", "data_source"))`.
+    The fields are read from the stream before the file part, and the decision is made
+    before a single byte of the file is read."""
+
+    def __init__(self, obj: str, act: str, *, fields: tuple[str, ...]) -> None:
+        super().__init__(obj, act)
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        return f"AuthorizeUpload({self.obj!r}, {self.act!r}, fields={self.fields!r})"
+
+    async def __call__(  # type: ignore[override]
+        self, request: Request, principal: PrincipalDep, state: StateDep, upload: UploadDep
+    ) -> Authorized:
+        fields = await upload.read_fields(self.fields)
+        named = re.findall(r"\{(\w+)\}", self.obj)
+        values = _checked_values({name: fields[name] for name in named}, code="invalid_field")
+        return await run_in_threadpool(self.decide, request, principal, state, values)
+
+
+def authorize_upload(obj: str, act: str, *, fields: tuple[str, ...]) -> Any:
+    return Depends(AuthorizeUpload(obj, act, fields=fields))

@@ -64,9 +64,24 @@ class Conflict(GatewayError):
     code = "conflict"
 
 
+class Gone(GatewayError):
+    status_code = 410
+    code = "gone"
+
+
 class PayloadTooLarge(GatewayError):
     status_code = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class InsufficientStorage(GatewayError):
+    status_code = 507
+    code = "insufficient_storage"
 
 
 class InvalidRequest(GatewayError):

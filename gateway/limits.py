@@ -11,17 +11,29 @@ from gateway.errors import PayloadTooLarge, error_body
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    """``streamed`` names the routes that read their own body as it arrives (uploads): they
+    get their own, larger limit on the declared length, are never buffered here, and count
+    what they read themselves."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, streamed: dict[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await _refuse(send, self.max_bytes)
+        streamed_limit = self.streamed.get((scope["method"], scope["path"].rstrip("/")))
+        limit = streamed_limit or self.max_bytes
+        if declared is not None and declared > limit:
+            await _refuse(send, limit)
+            return
+        if streamed_limit is not None:
+            await self.app(scope, *_closing_when_unread(receive, send))
             return
         if declared is not None:
             await self.app(scope, receive, send)
@@ -50,6 +62,28 @@ class BodySizeLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _closing_when_unread(receive: Receive, send: Send) -> tuple[Receive, Send]:
+    """A response sent before the whole body was read (a refusal mid-upload) closes the
+    connection: otherwise the server would go on reading, and discarding, whatever the
+    client still sends (gigabytes, for a refused upload)."""
+    body_done = False
+
+    async def counting_receive() -> Message:
+        nonlocal body_done
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_done = True
+        return message
+
+    async def closing_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and not body_done:
+            headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return counting_receive, closing_send
 
 
 def _content_length(scope: Scope) -> int | None:

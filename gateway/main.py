@@ -11,9 +11,12 @@ from fastapi import FastAPI
 
 from gateway import __doc__ as gateway_doc
 from gateway.audit_api.router import router as audit_router
+from gateway.base_models.router import router as base_models_router
 from gateway.config import Settings, get_settings
 from gateway.data_sources.router import router as data_sources_router
+from gateway.erasure.router import router as erasure_router
 from gateway.errors import install_error_handlers
+from gateway.files.router import router as files_router
 from gateway.health import router as health_router
 from gateway.limits import BodySizeLimitMiddleware
 from gateway.logging import RequestContextMiddleware, configure_logging
@@ -22,6 +25,8 @@ from gateway.policies_api.router import router as policies_router
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
+
+MULTIPART_ALLOWANCE = 64 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,11 +51,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        # The file part plus a form's worth of multipart framing and fields.
+        streamed={("POST", "/v1/files"): settings.max_upload_bytes + MULTIPART_ALLOWANCE},
+    )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
     app.include_router(policies_router)
     app.include_router(audit_router)
     app.include_router(data_sources_router)
+    app.include_router(files_router)
+    app.include_router(erasure_router)
+    app.include_router(base_models_router)
     return app

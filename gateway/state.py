@@ -4,7 +4,8 @@ the audit checkpoint signer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import structlog
 from alembic.runtime.migration import MigrationContext
@@ -17,6 +18,7 @@ from audit.chain import ChainError
 from audit.checkpoints import Signer, load_or_create_signer, load_signer
 from audit.sequencer import AuditSequencer
 from gateway.config import Settings
+from gateway.datasets import ScanPool
 from gateway.db import make_engine, read_only
 from gateway.errors import ServiceUnavailable
 from gateway.migrations import alembic_config
@@ -58,6 +60,8 @@ class GatewayState:
     signer: Signer
     refresher: Refresher | None = None
     sequencer: AuditSequencer | None = None
+    _scan_pool: ScanPool | None = None
+    _scan_pool_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def start(cls, settings: Settings) -> GatewayState:
@@ -85,7 +89,19 @@ class GatewayState:
             self.refresher.stop()
         if self.sequencer is not None:
             self.sequencer.stop()
+        if self._scan_pool is not None:
+            self._scan_pool.close()
         self.engine.dispose()
+
+    def scan_pool(self) -> ScanPool | None:
+        """Upload scanning processes, started on the first upload rather than at start-up:
+        spawning them costs a second or two that most gateway starts never need."""
+        if self.settings.ingest_workers == 0:
+            return None
+        with self._scan_pool_lock:
+            if self._scan_pool is None:
+                self._scan_pool = ScanPool(workers=self.settings.ingest_workers)
+            return self._scan_pool
 
     def refresh_policy(self) -> None:
         self.policy.refresh(read_only(self.engine))

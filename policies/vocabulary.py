@@ -45,6 +45,8 @@ kind        object forms           actions
                                    (dry run)
 ``audit``   ``audit``              read (events, proofs, checkpoints), verify, export
 ``tenant``  ``tenant``             read, create, edit
+``erasure`` ``erasure:<id>``,      read, list, create (a subject's erasure request), decide
+            ``erasure:*``
 ==========  =====================  ===========================================================
 
 Wildcards: ``<kind>:*`` (the whole id is ``*``) names every object of that kind. In a rule it
@@ -93,8 +95,9 @@ ACTIONS_BY_KIND: Mapping[str, frozenset[str]] = {
     "policy": frozenset({"read", "edit", "check"}),
     "audit": frozenset({"read", "verify", "export"}),
     "tenant": frozenset({"read", "create", "edit"}),
+    "erasure": frozenset({"read", "list", "create", "decide"}),
 }
-KINDS_WITH_ID = frozenset({"ds", "class", "base", "model", "job"})
+KINDS_WITH_ID = frozenset({"ds", "class", "base", "model", "job", "erasure"})
 SINGLETON_KINDS = frozenset({"policy", "audit", "tenant"})
 OBJECT_KINDS = KINDS_WITH_ID | SINGLETON_KINDS
 ACTIONS = frozenset().union(*ACTIONS_BY_KIND.values())

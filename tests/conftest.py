@@ -125,6 +125,7 @@ def gateway_settings(fresh_engine, tmp_path):
         artifact_dir=tmp_path / "artifacts",
         audit_checkpoint_every=50,
         policy_poll_seconds=0.2,
+        ingest_workers=0,  # tests that need the scan processes ask for them
     )
 
 
@@ -149,3 +150,39 @@ def token(gateway_settings):
         return {"Authorization": f"Bearer {value}"}
 
     return make
+
+
+@pytest.fixture
+def live_server():
+    """live_server(settings) -> base URL of the real app under a real uvicorn on loopback
+    (for clients that need a socket: the openai SDK, uploads that stream)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from gateway.main import create_app
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(settings) -> str:
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=0, log_level="warning",
+            lifespan="on",
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=30)

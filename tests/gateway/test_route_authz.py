@@ -9,7 +9,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from gateway.config import Settings
-from gateway.deps import Authorize
+from gateway.deps import Authorize, AuthorizeUpload
 from gateway.health import UNAUTHENTICATED_PATHS
 from gateway.main import create_app
 
@@ -29,6 +29,15 @@ def _routes():
 
 def _governed_routes():
     return [r for r in _routes() if r.path not in UNAUTHENTICATED_PATHS]
+
+
+def _minimal_body(route) -> dict:
+    """An upload decides on its form fields, so it is asked with them (and a file)."""
+    [check] = _authorize_dependencies(route.dependant)
+    if not isinstance(check, AuthorizeUpload):
+        return {}
+    fields = {name: "fine-tune" if name == "purpose" else "1" for name in check.fields}
+    return {"data": fields, "files": {"file": ("a.jsonl", b"{}\n")}}
 
 
 def _concrete(path: str) -> str:
@@ -55,6 +64,6 @@ class TestEveryRouteIsAuthorized:
                 anonymous = client.request(method, path)
                 assert anonymous.status_code == 401, (method, path, anonymous.text)
                 assert anonymous.headers["www-authenticate"].startswith("Bearer")
-                refused = client.request(method, path, headers=nobody)
+                refused = client.request(method, path, headers=nobody, **_minimal_body(route))
                 assert refused.status_code == 403, (method, path, refused.text)
                 assert refused.json()["error"]["code"] == "permission_denied"

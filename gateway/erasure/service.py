@@ -1,0 +1,210 @@
+"""Erasure requests (GDPR Art. 17): find the file versions that mention a data subject,
+record the request, and carry out the decision. Never commits.
+
+The identifier itself is never stored or logged. What is kept, on the request and in the
+audit trail, is HMAC-SHA256(salt, identifier); the salt is a row of its own outside the
+chain, and destroying it (``destroy_salt`` on the decision) leaves nothing that links the
+request back to the person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlmodel import Session
+
+from audit.encoding import now_ts
+from gateway.audit_api.service import record_allowed
+from gateway.datasets import find_subject_lines
+from gateway.db import read_only
+from gateway.deps import Authorized
+from gateway.erasure.models import ErasureRequest, ErasureSalt
+from gateway.erasure.schemas import (
+    ERASURE_ID,
+    ErasureDecide,
+    ErasureDecision,
+    ErasureRequestCreate,
+)
+from gateway.errors import Conflict, NotFound
+from gateway.files.models import TrainingFile
+from gateway.files.service import erase_content, stored_content
+from gateway.state import GatewayState
+
+log = structlog.get_logger()
+
+SHOWN_LINES = 100
+
+
+def new_request_id() -> str:
+    return f"er-{secrets.token_hex(8)}"
+
+
+def subject_digest(salt: str, subject: str) -> str:
+    """Case and surrounding space do not make a different person: john@X.com is
+    john@x.com."""
+    canonical = subject.strip().casefold().encode()
+    return hmac.new(bytes.fromhex(salt), canonical, hashlib.sha256).hexdigest()
+
+
+def find_files(state: GatewayState, *, tenant: str, subject: str) -> dict[str, Any]:
+    """Every stored file version of the tenant whose content mentions ``subject``, read
+    from a snapshot of its own (the scan reads whole files; no write lock is held)."""
+    settings = state.settings
+    matches: list[dict[str, Any]] = []
+    scanned = 0
+    by_path: dict[str, Any] = {}
+    with Session(read_only(state.engine)) as session:
+        rows = session.scalars(
+            select(TrainingFile)
+            .where(TrainingFile.tenant == tenant, TrainingFile.content_deleted_at.is_(None),
+                   TrainingFile.content_sha256.is_not(None))
+            .order_by(TrainingFile.created_at, TrainingFile.id)
+        ).all()  # fmt: skip
+    for row in rows:
+        path = stored_content(settings, row)
+        if path is None:
+            continue
+        key = str(path)
+        if key not in by_path:
+            scanned += 1
+            by_path[key] = find_subject_lines(path, subject) if path.is_file() else None
+        found = by_path[key]
+        if found is None or not found.count:
+            continue
+        matches.append({
+            "file_id": row.id,
+            "data_source": row.data_source_id,
+            "content_sha256": row.content_sha256,
+            "matching_lines": found.count,
+            "line_numbers": found.lines[:SHOWN_LINES],
+        })  # fmt: skip
+    return {"files": matches, "scanned_files": scanned}
+
+
+def create(
+    session: Session, *, authorized: Authorized, body: ErasureRequestCreate
+) -> ErasureRequest:
+    principal = authorized.principal
+    state: GatewayState = session.info["gateway"]
+    findings = find_files(state, tenant=principal.tenant, subject=body.subject)
+    salt = secrets.token_hex(32)
+    request = ErasureRequest(
+        id=new_request_id(),
+        tenant=principal.tenant,
+        subject_sha256=subject_digest(salt, body.subject),
+        reference=body.reference,
+        status="open",
+        findings=findings,
+        requested_by=principal.sub,
+        requested_at=now_ts(),
+    )
+    session.add(request)
+    session.flush()
+    session.add(ErasureSalt(request_id=request.id, salt=salt))
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="erasure.requested",
+        resource=f"erasure:{request.id}",
+        details={
+            "subject_hmac_sha256": request.subject_sha256,
+            "reference": request.reference,
+            "scanned_files": findings["scanned_files"],
+            "files": [
+                {key: match[key] for key in ("file_id", "content_sha256", "matching_lines")}
+                for match in findings["files"]
+            ],
+        },
+    )
+    log.info(
+        "erasure.requested", request_id=request.id, files=len(findings["files"]),
+        scanned_files=findings["scanned_files"],
+    )  # fmt: skip
+    return request
+
+
+def get_in_tenant(
+    session: Session, *, tenant: str, request_id: str, for_update: bool = False
+) -> ErasureRequest:
+    request = None
+    if ERASURE_ID.match(request_id):
+        request = session.get(ErasureRequest, request_id, with_for_update=for_update)
+    if request is None or request.tenant != tenant:
+        raise NotFound(
+            f"erasure request {request_id!r} not found", code="erasure_request_not_found"
+        )
+    return request
+
+
+def decide(
+    session: Session, *, authorized: Authorized, request_id: str, body: ErasureDecide
+) -> ErasureRequest:
+    principal = authorized.principal
+    request = get_in_tenant(
+        session, tenant=principal.tenant, request_id=request_id, for_update=True
+    )
+    if request.status != "open":
+        raise Conflict("this erasure request is already decided", code="already_decided")
+    erased: list[dict[str, Any]] = []
+    if body.decision is ErasureDecision.delete_data:
+        for match in request.findings.get("files", []):
+            row = session.get(TrainingFile, match["file_id"], with_for_update=True)
+            if row is None or row.content_deleted_at is not None:
+                continue
+            erased.extend(
+                {"file_id": each.id, "content_sha256": each.content_sha256}
+                for each in erase_content(
+                    session, row=row, actor=principal.sub, erasure_request_id=request.id
+                )
+            )
+    if body.destroy_salt:
+        salt = session.get(ErasureSalt, request.id)
+        if salt is not None:
+            session.delete(salt)
+        request.salt_destroyed = True
+    request.status = "decided"
+    request.decision = body.decision.value
+    request.decision_reason = body.reason
+    request.decided_by = principal.sub
+    request.decided_at = now_ts()
+    session.add(request)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="erasure.decided",
+        resource=f"erasure:{request.id}",
+        details={
+            "decision": request.decision,
+            # Free text may name the person: the trail keeps its hash only.
+            "reason_sha256": (
+                hashlib.sha256(body.reason.encode()).hexdigest() if body.reason else None
+            ),
+            "erased_files": erased,
+            "salt_destroyed": request.salt_destroyed,
+        },
+    )
+    log.info("erasure.decided", request_id=request.id, decision=request.decision,
+             erased_files=len(erased))  # fmt: skip
+    return request
+
+
+def list_in_tenant(
+    session: Session, *, authorized: Authorized, status: str | None, after: str | None,
+    limit: int,
+) -> tuple[list[ErasureRequest], str | None]:
+    query = select(ErasureRequest).where(ErasureRequest.tenant == authorized.principal.tenant)
+    if status is not None:
+        query = query.where(ErasureRequest.status == status)
+    if after is not None:
+        query = query.where(ErasureRequest.id > after)
+    rows = list(session.scalars(query.order_by(ErasureRequest.id).limit(limit + 1)).all())
+    more = len(rows) > limit
+    page = rows[:limit]
+    return page, (page[-1].id if more else None)

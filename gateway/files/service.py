@@ -1,0 +1,392 @@
+"""Training files: streamed in, validated and described, stored content-addressed. Never
+commits.
+
+The upload is processed before the request's transaction writes anything (on SQLite a
+write transaction holds the database's one write lock, and an upload can take minutes);
+the data source is checked again, with the row and its audit event, at the end. Stored
+content lives at ``<artifact_dir>/files/<tenant>/<data source>/<sha256>``: per source, so
+that erasing one tenant's or one source's copy never touches another's identical bytes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import and_, or_, select
+from sqlmodel import Session
+
+from audit.encoding import now_ts
+from gateway.audit_api.service import record_allowed
+from gateway.config import Settings
+from gateway.data_sources.models import DataSource
+from gateway.data_sources.service import get_in_tenant, require_usable
+from gateway.datasets import (
+    FileTooLarge,
+    IngestError,
+    IngestLimits,
+    IngestResult,
+    IngestSession,
+    content_path,
+    fingerprint_path,
+)
+from gateway.datasets import InsufficientStorage as StoreFull
+from gateway.db import read_only
+from gateway.deps import Authorized
+from gateway.errors import (
+    Conflict,
+    Gone,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+)
+from gateway.files.models import TrainingFile
+from gateway.files.schemas import FILE_ID, PURPOSES
+from gateway.files.upload import MultipartUpload
+from gateway.security import Principal
+from gateway.state import GatewayState
+
+log = structlog.get_logger()
+
+VISIBLE_WITH = "read"
+LIST_BATCH = 500
+
+
+def new_file_id() -> str:
+    return f"file-{secrets.token_hex(12)}"
+
+
+def source_dir(settings: Settings, *, tenant: str, data_source_id: str) -> Path:
+    return settings.artifact_dir / "files" / tenant / data_source_id
+
+
+def stored_content(settings: Settings, row: TrainingFile) -> Path | None:
+    """Where the file's usable content is on disk, or None when there is none (refused,
+    or erased)."""
+    if row.content_sha256 is None or row.content_deleted_at is not None:
+        return None
+    directory = source_dir(settings, tenant=row.tenant, data_source_id=row.data_source_id)
+    return content_path(directory, row.content_sha256)
+
+
+@dataclass(frozen=True)
+class _SourceSnapshot:
+    id: str
+    pii_action: str
+
+
+def _usable_source(state: GatewayState, *, tenant: str, data_source_id: str) -> _SourceSnapshot:
+    with Session(read_only(state.engine)) as session:
+        source = get_in_tenant(session, tenant=tenant, data_source_id=data_source_id)
+        require_usable(source)
+        return _SourceSnapshot(id=source.id, pii_action=source.pii_action)
+
+
+def _ingest_error(exc: IngestError) -> Exception:
+    if isinstance(exc, FileTooLarge):
+        return PayloadTooLarge(exc.message, code=exc.code, param="file", details=exc.details)
+    if isinstance(exc, StoreFull):
+        return InsufficientStorage(exc.message, code=exc.code, details=exc.details)
+    return InvalidRequest(exc.message, code=exc.code, param="file", details=exc.details)
+
+
+async def upload(
+    session: Session, *, authorized: Authorized, upload: MultipartUpload
+) -> TrainingFile:
+    state: GatewayState = session.info["gateway"]
+    settings = state.settings
+    principal = authorized.principal
+    purpose = upload.fields["purpose"]
+    if purpose not in PURPOSES:
+        raise InvalidRequest(
+            f"purpose must be one of {', '.join(PURPOSES)}", code="invalid_purpose",
+            param="purpose",
+        )  # fmt: skip
+    source = await run_in_threadpool(
+        _usable_source, state, tenant=principal.tenant, data_source_id=upload.fields["data_source"]
+    )
+    directory = source_dir(settings, tenant=principal.tenant, data_source_id=source.id)
+    limits = IngestLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_line_bytes=settings.max_upload_line_bytes,
+        min_free_bytes=settings.upload_min_free_bytes,
+    )
+    pool = await run_in_threadpool(state.scan_pool)
+    try:
+        ingesting = await run_in_threadpool(
+            IngestSession, dest_dir=directory, pii_action=source.pii_action, limits=limits,
+            pool=pool,
+        )  # fmt: skip
+        try:
+            async for block in upload.file_blocks():
+                await run_in_threadpool(ingesting.feed, block)
+            result = await run_in_threadpool(ingesting.finish)
+        except BaseException:
+            ingesting.abort()
+            raise
+    except IngestError as exc:
+        raise _ingest_error(exc) from None
+    try:
+        return await run_in_threadpool(
+            _record_upload, session, authorized=authorized, data_source_id=source.id,
+            purpose=purpose, filename=upload.filename or "upload.jsonl", result=result,
+        )  # fmt: skip
+    except BaseException:
+        await run_in_threadpool(_discard_unreferenced, session, directory=directory, result=result)
+        raise
+
+
+def _record_upload(
+    session: Session, *, authorized: Authorized, data_source_id: str, purpose: str,
+    filename: str, result: IngestResult,
+) -> TrainingFile:  # fmt: skip
+    principal = authorized.principal
+    # Checked again in the transaction that records the file: a source revoked while the
+    # bytes were streaming gets nothing new.
+    source = get_in_tenant(
+        session, tenant=principal.tenant, data_source_id=data_source_id, for_update=True
+    )
+    require_usable(source)
+    usable = result.redacted or result.stored
+    if result.redacted is not None and result.stored is not None:
+        # The source redacts: what is kept is the redacted derivative. The upload's own
+        # bytes (with the personal data) are not kept; the lineage keeps their hash.
+        _remove_content(result.stored.path)
+    row = TrainingFile(
+        id=new_file_id(),
+        tenant=principal.tenant,
+        data_source_id=source.id,
+        purpose=purpose,
+        filename=filename,
+        bytes=result.bytes,
+        sha256=result.sha256,
+        status=result.status,
+        status_details=result.status_details,
+        pii_action=source.pii_action,
+        report=result.report.to_dict(),
+        content_sha256=usable.sha256 if usable else None,
+        content_bytes=usable.bytes if usable else None,
+        examples=result.report.examples,
+        redaction=result.lineage.to_dict() if result.lineage else None,
+        created_at=int(time.time()),
+        created_by=principal.sub,
+    )
+    session.add(row)
+    session.flush()
+    report = result.report
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="file.uploaded" if result.status == "processed" else "file.rejected",
+        details={
+            "file_id": row.id,
+            "data_source": source.id,
+            "purpose": purpose,
+            "sha256": row.sha256,
+            "bytes": row.bytes,
+            "status": row.status,
+            "format": report.format,
+            "examples": report.examples,
+            "faults": report.fault_count,
+            "pii_action": source.pii_action,
+            "pii_findings": _pii_counts(row.report),
+            "content_sha256": row.content_sha256,
+            "redaction": _lineage_summary(row.redaction),
+        },
+    )
+    log.info(
+        "file.uploaded", file_id=row.id, data_source=source.id, sha256=row.sha256,
+        status=row.status, examples=report.examples,
+    )  # fmt: skip
+    return row
+
+
+def _pii_counts(report: dict[str, Any]) -> list[dict[str, Any]]:
+    # A list of {type, findings}: a kind's name ("email", "secret") as a key would read
+    # as a value of that kind to the audit trail's content guard.
+    pii = report.get("pii") or {}
+    return [{"type": kind, "findings": entry["findings"]}
+            for kind, entry in (pii.get("by_type") or {}).items()]
+
+
+def _lineage_summary(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if lineage is None:
+        return None
+    return {
+        key: lineage[key]
+        for key in ("input_sha256", "output_sha256", "recogniser_set", "settings",
+                    "redacted_lines")
+    }
+
+
+def _remove_content(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    fingerprint_path(path).unlink(missing_ok=True)
+
+
+def _discard_unreferenced(session: Session, *, directory: Path, result: IngestResult) -> None:
+    """After a failed record: remove what this upload stored unless a recorded file
+    (committed earlier, with the same bytes) still points at it."""
+    for stored in (result.stored, result.redacted):
+        if stored is None:
+            continue
+        with Session(read_only(session.get_bind())) as fresh:
+            referenced = fresh.scalars(
+                select(TrainingFile.id).where(
+                    TrainingFile.content_sha256 == stored.sha256,
+                    TrainingFile.content_deleted_at.is_(None),
+                )
+            ).first()
+        if referenced is None:
+            _remove_content(content_path(directory, stored.sha256))
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def data_source_of(
+    state: GatewayState, principal: Principal, values: dict[str, str]
+) -> dict[str, str]:
+    """The authorization resolver for /v1/files/{file_id}...: a file is governed by its
+    data source. A file that does not exist (or is another tenant's) resolves to the
+    collection, so a caller with no read grant at all is refused before learning more."""
+    file_id = values.get("file_id", "")
+    source_id = None
+    if FILE_ID.match(file_id):
+        with Session(read_only(state.engine)) as session:
+            source_id = session.scalars(
+                select(TrainingFile.data_source_id).where(
+                    TrainingFile.id == file_id, TrainingFile.tenant == principal.tenant
+                )
+            ).first()
+    return {"data_source": source_id or "*"}
+
+
+def get_in_tenant_file(session: Session, *, tenant: str, file_id: str) -> TrainingFile:
+    row = session.get(TrainingFile, file_id) if FILE_ID.match(file_id) else None
+    if row is None or row.tenant != tenant:
+        raise NotFound(f"file {file_id!r} not found", code="file_not_found", param="file_id")
+    return row
+
+
+def get_visible(session: Session, *, authorized: Authorized, file_id: str) -> TrainingFile:
+    return get_in_tenant_file(session, tenant=authorized.principal.tenant, file_id=file_id)
+
+
+def open_content(
+    session: Session, *, authorized: Authorized, file_id: str
+) -> tuple[TrainingFile, Path]:
+    row = get_visible(session, authorized=authorized, file_id=file_id)
+    if row.content_deleted_at is not None:
+        raise Gone("this file's content was erased", code="content_erased",
+                   details={"erasure_request": row.erasure_request_id})
+    path = stored_content(session.info["gateway"].settings, row)
+    if path is None:
+        raise Conflict("this file was refused and its content was not kept",
+                       code="file_not_stored", details={"status": row.status})
+    if not path.is_file():
+        log.error("file.content_missing", file_id=row.id, content_sha256=row.content_sha256)
+        raise Gone("this file's content is missing from the store", code="content_missing")
+    record_allowed(
+        session, authorized=authorized, action="file.content_read",
+        details={"file_id": row.id, "content_sha256": row.content_sha256},
+    )  # fmt: skip
+    return row, path
+
+
+def list_visible(
+    session: Session, *, authorized: Authorized, purpose: str | None,
+    data_source: str | None, after: str | None, limit: int, order: str,
+) -> tuple[list[TrainingFile], bool]:
+    """The tenant's files whose data source the caller may read, newest first by default
+    (OpenAI's order), ``after`` a file id as the cursor."""
+    principal = authorized.principal
+    policy = session.info["gateway"].policy
+    readable: dict[str, bool] = {}
+
+    def may_read(row: TrainingFile) -> bool:
+        if row.data_source_id not in readable:
+            readable[row.data_source_id] = policy.decide(
+                principal.subject, principal.tenant, f"ds:{row.data_source_id}", VISIBLE_WITH,
+                extra_roles=principal.roles,
+            ).allowed
+        return readable[row.data_source_id]
+
+    query = select(TrainingFile).where(TrainingFile.tenant == principal.tenant)
+    if purpose is not None:
+        query = query.where(TrainingFile.purpose == purpose)
+    if data_source is not None:
+        query = query.where(TrainingFile.data_source_id == data_source)
+    newest_first = order == "desc"
+    keys = (TrainingFile.created_at, TrainingFile.id)
+    query = query.order_by(*(key.desc() if newest_first else key.asc() for key in keys))
+    cursor: tuple[int, str] | None = None
+    if after is not None:
+        anchor = get_in_tenant_file(session, tenant=principal.tenant, file_id=after)
+        cursor = (anchor.created_at, anchor.id)
+    visible: list[TrainingFile] = []
+    while len(visible) <= limit:
+        page_query = query if cursor is None else query.where(_beyond(cursor, newest_first))
+        rows = session.scalars(page_query.limit(LIST_BATCH)).all()
+        visible.extend(row for row in rows if may_read(row))
+        if len(rows) < LIST_BATCH:
+            break
+        cursor = (rows[-1].created_at, rows[-1].id)
+    return visible[:limit], len(visible) > limit
+
+
+def _beyond(cursor: tuple[int, str], newest_first: bool) -> Any:
+    created_at, file_id = cursor
+    if newest_first:
+        return or_(TrainingFile.created_at < created_at,
+                   and_(TrainingFile.created_at == created_at, TrainingFile.id < file_id))
+    return or_(TrainingFile.created_at > created_at,
+               and_(TrainingFile.created_at == created_at, TrainingFile.id > file_id))
+
+
+def usable_source(session: Session, *, tenant: str, data_source_id: str) -> DataSource:
+    """For the job issue's gates: the source, refused unless still approved."""
+    source = get_in_tenant(session, tenant=tenant, data_source_id=data_source_id)
+    require_usable(source)
+    return source
+
+
+def erase_content(
+    session: Session, *, row: TrainingFile, actor: str, erasure_request_id: str
+) -> list[TrainingFile]:
+    """Erasure: removes the file's content (and fingerprint) from disk, and marks every
+    live file of the tenant's source that shares those bytes (they hold the same data).
+    The rows keep their hashes, so the trail and the lineage of anything trained on them
+    still resolve. The disk changes before the commit: should the commit fail, a row still
+    says "processed" over missing content (reads answer 410), which is visible and
+    repeatable; the other order could leave personal data on disk behind a row that says
+    it is gone."""
+    settings = session.info["gateway"].settings
+    path = stored_content(settings, row)
+    erased = [row]
+    if row.content_sha256 is not None:
+        erased = list(session.scalars(
+            select(TrainingFile).where(
+                TrainingFile.tenant == row.tenant,
+                TrainingFile.data_source_id == row.data_source_id,
+                TrainingFile.content_sha256 == row.content_sha256,
+                TrainingFile.content_deleted_at.is_(None),
+            ).with_for_update()
+        ).all()) or [row]  # fmt: skip
+    deleted_at = now_ts()
+    for each in erased:
+        each.status = "deleted"
+        each.content_deleted_at = deleted_at
+        each.content_deleted_by = actor
+        each.erasure_request_id = erasure_request_id
+        session.add(each)
+    session.flush()
+    if path is not None:
+        _remove_content(path)
+    return erased
