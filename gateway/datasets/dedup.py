@@ -55,13 +55,14 @@ HASH_ID: Final = 1  # the mixing below; a change of hash must change this id
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _S29, _S32, _S58 = np.uint64(29), np.uint64(32), np.uint64(58)
-_PAD = b"\x00" * SHINGLE_BYTES
+PAD: Final = b"\x00" * SHINGLE_BYTES  # between texts: no shingle spans two
 # ASCII upper -> lower, control whitespace -> space (runs of it then fold to one): shingles
 # ignore case and layout.
 _FOLD = bytes.maketrans(bytes(range(65, 91)) + b"\t\n\r\x0b\x0c", bytes(range(97, 123)) + b"     ")
 _NOT_AN_EXAMPLE_KEY = bytes(8)
 _CANDIDATES_PER_KEY: Final = 8
 _VERIFY_BLOCK: Final = 1 << 16
+_BLOCK_BYTES: Final = 1 << 17
 
 
 def fingerprint_path(data_path: Path) -> Path:
@@ -80,37 +81,60 @@ def exact_keys_array(keys: Sequence[bytes]) -> np.ndarray:
 
 def signatures(texts: Sequence[bytes]) -> np.ndarray:
     """One-permutation MinHash of each UTF-8 text: uint16[len(texts), NUM_BINS]."""
-    count = len(texts)
-    result = np.full(count * NUM_BINS, EMPTY_BIN, dtype=np.uint16)
-    if count == 0:
-        return result.reshape(0, NUM_BINS)
-    raw = np.frombuffer((_PAD + _PAD.join(texts) + _PAD).translate(_FOLD), dtype=np.uint8)
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    return padded_signatures(PAD + PAD.join(texts) + PAD, lengths)
+
+
+def padded_signatures(padded: bytes, lengths: np.ndarray) -> np.ndarray:
+    """``signatures`` of texts laid out as ``PAD + text + PAD + text + ... + PAD``, the
+    layout a caller can build in one join; ``lengths`` are the texts' byte lengths.
+
+    Works through blocks of about ``_BLOCK_BYTES``: the temporaries of a whole chunk (tens
+    of MB) cost more in page faults and cache misses than the arithmetic on them."""
+    count = len(lengths)
+    result = np.full((count, NUM_BINS), EMPTY_BIN, dtype=np.uint16)
+    offsets = np.cumsum(lengths + SHINGLE_BYTES)  # where each text's padding ends
+    first = 0
+    while first < count:
+        start = int(offsets[first - 1]) if first else 0
+        last = max(first + 1, int(np.searchsorted(offsets, start + _BLOCK_BYTES, "right")))
+        last = min(last, count)
+        end = int(offsets[last - 1]) + SHINGLE_BYTES
+        _block_signatures(padded[start:end], lengths[first:last], result[first:last])
+        first = last
+    return result
+
+
+def _block_signatures(padded: bytes, lengths: np.ndarray, result: np.ndarray) -> None:
+    count = len(lengths)
+    raw = np.frombuffer(padded.translate(_FOLD), dtype=np.uint8)
     text_ends = np.cumsum(lengths + SHINGLE_BYTES)
     blank = raw == 32
-    repeated_blank = np.flatnonzero(blank[1:] & blank[:-1]) + 1
-    if repeated_blank.size:  # runs of whitespace count as one space
-        raw = np.delete(raw, repeated_blank)
-        text_ends -= np.searchsorted(repeated_blank, text_ends)
+    repeated_blank = blank[1:] & blank[:-1]
+    if repeated_blank.any():  # runs of whitespace count as one space
+        removed = np.flatnonzero(repeated_blank) + 1
+        raw = np.delete(raw, removed)
+        text_ends -= np.searchsorted(removed, text_ends)
     buffer = raw.tobytes()
     space = raw <= 32
     starts = np.flatnonzero(space[:-1] > space[1:]) + 1
-    if starts.size:
-        # Two overlapping uint64 views, one byte apart in stride: a shingle's 16 bytes are
-        # read straight from the buffer without copying it.
-        pairs = np.ndarray((len(buffer) - 15, 2), dtype="<u8", buffer=buffer, strides=(1, 8))
-        words = pairs[starts]
-        mixed = words[:, 0] * _K1 + words[:, 1]
-        mixed ^= mixed >> _S32
-        mixed *= _K2
-        mixed ^= mixed >> _S29
-        per_text = np.diff(np.searchsorted(starts, text_ends), prepend=0)
-        slots = (mixed >> _S58).view(np.int64)
-        slots += np.repeat(np.arange(0, count * NUM_BINS, NUM_BINS, dtype=np.int64), per_text)
-        values = mixed.astype(np.uint16)
-        np.minimum(values, EMPTY_BIN - 1, out=values)
-        np.minimum.at(result, slots, values)
-    return result.reshape(count, NUM_BINS)
+    if not starts.size:
+        return
+    # Overlapping uint64 views at a stride of one byte: a shingle's 16 bytes are read
+    # straight from the buffer without copying it.
+    words = np.ndarray((len(buffer) - 7,), dtype="<u8", buffer=buffer, strides=(1,))
+    mixed = words[starts]
+    mixed *= _K1
+    mixed += words[starts + 8]
+    mixed ^= mixed >> _S32
+    mixed *= _K2
+    mixed ^= mixed >> _S29
+    per_text = np.diff(np.searchsorted(starts, text_ends), prepend=0)
+    slots = (mixed >> _S58).view(np.int64)
+    slots += np.repeat(np.arange(0, count * NUM_BINS, NUM_BINS, dtype=np.int64), per_text)
+    values = mixed.astype(np.uint16)
+    np.minimum(values, EMPTY_BIN - 1, out=values)
+    np.minimum.at(result.reshape(-1), slots, values)
 
 
 def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:

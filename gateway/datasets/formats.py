@@ -104,7 +104,7 @@ class PromptCompletionExample(msgspec.Struct, forbid_unknown_fields=True):
 
 Example = ChatExample | PromptCompletionExample
 
-_DECODERS: Final = {
+DECODERS: Final = {
     CHAT: msgspec.json.Decoder(ChatExample),
     PROMPT_COMPLETION: msgspec.json.Decoder(PromptCompletionExample),
 }
@@ -115,11 +115,11 @@ _ENCODER: Final = msgspec.json.Encoder()
 def decode_example(raw: bytes, prefer: str = CHAT) -> Example | None:
     """The line as a struct of either format (``prefer`` tried first), or None: refused."""
     try:
-        return _DECODERS[prefer].decode(raw)
+        return DECODERS[prefer].decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         pass
     try:
-        return _DECODERS[_OTHER[prefer]].decode(raw)
+        return DECODERS[_OTHER[prefer]].decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
 

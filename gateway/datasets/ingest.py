@@ -348,11 +348,8 @@ class IngestSession:
         if len(self._buffer) >= self.limits.chunk_bytes:
             cut = self._buffer.rfind(b"\n")
             if cut >= 0:
-                offset = self._raw.size - len(self._buffer)
-                with memoryview(self._buffer) as view:
-                    chunk = bytes(view[: cut + 1])
+                self._emit(cut + 1, self._raw.size - len(self._buffer))
                 del self._buffer[: cut + 1]
-                self._emit(chunk, offset)
         if len(self._buffer) > self.limits.max_line_bytes and b"\n" not in self._buffer:
             limit = self.limits.max_line_bytes
             fault = LineFault(
@@ -364,18 +361,25 @@ class IngestSession:
             self._skipping_long_line = True
             self._drain(block=False)
 
-    def _emit(self, chunk: bytes, offset: int) -> None:
-        """Scan ``chunk``, found at ``offset`` in the raw file (already written there)."""
+    def _emit(self, length: int, offset: int) -> None:
+        """Scan the buffer's first ``length`` bytes, found at ``offset`` in the raw file
+        (already written there). A pool's workers read them from the file, so they are
+        copied out of the buffer only to scan here or to write the redacted copy."""
         first_line = self._next_line
-        self._next_line += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        ends_with_newline = self._buffer[length - 1] == ord("\n")
+        self._next_line += self._buffer.count(b"\n", 0, length) + (0 if ends_with_newline else 1)
         prefer = self._builder.format or CHAT
+        chunk = b""
+        if self.pool is None or self._redacted is not None:
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[:length])
         kept = chunk if self._redacted is not None else b""  # the redacted copy needs it
         if self.pool is None:
             self._pending.append((scan_chunk(chunk, first_line, self._settings, prefer), kept))
         else:
             assert self._raw.path is not None
             future = self.pool.submit_range(
-                self._raw.path, offset, len(chunk), first_line, self._settings, prefer
+                self._raw.path, offset, length, first_line, self._settings, prefer
             )
             self._pending.append((future, kept))
         self._drain(block=False)
@@ -441,7 +445,7 @@ class IngestSession:
 
     def _finish(self) -> IngestResult:
         if self._buffer and not self._skipping_long_line:
-            self._emit(bytes(self._buffer), self._raw.size - len(self._buffer))
+            self._emit(len(self._buffer), self._raw.size - len(self._buffer))
             self._buffer.clear()
         self._drain(block=True)
         sealed = self._raw.seal()
