@@ -66,6 +66,39 @@ class Settings(BaseSettings):
         0.5, gt=0, description="how often a process looks for policy changes made elsewhere"
     )
     log_json: bool | None = Field(None, description="JSON logs; default: on in prod, off in dev")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where jobs run: worker processes of this machine, or a Ray cluster"
+    )
+    local_workers: int = Field(
+        1, ge=0, le=64,
+        description="job workers the gateway starts (one job each; 0: run `tunegate worker`)",
+    )  # fmt: skip
+    lease_seconds: float = Field(
+        60.0, gt=0, description="a running job whose worker is silent this long is taken back"
+    )
+    heartbeat_seconds: float = Field(
+        10.0, gt=0, description="how often a worker renews the lease of the job it runs"
+    )
+    max_attempts: int = Field(
+        2, ge=1, description="runs of a job, resumes from a checkpoint included, before it fails"
+    )
+    ray_address: str | None = Field(None, description="Ray cluster address; None: a local Ray")
+    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs each job asks Ray for")
+    quota_concurrent_jobs: int = Field(
+        4, ge=1, description="jobs a tenant may have validating, queued or running at once"
+    )
+    quota_device_hours_per_month: float = Field(
+        100.0, gt=0, description="estimated device-hours a tenant's jobs may use per month"
+    )
+    estimate_device: str = Field(
+        "cpu", max_length=64, description="the device cost estimates are stated for"
+    )
+    estimate_device_flops: float = Field(
+        1e11, gt=0, description="peak FLOP/s of estimate_device (fp32 CPU ~1e11; H100 bf16 ~1e15)"
+    )
+    estimate_mfu: float = Field(
+        0.4, gt=0, le=1, description="share of peak a run is assumed to reach in the estimate"
+    )
 
     @model_validator(mode="after")
     def _refuse_weak_secrets_outside_dev(self) -> Settings:

@@ -27,7 +27,7 @@ from gateway.state import GatewayState
 log = structlog.get_logger()
 
 ON_COMMIT = "on_commit"
-PATH_ID = re.compile(r"[A-Za-z0-9._@-]{1,128}")
+PATH_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
 def get_state(request: Request) -> GatewayState:

@@ -89,6 +89,13 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class TooManyRequests(GatewayError):
+    """A quota: ``details`` name the quota, its limit and the current use."""
+
+    status_code = 429
+    code = "quota_exceeded"
+
+
 class ServiceUnavailable(GatewayError):
     status_code = 503
     code = "unavailable"

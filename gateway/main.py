@@ -18,6 +18,7 @@ from gateway.erasure.router import router as erasure_router
 from gateway.errors import install_error_handlers
 from gateway.files.router import router as files_router
 from gateway.health import router as health_router
+from gateway.jobs.router import router as jobs_router
 from gateway.limits import BodySizeLimitMiddleware
 from gateway.logging import RequestContextMiddleware, configure_logging
 from gateway.metrics import MetricsMiddleware
@@ -65,5 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(data_sources_router)
     app.include_router(files_router)
     app.include_router(erasure_router)
+    app.include_router(jobs_router)
     app.include_router(base_models_router)
     return app

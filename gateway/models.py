@@ -7,6 +7,8 @@ import gateway.base_models.models  # noqa: F401
 import gateway.data_sources.models  # noqa: F401
 import gateway.erasure.models  # noqa: F401
 import gateway.files.models  # noqa: F401
+import gateway.jobs.models  # noqa: F401
+import gateway.registry.models  # noqa: F401
 import policies.models  # noqa: F401
 
 metadata = SQLModel.metadata

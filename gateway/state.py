@@ -164,3 +164,27 @@ class GatewayState:
         except Exception:
             # The refusal stands whether or not it could be recorded; the log says which.
             log.exception("audit.denial_not_recorded", route=route, act=act)
+
+    def record_refusal(
+        self, *, principal: Principal, action: str, resource: str, details: dict
+    ) -> None:
+        """A governance gate's refusal, audited in a transaction of its own (the request's
+        is about to roll back). ``details`` carry the gate's code and figures."""
+        from gateway.audit_api.service import record
+
+        try:
+            with Session(self.engine) as session:
+                session.info["gateway"] = self
+                record(
+                    session,
+                    actor=principal.sub,
+                    tenant=principal.tenant,
+                    action=action,
+                    resource=resource,
+                    decision="deny",
+                    details=details,
+                )
+                session.commit()
+            self.notify_sequencer()
+        except Exception:
+            log.exception("audit.refusal_not_recorded", action=action)

@@ -79,3 +79,46 @@ def upload(client, headers, *, data_source: str, content: bytes, purpose="fine-t
         files={"file": (filename, content, "application/jsonl")},
         headers=headers,
     )
+
+
+TINY_BASE = "tiny-llama"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory):
+    """An import root holding one tiny random-initialised Llama (built once per run)."""
+    from trainer.base_models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-model-root")
+    build_tiny_model(root / TINY_BASE, seed=0)
+    return root
+
+
+@pytest.fixture
+def registered_base(client, people, tiny_model_root, gateway_settings):
+    """The tiny model registered as base model `tiny-llama` (needs `model_import_roots` to
+    hold `tiny_model_root`: the `gateway_settings` override below sets it)."""
+    response = client.post(
+        "/v1/base_models",
+        json={"name": TINY_BASE, "license": "apache-2.0",
+              "source": {"directory": str(tiny_model_root / TINY_BASE)}},
+        headers=people["ada"],
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@pytest.fixture
+def grant(client, people):
+    """grant(sub, obj, act): an admin adds `p, user:<sub>, default, <obj>, <act>, allow`."""
+
+    def add(sub: str, obj: str, act: str, *, effect: str = "allow") -> None:
+        response = client.post(
+            "/v1/policies/rules",
+            json={"rules": [{"ptype": "p",
+                             "values": [f"user:{sub}", "default", obj, act, effect]}]},
+            headers=people["ada"],
+        )  # fmt: skip
+        assert response.status_code == 201, response.text
+
+    return add

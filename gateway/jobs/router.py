@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sse_starlette.sse import EventSourceResponse
+
+from gateway.deps import Authorized, SessionDep, StateDep, authorize
+from gateway.errors import InvalidRequest
+from gateway.jobs import service
+from gateway.jobs.models import FINAL_STATUSES
+from gateway.jobs.schemas import (
+    JobCheckpointPublic,
+    JobCheckpointsPage,
+    JobCreate,
+    JobEventPublic,
+    JobEventsPage,
+    JobPublic,
+    JobsPage,
+)
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
+
+JobId = Annotated[str, Path(max_length=64)]
+Cursor = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+STREAM_POLL_SECONDS = 0.5
+MAX_METADATA_FILTERS = 16
+
+
+@router.post("", response_model=JobPublic)
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("job:*", "create")],
+) -> JobPublic:
+    return JobPublic.of(service.create(session, authorized=authorized, body=body))
+
+
+@router.get("", response_model=JobsPage)
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("job:*", "list")],
+    after: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobsPage:
+    jobs, has_more = service.list_visible(
+        session, authorized=authorized, after=after, limit=limit,
+        metadata=_metadata_filters(request),
+    )  # fmt: skip
+    return JobsPage(data=[JobPublic.of(job) for job in jobs], has_more=has_more)
+
+
+def _metadata_filters(request: Request) -> dict[str, str]:
+    """OpenAI's `metadata[key]=value` query parameters."""
+    filters = {
+        key[len("metadata["):-1]: value
+        for key, value in request.query_params.multi_items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+    if len(filters) > MAX_METADATA_FILTERS or any(
+        not key or len(key) > 64 or len(value) > 512 for key, value in filters.items()
+    ):
+        raise InvalidRequest("bad metadata filter", code="invalid_filter", param="metadata")
+    return filters
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(
+    job_id: JobId,
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "read")],
+) -> JobPublic:
+    return JobPublic.of(
+        service.get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
+    )
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(
+    job_id: JobId,
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "cancel")],
+) -> JobPublic:
+    return JobPublic.of(service.cancel(session, authorized=authorized, job_id=job_id))
+
+
+@router.get("/{job_id}/events", response_model=JobEventsPage)
+def list_job_events(
+    job_id: JobId,
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "read")],
+    after: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobEventsPage:
+    events, has_more = service.list_events(
+        session, authorized=authorized, job_id=job_id, after=after, limit=limit
+    )
+    return JobEventsPage(data=[JobEventPublic.of(e) for e in events], has_more=has_more)
+
+
+@router.get("/{job_id}/events/stream", response_class=EventSourceResponse)
+def stream_job_events(
+    job_id: JobId,
+    session: SessionDep,
+    state: StateDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "read")],
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+) -> EventSourceResponse:
+    """Server-sent events, oldest first, ending when the job has ended; a reconnecting
+    client sends Last-Event-ID and resumes after it."""
+    job = service.get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
+    after_seq = service.event_seq(last_event_id) if last_event_id else 0
+    return EventSourceResponse(_event_stream(state, job.id, after_seq))
+
+
+async def _event_stream(state, job_id: str, after_seq: int) -> AsyncIterator[dict]:
+    while True:
+        events, status = await run_in_threadpool(
+            service.events_since, state, job_id=job_id, after_seq=after_seq
+        )
+        for event in events:
+            after_seq = event.seq
+            public = JobEventPublic.of(event)
+            yield {"id": public.id, "event": public.object, "data": json.dumps(public.model_dump())}
+        if not events and status in FINAL_STATUSES:
+            return
+        if not events:
+            await asyncio.sleep(STREAM_POLL_SECONDS)
+
+
+@router.get("/{job_id}/checkpoints", response_model=JobCheckpointsPage)
+def list_job_checkpoints(
+    job_id: JobId,
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "read")],
+    after: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> JobCheckpointsPage:
+    rows, has_more = service.list_checkpoints(
+        session, authorized=authorized, job_id=job_id, after=after, limit=limit
+    )
+    data = [
+        JobCheckpointPublic(
+            id=row.id, created_at=row.created_at, fine_tuning_job_id=row.job_id,
+            fine_tuned_model_checkpoint=f"{row.job_id}:ckpt-step-{row.step}",
+            metrics={"step": row.step, **row.metrics}, step_number=row.step,
+            adapter_sha256=row.adapter_sha256,
+        )
+        for row in rows
+    ]  # fmt: skip
+    return JobCheckpointsPage(
+        data=data, has_more=has_more,
+        first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+    )  # fmt: skip

@@ -1,0 +1,219 @@
+"""OpenAI's fine-tuning job objects, and tunegate's extensions (purpose, lora, evaluation)
+that the SDK sends with ``extra_body``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from gateway.data_sources.schemas import Purpose
+
+JOB_ID: Final = re.compile(r"^ftjob-[0-9a-f]{16}$")
+Auto = Literal["auto"]
+ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                               pattern=r"^[^\x00]*$")]  # fmt: skip
+MetadataValue = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
+
+
+class HyperparametersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = "auto"
+    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] = "auto"
+
+
+class SupervisedMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
+
+
+class MethodIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Only supervised fine-tuning is offered; "dpo" and "reinforcement" are refused with
+    # a reason rather than silently trained as supervised.
+    type: Literal["supervised"]
+    supervised: SupervisedMethod = Field(default_factory=SupervisedMethod)
+
+
+class LoraIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, le=256)
+    alpha: int = Field(32, ge=1, le=1024)
+    dropout: float = Field(0.0, ge=0.0, lt=0.9)
+    target_modules: list[ModuleName] | None = Field(None, min_length=1, max_length=32)
+
+
+class EvaluationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_exact_match_margin: float = Field(0.05, ge=-1.0, le=1.0)
+    max_ood_loss_increase: float = Field(0.10, ge=0.0, le=10.0)
+    held_out_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    max_generation_examples: int | None = Field(None, ge=1, le=100_000)
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+    training_file: str = Field(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    validation_file: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    hyperparameters: HyperparametersIn | None = None
+    method: MethodIn | None = None
+    suffix: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
+    integrations: list[Any] | None = Field(None, max_length=0)
+    purpose: Purpose | None = None
+    lora: LoraIn = Field(default_factory=LoraIn)
+    evaluation: EvaluationIn = Field(default_factory=EvaluationIn)
+
+    @model_validator(mode="after")
+    def _one_place_for_hyperparameters(self) -> JobCreate:
+        if self.hyperparameters is not None and self.method is not None:
+            raise ValueError("give hyperparameters either at the top level or in method")
+        if self.purpose is None and not (self.metadata and self.metadata.get("purpose")):
+            raise ValueError("purpose is required (or metadata.purpose)")
+        return self
+
+    @property
+    def resolved_purpose(self) -> str:
+        return self.purpose or (self.metadata or {})["purpose"]
+
+    @property
+    def requested_hyperparameters(self) -> HyperparametersIn:
+        if self.method is not None:
+            return self.method.supervised.hyperparameters
+        return self.hyperparameters or HyperparametersIn()
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobPublic(BaseModel):
+    """OpenAI's fine_tuning.job, plus the governance record of the job."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None
+    fine_tuned_model: str | None
+    finished_at: int | None
+    hyperparameters: dict[str, Any]
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: str
+    trained_tokens: int | None
+    training_file: str
+    validation_file: str | None
+    integrations: list[Any] | None = None
+    estimated_finish: int | None
+    method: dict[str, Any]
+    metadata: dict[str, str] | None
+    user_provided_suffix: str | None
+    # tunegate
+    purpose: str
+    base_model: str
+    parent_model: str | None
+    lora: dict[str, Any]
+    evaluation: dict[str, Any]
+    estimate: dict[str, Any]
+    compute: dict[str, Any] | None
+    decisions: list[dict[str, Any]]
+    created_by: str
+    cancel_requested: bool
+
+    @classmethod
+    def of(cls, job: Any) -> JobPublic:
+        return cls(
+            id=job.id,
+            created_at=job.created_at,
+            error=job.error,
+            fine_tuned_model=job.fine_tuned_model,
+            finished_at=job.finished_at,
+            hyperparameters=job.hyperparameters,
+            model=job.model,
+            organization_id=job.tenant,
+            result_files=job.result_files,
+            seed=job.seed,
+            status=job.status,
+            trained_tokens=job.trained_tokens,
+            training_file=job.training_file,
+            validation_file=job.validation_file,
+            estimated_finish=job.estimated_finish,
+            method={"type": "supervised",
+                    "supervised": {"hyperparameters": job.hyperparameters}},
+            metadata=job.user_metadata,
+            user_provided_suffix=job.suffix,
+            purpose=job.purpose,
+            base_model=job.base_model,
+            parent_model=job.parent_model_id,
+            lora=job.lora,
+            evaluation=job.evaluation,
+            estimate=job.estimate,
+            compute=job.compute,
+            decisions=job.decisions,
+            created_by=job.created_by,
+            cancel_requested=job.cancel_requested,
+        )  # fmt: skip
+
+
+class JobsPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobPublic]
+    has_more: bool
+
+
+class JobEventPublic(BaseModel):
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: str
+    message: str
+    type: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, event: Any) -> JobEventPublic:
+        return cls(id=f"ftevent-{event.seq}", created_at=event.created_at, level=event.level,
+                   message=event.message, type=event.type, data=event.data)  # fmt: skip
+
+
+class JobEventsPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobEventPublic]
+    has_more: bool
+
+
+class JobCheckpointPublic(BaseModel):
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+    adapter_sha256: str
+
+
+class JobCheckpointsPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobCheckpointPublic]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None

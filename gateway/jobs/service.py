@@ -1,0 +1,598 @@
+"""Governed fine-tuning job submission and the job's OpenAI-shaped views. Never commits.
+
+A submission passes, in order, every gate below; the job row, its first events and its
+audit event land in the request's one transaction, or nothing does. A refusal is answered
+with a machine-readable reason and audited in a transaction of its own (the request's is
+rolled back with the refusal):
+
+1. policy: ``use`` on a parent fine-tuned model (when continuing one), ``train`` on the base
+   model, ``train`` on every file's data source (class rules, e.g. no restricted data for
+   ml-engineers, reach the source through its classification);
+2. data: each file processed and still stored; each source approved and allowing the
+   purpose; the source's minimum examples; no training/validation overlap;
+3. quotas: concurrent jobs and estimated device-hours this month, per tenant (429).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+import secrets
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import structlog
+from sqlalchemy import func, select, text
+from sqlmodel import Session
+
+from gateway.audit_api.service import record_allowed
+from gateway.base_models import service as base_models
+from gateway.base_models.models import RegisteredBaseModel
+from gateway.data_sources.models import DataSource
+from gateway.data_sources.service import get_in_tenant as get_source
+from gateway.data_sources.service import require_purpose, require_usable
+from gateway.datasets import fingerprint_path, min_examples_gate, overlap_gate
+from gateway.deps import Authorized, after_commit
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    TooManyRequests,
+)
+from gateway.files.models import TrainingFile
+from gateway.files.service import get_in_tenant_file, stored_content
+from gateway.jobs.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    FineTuningJob,
+    JobCheckpoint,
+    JobEvent,
+)
+from gateway.jobs.schemas import JOB_ID, JobCreate
+from gateway.registry.models import ModelVersion
+from gateway.state import GatewayState
+from trainer.spec import Hyperparameters, TrainSpec, resolve_hyperparameters
+
+log = structlog.get_logger()
+
+# A forward and a backward pass cost about 6 FLOPs per parameter per token (Kaplan et al.);
+# LoRA skips the frozen weights' gradients, so this is an upper bound.
+FLOPS_PER_PARAMETER_TOKEN = 6
+BASE_LEARNING_RATE = TrainSpec.__dataclass_fields__["base_learning_rate"].default
+
+
+def new_job_id() -> str:
+    return f"ftjob-{secrets.token_hex(8)}"
+
+
+def jobs_dir(state: GatewayState) -> Path:
+    return state.settings.artifact_dir / "jobs"
+
+
+# --- submission ------------------------------------------------------------------------------
+
+
+class _Gates:
+    """The decisions of one submission, kept for the job row, the model version and the
+    audit event; a refusal is audited and raised."""
+
+    def __init__(self, session: Session, state: GatewayState, authorized: Authorized) -> None:
+        self.session = session
+        self.state = state
+        self.authorized = authorized
+        self.decisions: list[dict[str, Any]] = [{
+            "kind": "policy", "object": authorized.obj, "action": authorized.act,
+            "allowed": True, "policy_version": authorized.policy_version,
+            "rule": list(authorized.rule) if authorized.rule else None,
+        }]  # fmt: skip
+
+    def allow(self, obj: str, act: str) -> None:
+        principal = self.authorized.principal
+        decision = self.state.policy.decide(
+            principal.subject, principal.tenant, obj, act, extra_roles=principal.roles
+        )
+        if not decision.allowed:
+            self._release()
+            self.state.record_denial(
+                principal=principal, obj=obj, act=act, decision=decision,
+                route=self.authorized.route, method=self.authorized.method,
+            )  # fmt: skip
+            raise PermissionDenied(
+                f"{principal.subject} may not {act} {obj}",
+                code="permission_denied" if decision.error is None else "authorization_error",
+                details={"object": obj, "action": act,
+                         "policy_version": decision.policy_version},
+            )  # fmt: skip
+        self.decisions.append({
+            "kind": "policy", "object": obj, "action": act, "allowed": True,
+            "policy_version": decision.policy_version,
+            "rule": list(decision.rule) if decision.rule else None,
+        })  # fmt: skip
+
+    def passed(self, gate: str, **figures: Any) -> None:
+        self.decisions.append({"kind": "gate", "gate": gate, "passed": True, **figures})
+
+    def _release(self) -> None:
+        # The request's transaction fails with this refusal anyway; ending it first frees
+        # SQLite's one write lock for the refusal's own audit transaction.
+        self.session.rollback()
+
+    def refuse(self, error: GatewayError, *, gate: str) -> NoReturn:
+        self._release()
+        self.state.record_refusal(
+            principal=self.authorized.principal,
+            action="job.refused",
+            resource="job:*",
+            details={"gate": gate, "code": error.code, "figures": _audit_safe(error.details)},
+        )
+        raise error
+
+
+def _audit_safe(details: dict[str, Any] | None) -> dict[str, Any]:
+    """Figures and ids only: drop anything that is not a number, bool or short id."""
+    safe: dict[str, Any] = {}
+    for key, value in (details or {}).items():
+        short_id = isinstance(value, str) and len(value) <= 128
+        if value is None or isinstance(value, bool | int) or short_id:
+            safe[key] = value
+        elif isinstance(value, float):
+            safe[key] = repr(value)  # the trail's canonical JSON takes no floats
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            safe[key] = value[:32]
+    return safe
+
+
+def create(session: Session, *, authorized: Authorized, body: JobCreate) -> FineTuningJob:
+    state: GatewayState = session.info["gateway"]
+    settings = state.settings
+    principal = authorized.principal
+    gates = _Gates(session, state, authorized)
+    purpose = body.resolved_purpose
+
+    parent, base = _resolve_model(session, gates, body=body, tenant=principal.tenant)
+    lora = _lora_for(session, gates, body=body, parent=parent)
+
+    training = _usable_file(session, gates, tenant=principal.tenant,
+                            file_id=body.training_file, param="training_file")  # fmt: skip
+    validation = None
+    if body.validation_file is not None:
+        validation = _usable_file(
+            session, gates, tenant=principal.tenant, file_id=body.validation_file,
+            param="validation_file",
+        )  # fmt: skip
+    sources: dict[str, DataSource] = {}
+    for file in (training, validation):
+        if file is None or file.data_source_id in sources:
+            continue
+        source = get_source(session, tenant=principal.tenant, data_source_id=file.data_source_id)
+        gates.allow(f"ds:{source.id}", "train")
+        _check_source(gates, source=source, purpose=purpose)
+        sources[source.id] = source
+    _check_data(state, gates, training=training, validation=validation,
+                source=sources[training.data_source_id])  # fmt: skip
+
+    hyperparameters = body.requested_hyperparameters.model_dump()
+    estimate = _estimate(state, base=base, training=training, hyperparameters=hyperparameters)
+    _check_quotas(session, gates, tenant=principal.tenant, estimate=estimate)
+
+    job_id = new_job_id()
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    spec = _train_spec(state, job_id=job_id, base=base, parent=parent, training=training,
+                       validation=validation, hyperparameters=hyperparameters, lora=lora,
+                       body=body, seed=seed)  # fmt: skip
+    now_ns = time.time_ns()
+    job = FineTuningJob(
+        id=job_id,
+        tenant=principal.tenant,
+        created_by=principal.sub,
+        created_at=now_ns // 1_000_000_000,
+        created_ns=now_ns,
+        model=body.model,
+        base_model=base.name,
+        parent_model_id=parent.id if parent else None,
+        training_file=training.id,
+        validation_file=validation.id if validation else None,
+        purpose=purpose,
+        suffix=body.suffix,
+        seed=seed,
+        user_metadata=body.metadata,
+        hyperparameters=hyperparameters,
+        lora=lora,
+        evaluation=body.evaluation.model_dump(),
+        spec=spec,
+        decisions=gates.decisions,
+        estimate=estimate,
+        status="queued",
+        executor=getattr(settings, "executor", "local"),
+    )
+    session.add(job)
+    session.flush()
+    for message in (f"Validated training file {training.id} ({training.examples} examples)",
+                    f"Fine-tuning job {job.id} created and queued"):
+        add_event(session, job_id=job.id, message=message)
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="job.created",
+        resource=f"job:{job.id}",
+        details={
+            "job_id": job.id,
+            "model": body.model,
+            "base_model": base.name,
+            "base_manifest_sha256": base.manifest_sha256,
+            "parent_model": job.parent_model_id,
+            "purpose": purpose,
+            "files": [
+                {"file_id": f.id, "data_source": f.data_source_id, "sha256": f.sha256,
+                 "content_sha256": f.content_sha256}
+                for f in (training, validation) if f is not None
+            ],
+            "policy_versions": sorted({d["policy_version"] for d in gates.decisions
+                                       if d["kind"] == "policy"}),
+            "gates": [d["gate"] for d in gates.decisions if d["kind"] == "gate"],
+            # The trail takes integers only: whole seconds.
+            "estimated_device_seconds": round(estimate["seconds"] or 0),
+        },
+    )  # fmt: skip
+    executor = getattr(state, "executor", None)
+    if executor is not None:
+        after_commit(session, lambda: executor.submit(job_id))
+    log.info("job.submitted", job_id=job.id, base_model=base.name,
+             training_sha256=training.sha256,
+             estimated_device_hours=estimate["device_hours"])  # fmt: skip
+    return job
+
+
+def _resolve_model(
+    session: Session, gates: _Gates, *, body: JobCreate, tenant: str
+) -> tuple[ModelVersion | None, RegisteredBaseModel]:
+    parent = None
+    base_name = body.model
+    if body.model.startswith("ft:"):
+        parent = session.get(ModelVersion, body.model)
+        if parent is None or parent.tenant != tenant:
+            raise NotFound(f"model {body.model!r} not found", code="model_not_found",
+                           param="model")  # fmt: skip
+        gates.allow(f"model:{parent.id}", "use")
+        if parent.status == "retired":
+            gates.refuse(InvalidRequest(f"model {parent.id} is retired", code="model_retired",
+                                        param="model"), gate="model")  # fmt: skip
+        base_name = parent.base_model
+    try:
+        base = base_models.get(session, name=base_name)
+    except NotFound:
+        raise NotFound(f"model {body.model!r} not found", code="model_not_found",
+                       param="model") from None  # fmt: skip
+    gates.allow(f"base:{base.name}", "train")
+    try:
+        base_models.require_active(base)
+    except Conflict as exc:
+        gates.refuse(InvalidRequest(exc.message, code=exc.code, param="model",
+                                    details=exc.details), gate="model")  # fmt: skip
+    return parent, base
+
+
+def _lora_for(
+    session: Session, gates: _Gates, *, body: JobCreate, parent: ModelVersion | None
+) -> dict[str, Any]:
+    requested = body.lora.model_dump()
+    if parent is None:
+        return requested
+    parent_job = session.get(FineTuningJob, parent.job_id)
+    inherited = parent_job.lora if parent_job is not None else requested
+    if "lora" in body.model_fields_set and requested != inherited:
+        gates.refuse(InvalidRequest(
+            "continuing a fine-tuned model keeps its adapter's LoRA configuration",
+            code="lora_mismatch", param="lora", details={"parent_r": inherited.get("r")},
+        ), gate="model")  # fmt: skip
+    return inherited
+
+
+def _usable_file(
+    session: Session, gates: _Gates, *, tenant: str, file_id: str, param: str
+) -> TrainingFile:
+    try:
+        file = get_in_tenant_file(session, tenant=tenant, file_id=file_id)
+    except NotFound:
+        raise NotFound(f"file {file_id!r} not found", code="file_not_found",
+                       param=param) from None  # fmt: skip
+    if file.status != "processed" or stored_content(gates.state.settings, file) is None:
+        gates.refuse(InvalidRequest(
+            f"file {file.id} is {file.status}: only processed files can be trained on",
+            code="file_not_usable", param=param, details={"file_id": file.id,
+                                                          "status": file.status},
+        ), gate="file")  # fmt: skip
+    if file.purpose != "fine-tune":
+        gates.refuse(InvalidRequest(f"file {file.id} was not uploaded for fine-tune",
+                                    code="file_not_usable", param=param), gate="file")
+    return file
+
+
+def _check_source(gates: _Gates, *, source: DataSource, purpose: str) -> None:
+    try:
+        require_usable(source)
+    except Conflict as exc:
+        gates.refuse(Forbidden(exc.message, code=exc.code, details=exc.details),
+                     gate="data_source_approved")  # fmt: skip
+    try:
+        require_purpose(source, purpose)
+    except Forbidden as exc:
+        gates.refuse(exc, gate="purpose")
+    gates.passed("data_source_approved", data_source=source.id,
+                 approved_by=source.approved_by,
+                 approval_policy_version=source.approval_policy_version)
+    gates.passed("purpose", data_source=source.id, purpose=purpose)
+
+
+def _check_data(
+    state: GatewayState, gates: _Gates, *, training: TrainingFile,
+    validation: TrainingFile | None, source: DataSource,
+) -> None:  # fmt: skip
+    minimum = min_examples_gate(examples=training.examples, minimum=source.min_examples)
+    if not minimum.passed:
+        gates.refuse(InvalidRequest(minimum.message, code=minimum.code or "too_few_examples",
+                                    param="training_file", details=minimum.details),
+                     gate=minimum.gate)  # fmt: skip
+    gates.passed(minimum.gate, **minimum.details)
+    if validation is None:
+        return
+    settings = state.settings
+    training_path = stored_content(settings, training)
+    validation_path = stored_content(settings, validation)
+    assert training_path is not None and validation_path is not None
+    overlap = overlap_gate(
+        training_fingerprint=fingerprint_path(training_path),
+        validation_fingerprint=fingerprint_path(validation_path),
+    )
+    figures = {key: overlap.details[key]
+               for key in ("overlapping_lines", "max_overlapping_lines")}  # fmt: skip
+    if not overlap.passed:
+        gates.refuse(InvalidRequest(overlap.message, code=overlap.code or overlap.gate,
+                                    param="validation_file", details=figures),
+                     gate=overlap.gate)  # fmt: skip
+    gates.passed(overlap.gate, **figures)
+
+
+def _estimate(
+    state: GatewayState, *, base: RegisteredBaseModel, training: TrainingFile,
+    hyperparameters: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """Tokens x epochs -> FLOPs -> device-hours on the configured device. Token counts are
+    the upload's approximation (recounted with the base model's tokenizer at run time)."""
+    settings = state.settings
+    tokens = int(((training.report or {}).get("tokens") or {}).get("total") or 0)
+    resolved = resolve_hyperparameters(
+        Hyperparameters(**hyperparameters),
+        n_training_examples=max(training.examples, 1),
+        base_learning_rate=BASE_LEARNING_RATE,
+    )
+    processed = tokens * resolved.n_epochs
+    flops = (FLOPS_PER_PARAMETER_TOKEN * base.parameter_count * processed
+             if base.parameter_count else None)  # fmt: skip
+    seconds = flops / (settings.estimate_device_flops * settings.estimate_mfu) if flops else None
+    return {
+        "training_tokens": tokens,
+        "n_epochs": resolved.n_epochs,
+        "tokens_processed": processed,
+        "parameters": base.parameter_count,
+        "flops": flops,
+        "device": settings.estimate_device,
+        "device_flops": settings.estimate_device_flops,
+        "mfu": settings.estimate_mfu,
+        "seconds": round(seconds, 3) if seconds is not None else None,
+        "device_hours": round(seconds / 3600, 6) if seconds is not None else 0.0,
+        "method": f"{FLOPS_PER_PARAMETER_TOKEN} x parameters x tokens x epochs",
+    }
+
+
+def _tenant_lock(session: Session, tenant: str) -> None:
+    """Serialises one tenant's submissions so two of them cannot both take the last slot
+    of a quota. SQLite already runs one write transaction at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big",
+                             signed=True)  # fmt: skip
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _month_start(now: float) -> int:
+    today = dt.datetime.fromtimestamp(now, dt.UTC)
+    return calendar.timegm((today.year, today.month, 1, 0, 0, 0))
+
+
+def _check_quotas(
+    session: Session, gates: _Gates, *, tenant: str, estimate: dict[str, Any]
+) -> None:
+    settings = gates.state.settings
+    _tenant_lock(session, tenant)
+    active = session.scalar(
+        select(func.count()).select_from(FineTuningJob).where(
+            FineTuningJob.tenant == tenant, FineTuningJob.status.in_(ACTIVE_STATUSES)
+        )
+    ) or 0  # fmt: skip
+    if active >= settings.quota_concurrent_jobs:
+        gates.refuse(TooManyRequests(
+            f"{active} jobs are active; the tenant's limit is {settings.quota_concurrent_jobs}",
+            details={"quota": "concurrent_jobs", "limit": settings.quota_concurrent_jobs,
+                     "current": active},
+        ), gate="quota")  # fmt: skip
+    estimates = session.scalars(
+        select(FineTuningJob.estimate).where(
+            FineTuningJob.tenant == tenant,
+            FineTuningJob.created_at >= _month_start(time.time()),
+        )
+    ).all()
+    used = sum(float((e or {}).get("device_hours") or 0.0) for e in estimates)
+    requested = float(estimate["device_hours"] or 0.0)
+    limit = settings.quota_device_hours_per_month
+    if used + requested > limit:
+        gates.refuse(TooManyRequests(
+            f"this job needs about {requested:.3f} device-hours; {used:.3f} of the tenant's "
+            f"{limit:g} this month are used",
+            details={"quota": "device_hours_per_month", "limit": limit,
+                     "used": round(used, 6), "requested": round(requested, 6)},
+        ), gate="quota")  # fmt: skip
+    gates.passed("quota", active_jobs=active, device_hours_used=round(used, 6))
+
+
+def _train_spec(
+    state: GatewayState, *, job_id: str, base: RegisteredBaseModel,
+    parent: ModelVersion | None, training: TrainingFile, validation: TrainingFile | None,
+    hyperparameters: dict[str, Any], lora: dict[str, Any], body: JobCreate, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    settings = state.settings
+    evaluation = body.evaluation.model_dump()
+    spec: dict[str, Any] = {
+        "base_model_dir": str(base_models.model_dir(settings, base.name)),
+        "training_file": str(stored_content(settings, training)),
+        "validation_file": str(stored_content(settings, validation)) if validation else None,
+        "output_dir": str(jobs_dir(state) / job_id),
+        "hyperparameters": hyperparameters,
+        "lora": lora,
+        "evaluation": evaluation,
+        "seed": seed,
+    }
+    if parent is not None:
+        spec["init_adapter_dir"] = parent.artifact_dir
+    try:
+        return TrainSpec.from_dict(spec).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"the job cannot be run as asked: {exc}",
+                             code="invalid_training_spec") from None  # fmt: skip
+
+
+def add_event(
+    session: Session, *, job_id: str, message: str, level: str = "info", type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> JobEvent:  # fmt: skip
+    event = JobEvent(job_id=job_id, created_at=int(time.time()), level=level, type=type,
+                     message=message, data=data)  # fmt: skip
+    session.add(event)
+    return event
+
+
+# --- the job's lifecycle ----------------------------------------------------------------------
+
+
+def get_in_tenant(
+    session: Session, *, tenant: str, job_id: str, for_update: bool = False
+) -> FineTuningJob:
+    job = None
+    if JOB_ID.match(job_id):
+        job = session.get(FineTuningJob, job_id, with_for_update=for_update)
+    if job is None or job.tenant != tenant:
+        raise NotFound(f"fine-tuning job {job_id!r} not found", code="job_not_found")
+    return job
+
+
+def cancel(session: Session, *, authorized: Authorized, job_id: str) -> FineTuningJob:
+    """A job no worker holds yet is cancelled at once; a running one is asked to stop
+    (its worker checks between steps and records the cancellation)."""
+    state: GatewayState = session.info["gateway"]
+    job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id,
+                        for_update=True)  # fmt: skip
+    if job.status in FINAL_STATUSES:
+        raise Conflict(f"the job is already {job.status}", code="job_not_cancellable")
+    if job.status != "running" and job.lease_owner is None:
+        job.status = "cancelled"
+        job.finished_at = int(time.time())
+        add_event(session, job_id=job.id, message="Job cancelled")
+        action = "job.cancelled"
+    else:
+        job.cancel_requested = True
+        add_event(session, job_id=job.id, message="Cancellation requested")
+        action = "job.cancel_requested"
+    session.add(job)
+    session.flush()
+    record_allowed(session, authorized=authorized, action=action, resource=f"job:{job.id}",
+                   details={"job_id": job.id, "status": job.status})  # fmt: skip
+    executor = getattr(state, "executor", None)
+    if executor is not None:
+        after_commit(session, lambda: executor.cancel(job.id))
+    return job
+
+
+def list_visible(
+    session: Session, *, authorized: Authorized, after: str | None, limit: int,
+    metadata: dict[str, str],
+) -> tuple[list[FineTuningJob], bool]:  # fmt: skip
+    """The tenant's jobs, newest first; ``metadata`` filters on exact key/value pairs."""
+    principal = authorized.principal
+    policy = session.info["gateway"].policy
+    query = select(FineTuningJob).where(FineTuningJob.tenant == principal.tenant)
+    if after is not None:
+        anchor = get_in_tenant(session, tenant=principal.tenant, job_id=after)
+        query = query.where(
+            (FineTuningJob.created_ns < anchor.created_ns)
+            | ((FineTuningJob.created_ns == anchor.created_ns) & (FineTuningJob.id < anchor.id))
+        )
+    query = query.order_by(FineTuningJob.created_ns.desc(), FineTuningJob.id.desc())
+    visible: list[FineTuningJob] = []
+    offset = 0
+    batch = 500
+    while len(visible) <= limit:
+        rows = session.scalars(query.offset(offset).limit(batch)).all()
+        for job in rows:
+            if any((job.user_metadata or {}).get(k) != v for k, v in metadata.items()):
+                continue
+            if policy.decide(principal.subject, principal.tenant, f"job:{job.id}", "read",
+                             extra_roles=principal.roles).allowed:  # fmt: skip
+                visible.append(job)
+        if len(rows) < batch:
+            break
+        offset += batch
+    return visible[:limit], len(visible) > limit
+
+
+def list_events(
+    session: Session, *, authorized: Authorized, job_id: str, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    """Newest first, as OpenAI lists them; ``after`` an event id (``ftevent-<n>``)."""
+    job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job.id)
+    if after is not None:
+        query = query.where(JobEvent.seq < event_seq(after))
+    rows = list(session.scalars(query.order_by(JobEvent.seq.desc()).limit(limit + 1)).all())
+    return rows[:limit], len(rows) > limit
+
+
+def event_seq(event_id: str) -> int:
+    raw = event_id.removeprefix("ftevent-")
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidRequest("not an event id", code="invalid_cursor", param="after")
+    return int(raw)
+
+
+def events_since(
+    state: GatewayState, *, job_id: str, after_seq: int
+) -> tuple[list[JobEvent], str]:
+    """For the event stream: events after ``after_seq`` in order, and the job's status,
+    from a read-only snapshot of their own (the request's session is long closed)."""
+    from gateway.db import read_only
+
+    with Session(read_only(state.engine)) as session:
+        rows = list(session.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+            .order_by(JobEvent.seq).limit(500)
+        ).all())  # fmt: skip
+        status = session.scalar(select(FineTuningJob.status).where(FineTuningJob.id == job_id))
+    return rows, status or "failed"
+
+
+def list_checkpoints(
+    session: Session, *, authorized: Authorized, job_id: str, after: str | None, limit: int
+) -> tuple[list[JobCheckpoint], bool]:
+    job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
+    query = select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)
+    if after is not None:
+        anchor = session.get(JobCheckpoint, after)
+        if anchor is None or anchor.job_id != job.id:
+            raise InvalidRequest("not a checkpoint of this job", code="invalid_cursor",
+                                 param="after")  # fmt: skip
+        query = query.where(JobCheckpoint.step < anchor.step)
+    rows = list(session.scalars(query.order_by(JobCheckpoint.step.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
