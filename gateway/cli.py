@@ -65,6 +65,33 @@ def token(
         raise typer.Exit(2) from None
 
 
+@app.command()
+def worker(
+    device_index: Annotated[
+        int, typer.Option(help="CUDA device this worker trains on (mod the device count)")
+    ] = 0,
+    until_idle: Annotated[
+        bool, typer.Option(help="exit once no queued job is left instead of waiting for more")
+    ] = False,
+) -> None:
+    """Run one local job worker: claims queued jobs, one at a time, until SIGTERM/Ctrl-C
+    (a running job then goes back to the queue, to resume from its last checkpoint)."""
+    import signal
+    import threading
+
+    from gateway.config import get_settings
+    from gateway.executors.local import new_worker_id, pin_device, work
+    from gateway.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(json_logs=settings.json_logs)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    pin_device(device_index)
+    work(settings, worker_id=new_worker_id(), stop=stop, until_idle=until_idle)
+
+
 @audit_app.command("verify-proof")
 def verify_proof(
     proof: Annotated[Path, typer.Argument(help="JSON from GET /v1/audit/events/{seq}/proof")],

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     jwks_cache_seconds: float = Field(
         300.0, gt=0, description="how long a fetched key set is trusted before refetching"
     )
+    max_concurrent_requests: int = Field(
+        64, ge=1, le=10_000,
+        description="requests handled at once (the rest queue); the thread pool gets more",
+    )  # fmt: skip
     max_token_bytes: int = Field(8192, description="longer bearer tokens are refused unread")
     max_request_bytes: int = Field(
         1 << 20, ge=1024, description="larger JSON request bodies get 413 before being read"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -41,12 +43,61 @@ def install_sqlite_pragmas(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
+    # Within one process, writers queue on a Python lock rather than in SQLite's busy
+    # handler, which polls with sleeps of up to 100 ms: with dozens of threads waiting,
+    # the lock sat free while every waiter slept (a few dozen writes per second, seconds
+    # of tail latency). Across processes (workers) busy_timeout still arbitrates.
+    writers = _process_write_lock(engine.url.database or ":memory:")
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         if connection.get_execution_options().get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
-        else:
+            return
+        writers.acquire()
+        connection.info[_HOLDS_WRITE_LOCK] = True
+        try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release_write_lock(connection, writers)
+            raise
+
+    # These events fire before SQLAlchemy's own DBAPI call: end the transaction here
+    # (that call then finds none open and does nothing), then let the next writer in.
+    @event.listens_for(engine, "commit")
+    def _on_commit(connection):
+        if connection.info.get(_HOLDS_WRITE_LOCK):
+            try:
+                connection.connection.dbapi_connection.commit()
+            except BaseException:
+                connection.connection.dbapi_connection.rollback()
+                _release_write_lock(connection, writers)
+                raise
+        _release_write_lock(connection, writers)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(connection):
+        if connection.info.get(_HOLDS_WRITE_LOCK):
+            try:
+                connection.connection.dbapi_connection.rollback()
+            finally:
+                _release_write_lock(connection, writers)
+
+
+_HOLDS_WRITE_LOCK = "tunegate_holds_write_lock"
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _process_write_lock(database: str) -> threading.Lock:
+    key = os.path.realpath(database) if database != ":memory:" else database
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
+def _release_write_lock(connection, writers: threading.Lock) -> None:
+    if connection.info.pop(_HOLDS_WRITE_LOCK, False):
+        writers.release()
 
 
 def read_only(engine: Engine) -> Engine:

@@ -27,6 +27,7 @@ from gateway.state import GatewayState
 log = structlog.get_logger()
 
 ON_COMMIT = "on_commit"
+COMMITTED = "committed"
 PATH_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
@@ -44,17 +45,33 @@ def get_session(state: StateDep) -> Iterator[Session]:
         session.info["gateway"] = state
         try:
             yield session
-            session.commit()
+            if not session.info.get(COMMITTED):
+                session.commit()
         except BaseException:
             session.rollback()
             raise
-        for callback in session.info.get(ON_COMMIT, ()):
-            try:
-                callback()
-            except Exception:
-                # Committed is committed: a follow-up (e.g. refreshing the in-memory
-                # policy, which the poller also does) must not turn success into a 500.
-                log.exception("request.after_commit_failed")
+        if not session.info.get(COMMITTED):
+            _run_after_commit(session)
+
+
+def commit_now(session: Session) -> None:
+    """The request's one commit, made by the route itself right after its service call,
+    for hot write paths: otherwise the transaction (on SQLite, the database's one write
+    lock) stays open while the response is validated in another thread, and under load
+    that hop is most of the time the lock is held."""
+    session.commit()
+    session.info[COMMITTED] = True
+    _run_after_commit(session)
+
+
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.get(ON_COMMIT, ()):
+        try:
+            callback()
+        except Exception:
+            # Committed is committed: a follow-up (e.g. refreshing the in-memory
+            # policy, which the poller also does) must not turn success into a 500.
+            log.exception("request.after_commit_failed")
 
 
 # scope="function": commit when the route returns, before the response is sent, so a

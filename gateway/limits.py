@@ -116,3 +116,32 @@ async def _refuse(send: Send, max_bytes: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimitMiddleware:
+    """At most ``max_requests`` requests are handled at once; the rest wait their turn.
+
+    Why: a sync route runs in anyio's thread pool, and so does the validation of its
+    response, between the route's return and the commit of its transaction. A request
+    holding a lock (SQLite's one write lock, a PostgreSQL row or advisory lock) therefore
+    needs one more pool thread before it can release that lock. If every pool thread were
+    taken by requests waiting for the same lock, nothing could move until the database
+    gave up waiting. Keeping requests below the pool's size leaves that thread free.
+    Long-lived streams (``exempt_suffixes``) hold no lock and are not counted.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_requests: int, exempt_suffixes: tuple[str, ...] = ()
+    ) -> None:
+        import anyio
+
+        self.app = app
+        self.exempt_suffixes = exempt_suffixes
+        self._slots = anyio.Semaphore(max_requests)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].endswith(self.exempt_suffixes):
+            await self.app(scope, receive, send)
+            return
+        async with self._slots:
+            await self.app(scope, receive, send)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import structlog
 from fastapi import FastAPI
 
@@ -19,15 +20,17 @@ from gateway.errors import install_error_handlers
 from gateway.files.router import router as files_router
 from gateway.health import router as health_router
 from gateway.jobs.router import router as jobs_router
-from gateway.limits import BodySizeLimitMiddleware
+from gateway.limits import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware
 from gateway.logging import RequestContextMiddleware, configure_logging
 from gateway.metrics import MetricsMiddleware
 from gateway.policies_api.router import router as policies_router
+from gateway.registry.router import router as registry_router
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
 
 MULTIPART_ALLOWANCE = 64 * 1024
+THREAD_HEADROOM = 16
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,6 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One pool thread per admitted request, plus headroom for the response
+        # validation that runs between a route and its commit (see limits.py).
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = settings.max_concurrent_requests + THREAD_HEADROOM
         state = GatewayState.start(settings)
         app.state.gateway = state
         log.info("gateway.started", env=settings.env, database=state.engine.dialect.name)
@@ -58,6 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The file part plus a form's worth of multipart framing and fields.
         streamed={("POST", "/v1/files"): settings.max_upload_bytes + MULTIPART_ALLOWANCE},
     )
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        max_requests=settings.max_concurrent_requests,
+        exempt_suffixes=("/events/stream",),
+    )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
@@ -68,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(erasure_router)
     app.include_router(jobs_router)
     app.include_router(base_models_router)
+    app.include_router(registry_router)
     return app

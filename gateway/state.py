@@ -21,6 +21,7 @@ from gateway.config import Settings
 from gateway.datasets import ScanPool
 from gateway.db import make_engine, read_only
 from gateway.errors import ServiceUnavailable
+from gateway.executors import Executor, make_executor
 from gateway.migrations import alembic_config
 from gateway.security import Principal, TokenVerifier
 from policies.enforcer import Decision, PolicyEngine, Refresher
@@ -60,13 +61,17 @@ class GatewayState:
     signer: Signer
     refresher: Refresher | None = None
     sequencer: AuditSequencer | None = None
+    sequencer_engine: Engine | None = None
+    executor: Executor | None = None
     _scan_pool: ScanPool | None = None
     _scan_pool_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def start(cls, settings: Settings) -> GatewayState:
         token_verifier = TokenVerifier(settings)
-        engine = make_engine(settings.database_url)
+        # As many connections as request threads (anyio's 40) and then some: a request
+        # must never wait on the pool while holding SQLite's write lock.
+        engine = make_engine(settings.database_url, pool_size=10, max_overflow=50)
         check_schema_at_head(engine)
         policy = PolicyEngine.from_db(engine)
         state = cls(
@@ -79,18 +84,29 @@ class GatewayState:
         state.refresher = policy.start_refresher(
             read_only(engine), interval=settings.policy_poll_seconds
         )
+        # The sequencer gets a pool of its own: holding the chain's write lock, it must
+        # never wait for a connection that request threads (queued behind that very
+        # lock) are holding.
+        state.sequencer_engine = make_engine(settings.database_url, pool_size=2, max_overflow=2)
         state.sequencer = AuditSequencer(
-            engine, signer=state.signer, checkpoint_every=settings.audit_checkpoint_every
-        ).start()
+            state.sequencer_engine, signer=state.signer,
+            checkpoint_every=settings.audit_checkpoint_every,
+        ).start()  # fmt: skip
+        state.executor = make_executor(settings, engine)
+        state.executor.start()
         return state
 
     def stop(self) -> None:
+        if self.executor is not None:
+            self.executor.stop()
         if self.refresher is not None:
             self.refresher.stop()
         if self.sequencer is not None:
             self.sequencer.stop()
         if self._scan_pool is not None:
             self._scan_pool.close()
+        if self.sequencer_engine is not None:
+            self.sequencer_engine.dispose()
         self.engine.dispose()
 
     def scan_pool(self) -> ScanPool | None:

@@ -126,6 +126,7 @@ def gateway_settings(fresh_engine, tmp_path):
         audit_checkpoint_every=50,
         policy_poll_seconds=0.2,
         ingest_workers=0,  # tests that need the scan processes ask for them
+        local_workers=0,  # likewise job workers
     )
 
 

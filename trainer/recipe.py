@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import math
 import platform
 import random
@@ -29,11 +30,19 @@ import tokenizers
 import torch
 import transformers
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from safetensors.torch import load_file
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from trainer.artifacts import write_final_artifacts
 from trainer.base_models import LoadedBaseModel, load_base_model
-from trainer.checkpoints import adapter_state, load_adapter_state, read_checkpoint, write_checkpoint
+from trainer.checkpoints import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    adapter_state,
+    load_adapter_state,
+    read_checkpoint,
+    write_checkpoint,
+)
 from trainer.data import (
     TokenizedExample,
     dataset_fingerprint,
@@ -216,6 +225,8 @@ def setup(spec: TrainSpec) -> Run:
             "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
         )
         model = get_peft_model(base.model, lora_config)
+    if spec.init_adapter_dir:
+        load_initial_adapter(model, Path(spec.init_adapter_dir), lora_config)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -266,6 +277,48 @@ def setup(spec: TrainSpec) -> Run:
         run.best_adapter = resumed.best_adapter
         log.info("run.resumed", step=run.progress.step, checkpoint=spec.resume_from_checkpoint)
     return run
+
+
+# What must agree between a parent adapter and the new run for its weights to mean the same.
+_ADAPTER_CONFIG_FIELDS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora")
+
+
+class AdapterMismatchError(ValueError):
+    """init_adapter_dir holds an adapter whose LoRA configuration differs from the spec's."""
+
+
+def load_initial_adapter(model: PeftModel, directory: Path, lora_config: LoraConfig) -> None:
+    """Continue from a parent run: its adapter weights replace the fresh initialisation."""
+    nested = directory / "adapter"
+    if not (directory / ADAPTER_CONFIG).exists() and (nested / ADAPTER_CONFIG).exists():
+        directory = nested
+    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(
+            f"init_adapter_dir {directory} has no {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
+        )
+    parent = json.loads(config_path.read_text())
+    mine = {
+        "r": lora_config.r,
+        "lora_alpha": lora_config.lora_alpha,
+        "target_modules": sorted(lora_config.target_modules),
+        "use_rslora": lora_config.use_rslora,
+        "use_dora": lora_config.use_dora,
+    }
+    theirs = {name: parent.get(name) for name in _ADAPTER_CONFIG_FIELDS}
+    theirs["target_modules"] = sorted(theirs["target_modules"] or [])
+    differ = {
+        name: {"parent": theirs[name], "spec": mine[name]}
+        for name in _ADAPTER_CONFIG_FIELDS
+        if theirs[name] != mine[name]
+    }
+    if differ:
+        raise AdapterMismatchError(
+            f"the adapter in {directory} was trained with a different LoRA configuration; "
+            f"continuing from it needs the same values: {differ}"
+        )
+    load_adapter_state(model, load_file(weights_path))
+    log.info("run.adapter_initialised", init_adapter_dir=str(directory))
 
 
 def attention_and_mlp_linears(model: torch.nn.Module) -> list[str]:

@@ -259,6 +259,15 @@ class TrainSpec:
         default=None,
         metadata=_help("Stop after this many optimizer steps (the schedule is sized for it)."),
     )
+    init_adapter_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "Start from an earlier run's LoRA weights instead of a fresh adapter: a directory "
+            "with adapter_config.json and adapter_model.safetensors (or a final artifact "
+            "directory holding one under adapter/). Its LoRA configuration (r, alpha, target "
+            "modules, rslora, dora) must equal this spec's."
+        ),
+    )
     device: str = field(
         default="auto",
         metadata=_help(

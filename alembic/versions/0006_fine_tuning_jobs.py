@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("decisions", sa.JSON(), nullable=False),
         sa.Column("estimate", sa.JSON(), nullable=False),
+        sa.Column("estimated_device_seconds", sa.Float(), nullable=False),
         sa.Column("status", sa.String(length=24), nullable=False),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("fine_tuned_model", sa.String(length=128), nullable=True),

@@ -22,6 +22,7 @@ from gateway.data_sources.schemas import DATA_SOURCE_ID, DataSourceCreate
 from gateway.deps import Authorized, after_commit
 from gateway.errors import Conflict, Forbidden, NotFound
 from gateway.policies_api.service import policy_error
+from gateway.registry.service import flag_models
 from policies import store
 from policies.vocabulary import PolicyError, Rule
 
@@ -181,6 +182,10 @@ def revoke(
             "new_policy_version": new_version,
         },
     )
+    flag_models(
+        session, tenant=principal.tenant, data_source_id=source.id,
+        reason="data_source_revoked", ref=source.id, authorized=authorized,
+    )  # fmt: skip
     return source
 
 

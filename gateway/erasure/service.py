@@ -33,6 +33,7 @@ from gateway.erasure.schemas import (
 from gateway.errors import Conflict, NotFound
 from gateway.files.models import TrainingFile
 from gateway.files.service import erase_content, stored_content
+from gateway.registry.service import flag_models
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
@@ -105,6 +106,10 @@ def create(
     )
     session.add(request)
     session.flush()
+    request.findings = {**findings, "models": flag_models(
+        session, tenant=principal.tenant, file_ids=[m["file_id"] for m in findings["files"]],
+        reason="erasure_requested", ref=request.id, authorized=authorized,
+    )}  # fmt: skip
     session.add(ErasureSalt(request_id=request.id, salt=salt))
     session.flush()
     record_allowed(

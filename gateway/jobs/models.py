@@ -57,6 +57,8 @@ class FineTuningJob(SQLModel, table=True):
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     decisions: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     estimate: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # The estimate's device time as a column, so the monthly quota is one SUM.
+    estimated_device_seconds: float = Field(sa_column=Column(Float, nullable=False))
     status: str = Field(sa_column=Column(String(24), nullable=False))
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     fine_tuned_model: str | None = Field(

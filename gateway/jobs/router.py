@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from gateway.deps import Authorized, SessionDep, StateDep, authorize
+from gateway.deps import Authorized, SessionDep, StateDep, authorize, commit_now
 from gateway.errors import InvalidRequest
 from gateway.jobs import service
 from gateway.jobs.models import FINAL_STATUSES
@@ -37,7 +37,9 @@ def create_job(
     session: SessionDep,
     authorized: Annotated[Authorized, authorize("job:*", "create")],
 ) -> JobPublic:
-    return JobPublic.of(service.create(session, authorized=authorized, body=body))
+    job = service.create(session, authorized=authorized, body=body)
+    commit_now(session)
+    return JobPublic.of(job)
 
 
 @router.get("", response_model=JobsPage)

@@ -34,6 +34,7 @@ from gateway.data_sources.models import DataSource
 from gateway.data_sources.service import get_in_tenant as get_source
 from gateway.data_sources.service import require_purpose, require_usable
 from gateway.datasets import fingerprint_path, min_examples_gate, overlap_gate
+from gateway.db import read_only
 from gateway.deps import Authorized, after_commit
 from gateway.errors import (
     Conflict,
@@ -148,43 +149,49 @@ def _audit_safe(details: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def create(session: Session, *, authorized: Authorized, body: JobCreate) -> FineTuningJob:
+    """Every check that only reads runs first, in a read-only snapshot of its own: on SQLite
+    the request's transaction is the database's one writer, and holding it through the
+    gates would serialise every submission behind them. The write transaction then only
+    re-checks what could have changed meanwhile (source status, erased files, quotas) and
+    inserts."""
     state: GatewayState = session.info["gateway"]
-    settings = state.settings
     principal = authorized.principal
     gates = _Gates(session, state, authorized)
     purpose = body.resolved_purpose
+    with Session(read_only(state.engine), expire_on_commit=False) as reads:
+        parent, base = _resolve_model(reads, gates, body=body, tenant=principal.tenant)
+        lora = _lora_for(reads, gates, body=body, parent=parent)
+        training = _usable_file(reads, gates, tenant=principal.tenant,
+                                file_id=body.training_file, param="training_file")  # fmt: skip
+        validation = None
+        if body.validation_file is not None:
+            validation = _usable_file(
+                reads, gates, tenant=principal.tenant, file_id=body.validation_file,
+                param="validation_file",
+            )  # fmt: skip
+        files = [file for file in (training, validation) if file is not None]
+        sources: dict[str, DataSource] = {}
+        for file in files:
+            if file.data_source_id in sources:
+                continue
+            source = get_source(reads, tenant=principal.tenant,
+                                data_source_id=file.data_source_id)  # fmt: skip
+            gates.allow(f"ds:{source.id}", "train")
+            _check_source(gates, source=source, purpose=purpose)
+            sources[source.id] = source
+        _check_data(state, gates, training=training, validation=validation,
+                    source=sources[training.data_source_id])  # fmt: skip
+        hyperparameters = body.requested_hyperparameters.model_dump()
+        estimate = _estimate(state, base=base, training=training,
+                             hyperparameters=hyperparameters)  # fmt: skip
+        job_id = new_job_id()
+        seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+        spec = _train_spec(state, job_id=job_id, base=base, parent=parent, training=training,
+                           validation=validation, hyperparameters=hyperparameters, lora=lora,
+                           body=body, seed=seed)  # fmt: skip
 
-    parent, base = _resolve_model(session, gates, body=body, tenant=principal.tenant)
-    lora = _lora_for(session, gates, body=body, parent=parent)
-
-    training = _usable_file(session, gates, tenant=principal.tenant,
-                            file_id=body.training_file, param="training_file")  # fmt: skip
-    validation = None
-    if body.validation_file is not None:
-        validation = _usable_file(
-            session, gates, tenant=principal.tenant, file_id=body.validation_file,
-            param="validation_file",
-        )  # fmt: skip
-    sources: dict[str, DataSource] = {}
-    for file in (training, validation):
-        if file is None or file.data_source_id in sources:
-            continue
-        source = get_source(session, tenant=principal.tenant, data_source_id=file.data_source_id)
-        gates.allow(f"ds:{source.id}", "train")
-        _check_source(gates, source=source, purpose=purpose)
-        sources[source.id] = source
-    _check_data(state, gates, training=training, validation=validation,
-                source=sources[training.data_source_id])  # fmt: skip
-
-    hyperparameters = body.requested_hyperparameters.model_dump()
-    estimate = _estimate(state, base=base, training=training, hyperparameters=hyperparameters)
+    _recheck_in_transaction(session, gates, sources=sources, files=files)
     _check_quotas(session, gates, tenant=principal.tenant, estimate=estimate)
-
-    job_id = new_job_id()
-    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-    spec = _train_spec(state, job_id=job_id, base=base, parent=parent, training=training,
-                       validation=validation, hyperparameters=hyperparameters, lora=lora,
-                       body=body, seed=seed)  # fmt: skip
     now_ns = time.time_ns()
     job = FineTuningJob(
         id=job_id,
@@ -207,14 +214,15 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
         spec=spec,
         decisions=gates.decisions,
         estimate=estimate,
+        estimated_device_seconds=float(estimate["seconds"] or 0.0),
         status="queued",
-        executor=getattr(settings, "executor", "local"),
+        executor=state.settings.executor,
     )
     session.add(job)
-    session.flush()
     for message in (f"Validated training file {training.id} ({training.examples} examples)",
                     f"Fine-tuning job {job.id} created and queued"):
         add_event(session, job_id=job.id, message=message)
+    session.flush()
     record_allowed(
         session,
         authorized=authorized,
@@ -230,7 +238,7 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
             "files": [
                 {"file_id": f.id, "data_source": f.data_source_id, "sha256": f.sha256,
                  "content_sha256": f.content_sha256}
-                for f in (training, validation) if f is not None
+                for f in files
             ],
             "policy_versions": sorted({d["policy_version"] for d in gates.decisions
                                        if d["kind"] == "policy"}),
@@ -246,6 +254,28 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
              training_sha256=training.sha256,
              estimated_device_hours=estimate["device_hours"])  # fmt: skip
     return job
+
+
+def _recheck_in_transaction(
+    session: Session, gates: _Gates, *, sources: dict[str, DataSource],
+    files: list[TrainingFile],
+) -> None:  # fmt: skip
+    """What a concurrent request could have changed since the snapshot: a source revoked,
+    a file erased."""
+    for source_id in sources:
+        current = session.get(DataSource, source_id)
+        if current is None or current.status != "approved":
+            gates.refuse(Forbidden(
+                f"data source {source_id} is no longer approved",
+                code="data_source_not_approved", details={"data_source": source_id},
+            ), gate="data_source_approved")  # fmt: skip
+    for file in files:
+        erased = session.scalar(
+            select(TrainingFile.content_deleted_at).where(TrainingFile.id == file.id)
+        )
+        if erased is not None:
+            gates.refuse(InvalidRequest(f"file {file.id} was erased", code="file_not_usable",
+                                        details={"file_id": file.id}), gate="file")  # fmt: skip
 
 
 def _resolve_model(
@@ -420,13 +450,13 @@ def _check_quotas(
             details={"quota": "concurrent_jobs", "limit": settings.quota_concurrent_jobs,
                      "current": active},
         ), gate="quota")  # fmt: skip
-    estimates = session.scalars(
-        select(FineTuningJob.estimate).where(
+    used_seconds = session.scalar(
+        select(func.coalesce(func.sum(FineTuningJob.estimated_device_seconds), 0.0)).where(
             FineTuningJob.tenant == tenant,
-            FineTuningJob.created_at >= _month_start(time.time()),
+            FineTuningJob.created_ns >= _month_start(time.time()) * 1_000_000_000,
         )
-    ).all()
-    used = sum(float((e or {}).get("device_hours") or 0.0) for e in estimates)
+    ) or 0.0  # fmt: skip
+    used = float(used_seconds) / 3600
     requested = float(estimate["device_hours"] or 0.0)
     limit = settings.quota_device_hours_per_month
     if used + requested > limit:
@@ -572,8 +602,6 @@ def events_since(
 ) -> tuple[list[JobEvent], str]:
     """For the event stream: events after ``after_seq`` in order, and the job's status,
     from a read-only snapshot of their own (the request's session is long closed)."""
-    from gateway.db import read_only
-
     with Session(read_only(state.engine)) as session:
         rows = list(session.scalars(
             select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)

@@ -54,4 +54,6 @@ class ModelVersion(SQLModel, table=True):
     retired_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
     retired_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     # [{reason: data_source_revoked|erasure_requested, ref, at}]: why it needs a look
-    flags: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    flags: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )

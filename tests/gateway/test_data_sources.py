@@ -204,7 +204,7 @@ class TestGates:
 
 
 class TestPathValues:
-    @pytest.mark.parametrize("value", ["*", "ds:x", "a" * 129])
+    @pytest.mark.parametrize("value", ["*", "a b", "x)||(y", "a" * 129])
     def test_a_path_value_never_widens_the_object(self, client, people, value):
         response = client.post(f"/v1/data_sources/{value}/approve", headers=people["carol"])
         assert response.status_code == 422

@@ -1,0 +1,27 @@
+"""Where fine-tuning jobs run: ``make_executor(settings, engine)`` picks the executor the
+settings name. The gateway calls ``start()`` at start-up, ``submit(job_id)`` after committing
+a queued job, ``cancel(job_id)`` after committing its cancel flag, ``stop()`` at shutdown."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from gateway.config import Settings
+from gateway.executors.base import Executor
+
+
+def make_executor(settings: Settings, engine: Engine) -> Executor:
+    if settings.heartbeat_seconds >= settings.lease_seconds:
+        raise ValueError(
+            "heartbeat_seconds must be shorter than lease_seconds, or running jobs would be "
+            "taken back from live workers"
+        )
+    if settings.executor == "ray":
+        # Not built yet: run_job is executor-neutral, a Ray task would claim and call it.
+        raise NotImplementedError("the Ray executor is not available yet; use executor=local")
+    from gateway.executors.local import LocalExecutor
+
+    return LocalExecutor(settings, engine)
+
+
+__all__ = ["Executor", "make_executor"]

@@ -1,0 +1,342 @@
+"""How a job ends: registered, failed or cancelled, each in one transaction with its
+events and audit records.
+
+Registration re-hashes the artifacts the run reported, inside the transaction that
+inserts the model version, so a file changed between training and registration fails the
+job instead of entering the registry under a hash it does not have.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlmodel import Session, select
+
+from gateway.executors.audit import record_worker_event
+from gateway.files.models import TrainingFile
+from gateway.jobs.models import FineTuningJob, JobEvent
+from gateway.registry.models import ModelVersion
+
+log = structlog.get_logger(__name__)
+
+MODEL_ID_MAX = 122
+ADAPTER_WEIGHTS_PATH = "adapter/adapter_model.safetensors"
+ERROR_MESSAGE_MAX = 1000
+# Spec fields that shape what is learned, recorded next to the resolved hyperparameters.
+RECORDED_SPEC_FIELDS = (
+    "lora",
+    "base_learning_rate",
+    "lr_scheduler",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "max_seq_len",
+    "micro_batch_tokens",
+    "packing",
+    "max_steps",
+    "eval_every_steps",
+    "early_stopping_patience",
+    "init_adapter_dir",
+)
+
+
+class LeaseLost(Exception):
+    """The job is no longer this worker's (its lease expired and it was taken back)."""
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def model_version_id(job: FineTuningJob) -> str:
+    """OpenAI's naming, ft:<base>:<tenant>:<suffix>:<job id>; the job id is what makes it
+    unique, so it is what survives when the name is cut to fit."""
+    if job.fine_tuned_model:
+        return job.fine_tuned_model
+    tail = f":{job.id}"
+    head = f"ft:{job.base_model}:{job.tenant}:{job.suffix or 'tuned'}"
+    return head[: MODEL_ID_MAX - len(tail)] + tail
+
+
+def add_event(
+    session: Session,
+    *,
+    job_id: str,
+    message: str,
+    level: str = "info",
+    type: str = "message",  # noqa: A002 - OpenAI's field name
+    data: dict[str, Any] | None = None,
+    at: int | None = None,
+) -> None:
+    session.add(
+        JobEvent(
+            job_id=job_id,
+            created_at=at or now(),
+            level=level,
+            type=type,
+            message=message,
+            data=data,
+        )
+    )
+
+
+def lock_job(session: Session, job_id: str) -> FineTuningJob | None:
+    """The job row, locked until the transaction ends (SQLite: BEGIN IMMEDIATE already)."""
+    return session.exec(
+        select(FineTuningJob).where(FineTuningJob.id == job_id).with_for_update()
+    ).first()
+
+
+def locked_if_ours(session: Session, job_id: str, worker_id: str) -> FineTuningJob:
+    job = lock_job(session, job_id)
+    if job is None or job.status != "running" or job.lease_owner != worker_id:
+        raise LeaseLost(job_id)
+    return job
+
+
+def _finish(job: FineTuningJob, status: str) -> None:
+    job.status = status
+    job.finished_at = now()
+    job.lease_expires_at = None
+    job.estimated_finish = None
+
+
+def fail_job(
+    session: Session,
+    *,
+    job: FineTuningJob,
+    code: str,
+    message: str,
+    param: str | None = None,
+    worker_id: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Mark a locked job failed, with its event and audit record; never commits."""
+    _finish(job, "failed")
+    job.error = {"code": code, "message": message[:ERROR_MESSAGE_MAX], "param": param}
+    session.add(job)
+    add_event(session, job_id=job.id, level="error", message=f"Job failed: {message}"[:2000])
+    record_worker_event(
+        session,
+        tenant=job.tenant,
+        action="job.failed",
+        resource=f"job:{job.id}",
+        details={
+            "job_id": job.id,
+            "code": code,
+            "worker": worker_id,
+            "attempt": job.attempts,
+            **(details or {}),
+        },
+    )
+    log.warning("job.failed", job_id=job.id, code=code, worker=worker_id)
+
+
+def cancel_job(
+    session: Session, *, job: FineTuningJob, worker_id: str | None, step: int | None
+) -> None:
+    """Mark a locked job cancelled; never commits. Checkpoints stay on disk, unregistered."""
+    _finish(job, "cancelled")
+    session.add(job)
+    add_event(session, job_id=job.id, message="Job cancelled")
+    record_worker_event(
+        session,
+        tenant=job.tenant,
+        action="job.cancelled",
+        resource=f"job:{job.id}",
+        details={"job_id": job.id, "worker": worker_id, "step": step},
+    )
+    log.info("job.cancelled", job_id=job.id, worker=worker_id, step=step)
+
+
+def _training_files(session: Session, job: FineTuningJob) -> list[tuple[str, TrainingFile]]:
+    roles = [("training", job.training_file)]
+    if job.validation_file:
+        roles.append(("validation", job.validation_file))
+    found = []
+    for role, file_id in roles:
+        row = session.get(TrainingFile, file_id)
+        if row is None:
+            raise LookupError(f"training file {file_id} of job {job.id} is gone")
+        found.append((role, row))
+    return found
+
+
+def _hash_mismatches(artifact_dir: Path, reported: list[Any], adapter_sha256: str) -> list[str]:
+    """Paths whose bytes differ from what the run reported (missing, extra or changed)."""
+    from trainer.artifacts import hash_tree
+
+    actual = {f.relative_path: (f.sha256, f.bytes) for f in hash_tree(artifact_dir)}
+    expected = {f.relative_path: (f.sha256, f.bytes) for f in reported}
+    bad = sorted(
+        path for path in actual.keys() | expected.keys() if actual.get(path) != expected.get(path)
+    )
+    weights = actual.get(ADAPTER_WEIGHTS_PATH)
+    if weights is None or weights[0] != adapter_sha256:
+        bad.append(ADAPTER_WEIGHTS_PATH)
+    return sorted(set(bad))
+
+
+def _data_mismatches(
+    files: list[tuple[str, TrainingFile]], trained_on: list[dict[str, Any]]
+) -> list[str]:
+    """Roles whose trained-on bytes are not the stored content the job named."""
+    hashed = {entry["role"]: entry["sha256"] for entry in trained_on}
+    return [role for role, row in files if hashed.get(role) != row.content_sha256]
+
+
+def _compute(job: FineTuningJob, result: Any) -> dict[str, Any]:
+    estimate = job.estimate or {}
+    return {
+        "seconds": round(result.seconds, 3),
+        "device": result.device,
+        "steps_completed": result.steps_completed,
+        "total_steps": result.total_steps,
+        "trained_tokens": result.trained_tokens,
+        "processed_tokens": result.processed_tokens,
+        "attempts": job.attempts,
+        "torch_threads": result.resolved_config.get("torch_threads"),
+        "estimate": estimate,
+        "estimated_device_seconds": getattr(job, "estimated_device_seconds", None),
+        # Only the last attempt's seconds when a run resumed; tokens count the whole run.
+        "resumed": job.attempts > 1,
+    }
+
+
+def _hyperparameters(result: Any) -> dict[str, Any]:
+    config = result.resolved_config
+    spec = config["spec"]
+    return {
+        **config["resolved_hyperparameters"],
+        **{name: spec.get(name) for name in RECORDED_SPEC_FIELDS},
+        "target_modules": config.get("target_modules"),
+        "trainable_parameters": config.get("trainable_parameters"),
+        "schedule": config.get("schedule"),
+    }
+
+
+def _verdict(evaluation: dict[str, Any] | None) -> str | None:
+    if not evaluation or "verdict" not in evaluation:
+        return None
+    return "passed" if evaluation["verdict"].get("passed") else "failed"
+
+
+def complete_job(session: Session, *, job_id: str, worker_id: str, result: Any) -> str:
+    """Register a succeeded run as a candidate model version, or fail the job if its
+    artifacts or data do not hash to what was reported; returns the job's new status.
+    Never commits (the caller's one transaction holds it all); raises LeaseLost when the
+    job is no longer this worker's, in which case nothing is written."""
+    job = locked_if_ours(session, job_id, worker_id)
+    if job.cancel_requested:
+        # The owner asked to stop before the model existed in the registry: honour it.
+        cancel_job(session, job=job, worker_id=worker_id, step=result.steps_completed)
+        return "cancelled"
+    artifact_dir = Path(result.artifact_dir)
+    bad_paths = _hash_mismatches(artifact_dir, result.files, result.adapter_sha256)
+    if bad_paths:
+        fail_job(
+            session,
+            job=job,
+            code="artifact_hash_mismatch",
+            message="the run's artifacts changed between training and registration: "
+            + ", ".join(bad_paths[:10]),
+            worker_id=worker_id,
+            details={"paths": bad_paths[:20]},
+        )
+        return "failed"
+    files = _training_files(session, job)
+    bad_roles = _data_mismatches(files, result.data_files)
+    if bad_roles:
+        fail_job(
+            session,
+            job=job,
+            code="training_data_mismatch",
+            message="the run read data that is not the stored content of the job's "
+            f"{' and '.join(bad_roles)} file",
+            worker_id=worker_id,
+            details={"roles": bad_roles},
+        )
+        return "failed"
+
+    from trainer.artifacts import hash_tree
+
+    adapter_files = [
+        {"relative_path": f.relative_path, "sha256": f.sha256, "bytes": f.bytes}
+        for f in hash_tree(artifact_dir)
+    ]
+    model_id = model_version_id(job)
+    compute = _compute(job, result)
+    version = ModelVersion(
+        id=model_id,
+        tenant=job.tenant,
+        job_id=job.id,
+        created_at=now(),
+        requested_by=job.created_by,
+        purpose=job.purpose,
+        status="candidate",
+        base_model=job.base_model,
+        base_manifest_sha256=result.base_model_sha256,
+        parent_model_id=job.parent_model_id,
+        data_files=[
+            {
+                "role": role,
+                "file_id": row.id,
+                "data_source": row.data_source_id,
+                "sha256": row.sha256,
+                "content_sha256": row.content_sha256,
+                "redaction": row.redaction,
+            }
+            for role, row in files
+        ],
+        decisions=list(job.decisions),
+        hyperparameters=_hyperparameters(result),
+        seed=job.seed,
+        library_versions=result.resolved_config["library_versions"],
+        compute=compute,
+        evaluation=result.evaluation,
+        verdict=_verdict(result.evaluation),
+        adapter_files=adapter_files,
+        adapter_sha256=result.adapter_sha256,
+        artifact_dir=str(artifact_dir),
+    )
+    session.add(version)
+    _finish(job, "succeeded")
+    job.fine_tuned_model = model_id
+    job.trained_tokens = result.trained_tokens
+    job.compute = compute
+    session.add(job)
+    add_event(session, job_id=job.id, message=f"New fine-tuned model created: {model_id}")
+    add_event(session, job_id=job.id, message="The job has successfully completed")
+    record_worker_event(
+        session,
+        tenant=job.tenant,
+        action="job.succeeded",
+        resource=f"job:{job.id}",
+        details={
+            "job_id": job.id,
+            "model_id": model_id,
+            "worker": worker_id,
+            "attempt": job.attempts,
+        },
+    )
+    record_worker_event(
+        session,
+        tenant=job.tenant,
+        action="model.registered",
+        resource=f"model:{model_id}",
+        details={
+            "model_id": model_id,
+            "job_id": job.id,
+            "adapter_sha256": result.adapter_sha256,
+            "base_manifest_sha256": result.base_model_sha256,
+            "data_files": [
+                {"file_id": row.id, "content_sha256": row.content_sha256} for _, row in files
+            ],
+            "parent_model_id": job.parent_model_id,
+        },
+    )
+    log.info("job.succeeded", job_id=job.id, model_id=model_id, worker=worker_id)
+    return "succeeded"

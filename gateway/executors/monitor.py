@@ -1,0 +1,303 @@
+"""The worker's side of a running job: trainer events become OpenAI job events and
+checkpoint rows, written in batches by a background thread that also renews the lease and
+watches the cancel flag.
+
+The training thread only appends to a list; one transaction a tick (about a second) writes
+whatever came in, renews the lease when due, and reads `cancel_requested`, so a run of fast
+steps costs one commit a second, not one a step.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from gateway.db import read_only
+from gateway.executors.completion import LeaseLost, add_event, locked_if_ours
+from gateway.jobs.models import FineTuningJob, JobCheckpoint
+
+log = structlog.get_logger(__name__)
+
+MAX_TICK_SECONDS = 1.0
+
+
+def _finite(value: Any) -> Any:
+    """JSON columns refuse NaN on PostgreSQL; a diverged loss is recorded as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _clean(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: _finite(value) for key, value in data.items()}
+
+
+@dataclass(frozen=True)
+class Pending:
+    at: int
+    level: str
+    type: str
+    message: str
+    data: dict[str, Any] | None
+    checkpoint: dict[str, Any] | None = None
+
+
+def translate(event: Any, latest: dict[str, Any]) -> Pending | None:
+    """One trainer event as an OpenAI job event; ``latest`` carries the newest losses
+    into checkpoint metrics."""
+    at, data, step = int(time.time()), event.data, event.step
+    kind = event.type
+    if kind == "train.step":
+        latest["train_loss"] = _finite(data["loss"])
+        metrics = _clean(
+            {
+                "step": step,
+                "total_steps": data["total_steps"],
+                "train_loss": data["loss"],
+                "learning_rate": data["learning_rate"],
+                "grad_norm": data["grad_norm"],
+                "epoch": data["epoch"],
+                "tokens_per_second": data["tokens_per_second"],
+                "trained_tokens": data["trained_tokens"],
+            }
+        )
+        loss = "nan" if metrics["train_loss"] is None else f"{data['loss']:.4f}"
+        return Pending(
+            at,
+            "info",
+            "metrics",
+            f"Step {step}/{data['total_steps']}: training loss={loss}",
+            metrics,
+        )
+    if kind == "train.validation":
+        latest["valid_loss"] = _finite(data["validation_loss"])
+        metrics = _clean(
+            {
+                "step": step,
+                "valid_loss": data["validation_loss"],
+                "best_valid_loss": data["best_validation_loss"],
+                "improved": data["improved"],
+            }
+        )
+        loss = "nan" if metrics["valid_loss"] is None else f"{data['validation_loss']:.4f}"
+        return Pending(at, "info", "metrics", f"Step {step}: validation loss={loss}", metrics)
+    if kind == "checkpoint.written":
+        checkpoint = {
+            "step": step,
+            "path": data["path"],
+            "adapter_sha256": data["adapter_sha256"],
+            "metrics": {
+                "step": step,
+                "train_loss": latest.get("train_loss"),
+                "valid_loss": latest.get("valid_loss"),
+            },
+        }
+        return Pending(
+            at,
+            "info",
+            "message",
+            f"Checkpoint created at step {step}",
+            {"step": step, "adapter_sha256": data["adapter_sha256"]},
+            checkpoint,
+        )
+    if kind == "run.started":
+        verb = "resumed at step {step} of" if step else "started:"
+        return Pending(
+            at,
+            "info",
+            "message",
+            f"Training {verb.format(step=step)} {data['total_steps']} steps on {data['device']}",
+            {
+                "step": step,
+                "total_steps": data["total_steps"],
+                "device": data["device"],
+                "train_examples": data["train_examples"],
+                "held_out_examples": data["held_out_examples"],
+            },
+        )
+    if kind == "train.epoch_completed":
+        return Pending(at, "info", "message", f"Epoch {data['epoch']} completed", {"step": step})
+    if kind == "train.early_stopped":
+        return Pending(
+            at,
+            "info",
+            "message",
+            f"Stopped early at step {step}; best step {data['best_step']}",
+            {"step": step, "best_step": data["best_step"]},
+        )
+    if kind == "evaluation.completed":
+        verdict = data["verdict"]
+        probe = data["ood_probe"]
+        return Pending(
+            at,
+            "info",
+            "metrics",
+            f"Evaluation: verdict {'passed' if verdict.get('passed') else 'failed'}",
+            {
+                "step": step,
+                "systems": data["systems"],
+                "verdict": verdict,
+                "ood_probe": _clean(
+                    {k: probe.get(k) for k in ("loss_before", "loss_after", "relative_change")}
+                ),
+            },
+        )
+    if kind == "run.cancelled":
+        return Pending(at, "info", "message", f"Training stopped at step {step}", {"step": step})
+    if kind == "run.succeeded":
+        return Pending(
+            at,
+            "info",
+            "message",
+            "Training finished; verifying the artifacts",
+            {"step": step, "adapter_sha256": data["adapter_sha256"]},
+        )
+    return Pending(at, "info", "message", kind, {"step": step})
+
+
+class JobMonitor:
+    """Background writer, lease heartbeat and stop signal for one running job."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        job_id: str,
+        worker_id: str,
+        lease_seconds: float,
+        heartbeat_seconds: float,
+        shutdown: Callable[[], bool] | None = None,
+    ) -> None:
+        self.engine, self.job_id, self.worker_id = engine, job_id, worker_id
+        self.lease_seconds, self.heartbeat_seconds = lease_seconds, heartbeat_seconds
+        self.tick_seconds = min(MAX_TICK_SECONDS, heartbeat_seconds)
+        self._shutdown = shutdown or (lambda: False)
+        self._lock = threading.Lock()
+        self._pending: list[Pending] = []
+        self._latest: dict[str, Any] = {}
+        self._progress: dict[str, Any] = {}
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}", daemon=True)
+        self._last_renewal = time.monotonic()
+        self.stop_reason: str | None = None  # cancelled | lease_lost | shutdown
+
+    # --- the training thread's side
+
+    def on_event(self, event: Any) -> None:
+        pending = translate(event, self._latest)
+        with self._lock:
+            if pending is not None:
+                self._pending.append(pending)
+            if event.type == "train.step":
+                self._progress = {
+                    "trained_tokens": event.data["trained_tokens"],
+                    "estimated_finish": int(time.time() + event.data["seconds_remaining"]),
+                }
+
+    def should_stop(self) -> bool:
+        return self.stop_reason is not None
+
+    @property
+    def lease_lost(self) -> bool:
+        return self.stop_reason == "lease_lost"
+
+    # --- the background side
+
+    def start(self) -> JobMonitor:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (raises LeaseLost if no longer ours)."""
+        self._closed.set()
+        self._thread.join()
+        if not self.lease_lost:
+            self.tick(force=True)
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self.tick_seconds):
+            try:
+                self.tick()
+            except LeaseLost:
+                self._stop("lease_lost")
+                log.warning("job.lease_lost", job_id=self.job_id, worker=self.worker_id)
+                return
+            except Exception:
+                # A database hiccup: try again next tick, until the lease would lapse.
+                log.exception("job.monitor_tick_failed", job_id=self.job_id)
+                if time.monotonic() - self._last_renewal > self.lease_seconds:
+                    self._stop("lease_lost")
+                    return
+            if self._shutdown():
+                self._stop("shutdown")
+
+    def _read_cancel_flag(self) -> None:
+        with Session(read_only(self.engine)) as session:
+            cancel = session.exec(
+                select(FineTuningJob.cancel_requested).where(FineTuningJob.id == self.job_id)
+            ).first()
+        if cancel:
+            self._stop("cancelled")
+
+    def _stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def tick(self, *, force: bool = False) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            progress, self._progress = self._progress, {}
+        due = time.monotonic() - self._last_renewal >= self.heartbeat_seconds
+        if not (pending or progress or due or force):
+            self._read_cancel_flag()
+            return
+        try:
+            with Session(self.engine) as session:
+                job = locked_if_ours(session, self.job_id, self.worker_id)
+                for item in pending:
+                    add_event(
+                        session,
+                        job_id=self.job_id,
+                        message=item.message,
+                        level=item.level,
+                        type=item.type,
+                        data=item.data,
+                        at=item.at,
+                    )
+                    if item.checkpoint is not None:
+                        session.add(
+                            JobCheckpoint(
+                                id=f"ftckpt-{uuid.uuid4().hex[:24]}",
+                                job_id=self.job_id,
+                                created_at=item.at,
+                                step=item.checkpoint["step"],
+                                metrics=_clean(item.checkpoint["metrics"]),
+                                adapter_sha256=item.checkpoint["adapter_sha256"],
+                                path=item.checkpoint["path"],
+                            )
+                        )
+                if progress:
+                    job.trained_tokens = progress["trained_tokens"]
+                    job.estimated_finish = progress["estimated_finish"]
+                renewed = time.monotonic()
+                job.lease_expires_at = time.time() + self.lease_seconds
+                cancel = job.cancel_requested
+                session.add(job)
+                session.commit()
+        except BaseException:
+            with self._lock:
+                self._pending[:0] = pending
+                self._progress = self._progress or progress
+            raise
+        self._last_renewal = renewed
+        if cancel:
+            self._stop("cancelled")

@@ -1,0 +1,540 @@
+"""The model registry: listing base and fine-tuned models, lineage, promotion, retirement,
+adapter downloads and the flags that revocations and erasure requests leave. Never commits.
+
+Fine-tuned versions are tenant-scoped: another tenant's version answers 404 exactly like
+one that does not exist. Rows are written by the job worker; this module only moves a
+version along candidate -> production -> retired and appends flags."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import structlog
+from sqlalchemy import select
+from sqlmodel import Session
+
+from audit.encoding import now_ts
+from gateway.audit_api.service import record, record_allowed
+from gateway.base_models import service as base_models
+from gateway.base_models.models import RegisteredBaseModel
+from gateway.deps import Authorized
+from gateway.errors import Conflict, Gone, NotFound
+from gateway.files.models import TrainingFile
+from gateway.registry.models import ModelVersion
+from gateway.registry.schemas import FINE_TUNED_ID, FINE_TUNED_PREFIX
+from gateway.security import Principal
+from gateway.state import GatewayState
+
+log = structlog.get_logger()
+
+VISIBLE_WITH = "read"
+LIST_BATCH = 500
+MAX_LINEAGE_DEPTH = 64
+FLAG_REASONS = ("data_source_revoked", "erasure_requested")
+TAR_BLOCK = 512
+READ_CHUNK = 1 << 20
+# An actor for audit events no request made (a flag raised without an authorized caller).
+SYSTEM_ACTOR = "system:registry"
+
+
+def policy_object(model_id: str) -> str:
+    return f"model:{model_id}"
+
+
+def is_fine_tuned(model_id: str) -> bool:
+    return model_id.startswith(FINE_TUNED_PREFIX)
+
+
+def kind_of(state: GatewayState, principal: Principal, values: dict[str, str]) -> dict[str, str]:
+    """The authorization resolver for GET /v1/models/{model_id}: a fine-tuned id is a
+    `model:` object, anything else names a base model (`base:`). Decided on the id's form
+    alone, so nothing about existence leaks to a caller the policy refuses."""
+    return {"kind": "model" if is_fine_tuned(values.get("model_id", "")) else "base"}
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def get_in_tenant(
+    session: Session, *, tenant: str, model_id: str, for_update: bool = False
+) -> ModelVersion:
+    row = None
+    if FINE_TUNED_ID.match(model_id):
+        row = session.get(ModelVersion, model_id, with_for_update=for_update)
+    if row is None or row.tenant != tenant:
+        raise NotFound(f"model {model_id!r} not found", code="model_not_found",
+                       param="model_id")
+    return row
+
+
+def get_visible(
+    session: Session, *, authorized: Authorized, model_id: str
+) -> RegisteredBaseModel | ModelVersion:
+    if is_fine_tuned(model_id):
+        return get_in_tenant(session, tenant=authorized.principal.tenant, model_id=model_id)
+    try:
+        return base_models.get_visible(session, authorized=authorized, name=model_id)
+    except NotFound:
+        raise NotFound(f"model {model_id!r} not found", code="model_not_found",
+                       param="model_id") from None
+
+
+def _fine_tuned_visible(
+    session: Session, *, authorized: Authorized, status: str | None, flagged: bool | None,
+    after: str | None, limit: int,
+) -> tuple[list[ModelVersion], bool]:
+    principal = authorized.principal
+    policy = session.info["gateway"].policy
+
+    def wanted(row: ModelVersion) -> bool:
+        if flagged is not None and bool(row.flags) != flagged:
+            return False
+        return policy.decide(
+            principal.subject, principal.tenant, policy_object(row.id), VISIBLE_WITH,
+            extra_roles=principal.roles,
+        ).allowed
+
+    query = select(ModelVersion).where(ModelVersion.tenant == principal.tenant)
+    if status is not None:
+        query = query.where(ModelVersion.status == status)
+    visible: list[ModelVersion] = []
+    cursor = after
+    while len(visible) <= limit:
+        page_query = query if cursor is None else query.where(ModelVersion.id > cursor)
+        rows = session.scalars(page_query.order_by(ModelVersion.id).limit(LIST_BATCH)).all()
+        visible.extend(row for row in rows if wanted(row))
+        if len(rows) < LIST_BATCH:
+            break
+        cursor = rows[-1].id
+    return visible[: limit + 1], len(visible) > limit
+
+
+def _row_id(row: RegisteredBaseModel | ModelVersion) -> str:
+    return row.name if isinstance(row, RegisteredBaseModel) else row.id
+
+
+def list_visible(
+    session: Session, *, authorized: Authorized, status: str | None, flagged: bool | None,
+    after: str | None, limit: int,
+) -> tuple[list[RegisteredBaseModel | ModelVersion], str | None]:
+    """Base models and the tenant's fine-tuned versions the caller may read, in id order
+    (base names never start with "ft:", so the two never collide). Base models carry no
+    production state and no flags: a filter on those leaves them out."""
+    rows: list[RegisteredBaseModel | ModelVersion] = []
+    more = False
+    base_status = status if status in (None, "active", "retired") else "none"
+    if base_status != "none" and not flagged:
+        bases, next_base = base_models.list_visible(
+            session, authorized=authorized, status=base_status, after=after, limit=limit
+        )
+        rows.extend(bases)
+        more = more or next_base is not None
+    if status != "active":
+        tuned, tuned_more = _fine_tuned_visible(
+            session, authorized=authorized, status=status, flagged=flagged, after=after,
+            limit=limit,
+        )  # fmt: skip
+        rows.extend(tuned)
+        more = more or tuned_more
+    rows.sort(key=_row_id)
+    more = more or len(rows) > limit
+    page = rows[:limit]
+    return page, (_row_id(page[-1]) if more and page else None)
+
+
+# --- lineage ----------------------------------------------------------------------------
+
+
+def _files_by_id(session: Session, *, tenant: str, file_ids: Iterable[str]) -> dict[str, Any]:
+    wanted = sorted(set(file_ids))
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        select(TrainingFile).where(TrainingFile.tenant == tenant, TrainingFile.id.in_(wanted))
+    ).all()
+    return {row.id: row for row in rows}
+
+
+def lineage_file(entry: dict[str, Any], row: TrainingFile | None) -> dict[str, Any]:
+    """A data file as the model recorded it, with what the file's row says now (erased or
+    not). The hashes recorded on the model win: they are what was trained on."""
+    redaction = entry.get("redaction")
+    if redaction is None and row is not None and row.redaction is not None:
+        redaction = {
+            key: row.redaction.get(key)
+            for key in ("input_sha256", "output_sha256", "recogniser_set", "settings",
+                        "redacted_lines")
+        }  # fmt: skip
+    return {
+        "role": entry.get("role"),
+        "file_id": entry.get("file_id"),
+        "data_source": entry.get("data_source") or (row.data_source_id if row else None),
+        "filename": row.filename if row else None,
+        "sha256": entry.get("sha256") or (row.sha256 if row else None),
+        "content_sha256": entry.get("content_sha256") or (row.content_sha256 if row else None),
+        "examples": row.examples if row else None,
+        "pii_action": row.pii_action if row else None,
+        "redaction": redaction,
+        "status": row.status if row else None,
+        "content_deleted_at": row.content_deleted_at if row else None,
+        "erasure_request_id": row.erasure_request_id if row else None,
+    }
+
+
+def _version(row: ModelVersion, files: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "status": row.status,
+        "job_id": row.job_id,
+        "requested_by": row.requested_by,
+        "purpose": row.purpose,
+        "created_at": row.created_at,
+        "base_model": row.base_model,
+        "base_manifest_sha256": row.base_manifest_sha256,
+        "parent_model_id": row.parent_model_id,
+        "adapter_sha256": row.adapter_sha256,
+        "seed": row.seed,
+        "hyperparameters": row.hyperparameters,
+        "data_files": [
+            lineage_file(entry, files.get(entry.get("file_id", ""))) for entry in row.data_files
+        ],
+        "decisions": row.decisions,
+        "verdict": row.verdict,
+        "promotion": {
+            "promoted_by": row.promoted_by,
+            "promoted_at": row.promoted_at,
+            "override": row.promotion_override_reason is not None,
+        },
+        "flags": row.flags,
+    }
+
+
+def chain_of(session: Session, row: ModelVersion) -> tuple[list[ModelVersion], str | None]:
+    """The version and its ancestors, newest first; and the parent id where the chain
+    breaks (a parent the registry does not hold in this tenant), if it does."""
+    chain = [row]
+    seen = {row.id}
+    current = row
+    while current.parent_model_id is not None:
+        parent_id = current.parent_model_id
+        parent = session.get(ModelVersion, parent_id) if FINE_TUNED_ID.match(parent_id) else None
+        if (parent is None or parent.tenant != row.tenant or parent.id in seen
+                or len(chain) >= MAX_LINEAGE_DEPTH):  # fmt: skip
+            return chain, parent_id
+        chain.append(parent)
+        seen.add(parent.id)
+        current = parent
+    return chain, None
+
+
+def build_lineage(session: Session, *, row: ModelVersion) -> dict[str, Any]:
+    chain, broken_at = chain_of(session, row)
+    files = _files_by_id(
+        session, tenant=row.tenant,
+        file_ids=(entry.get("file_id", "") for each in chain for entry in each.data_files),
+    )  # fmt: skip
+    root = chain[-1]
+    base = session.get(RegisteredBaseModel, root.base_model)
+    return {
+        "model_id": row.id,
+        "chain": [_version(each, files) for each in chain],
+        "base_model": {
+            "name": root.base_model,
+            "manifest_sha256": root.base_manifest_sha256,
+            "registered_manifest_sha256": base.manifest_sha256 if base else None,
+            "license": base.license if base else None,
+            "status": base.status if base else None,
+        },
+        "broken_at": broken_at,
+    }
+
+
+def lineage(session: Session, *, authorized: Authorized, model_id: str) -> dict[str, Any]:
+    row = get_in_tenant(session, tenant=authorized.principal.tenant, model_id=model_id)
+    return build_lineage(session, row=row)
+
+
+# --- promotion and retirement -----------------------------------------------------------
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def promote(
+    session: Session, *, authorized: Authorized, model_id: str, override_reason: str | None
+) -> ModelVersion:
+    """candidate -> production, by someone other than whoever asked for the training, once
+    the evaluation passed; an override (a failed or missing verdict, or flags) needs a
+    reason, kept on the row with only its hash in the trail."""
+    principal = authorized.principal
+    row = get_in_tenant(session, tenant=principal.tenant, model_id=model_id, for_update=True)
+    if row.status != "candidate":
+        raise Conflict(f"model is {row.status}, not a candidate", code="not_candidate",
+                       details={"status": row.status})
+    if row.requested_by == principal.sub:
+        raise Conflict(
+            "four eyes: whoever asked for the training cannot promote the model",
+            code="four_eyes_violation",
+        )
+    needs_override = []
+    if row.verdict != "passed":
+        needs_override.append("evaluation_not_passed")
+    if row.flags:
+        needs_override.append("model_flagged")
+    if needs_override and override_reason is None:
+        raise Conflict(
+            "the evaluation did not pass" if needs_override[0] == "evaluation_not_passed"
+            else "the model is flagged for review",
+            code=needs_override[0],
+            details={"verdict": row.verdict, "flags": len(row.flags),
+                     "hint": "promote with an override_reason to go ahead anyway"},
+        )  # fmt: skip
+    row.status = "production"
+    row.promoted_by = principal.sub
+    row.promoted_at = int(time.time())
+    row.promotion_override_reason = override_reason
+    session.add(row)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="model.promoted",
+        details={
+            "model_id": row.id,
+            "requested_by": row.requested_by,
+            "verdict": row.verdict,
+            "adapter_sha256": row.adapter_sha256,
+            "overridden": needs_override,
+            # Free text may name people: the trail keeps its hash, the row the text.
+            "override_reason_sha256": (
+                _sha256_text(override_reason) if override_reason is not None else None
+            ),
+        },
+    )
+    log.info("model.promoted", model_id=row.id, overridden=needs_override)
+    return row
+
+
+def retire(session: Session, *, authorized: Authorized, model_id: str) -> ModelVersion:
+    principal = authorized.principal
+    row = get_in_tenant(session, tenant=principal.tenant, model_id=model_id, for_update=True)
+    if row.status == "retired":
+        raise Conflict("model is already retired", code="already_retired")
+    previous = row.status
+    row.status = "retired"
+    row.retired_by = principal.sub
+    row.retired_at = int(time.time())
+    session.add(row)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="model.retired",
+        details={"model_id": row.id, "previous_status": previous,
+                 "adapter_sha256": row.adapter_sha256},
+    )  # fmt: skip
+    log.info("model.retired", model_id=row.id, previous_status=previous)
+    return row
+
+
+# --- flags ------------------------------------------------------------------------------
+
+
+def _descendants(rows: Sequence[ModelVersion], roots: set[str]) -> dict[str, str]:
+    """model id -> the ancestor through which it is affected, for every version built on
+    top of an affected one (an adapter trained from a parent carries the parent's data)."""
+    children: dict[str, list[str]] = {}
+    for row in rows:
+        if row.parent_model_id is not None:
+            children.setdefault(row.parent_model_id, []).append(row.id)
+    inherited: dict[str, str] = {}
+    frontier = sorted(roots)
+    while frontier:
+        parent = frontier.pop()
+        for child in children.get(parent, ()):
+            if child not in roots and child not in inherited:
+                inherited[child] = parent
+                frontier.append(child)
+    return inherited
+
+
+def flag_models(
+    session: Session, *, tenant: str, data_source_id: str | None = None,
+    file_ids: Iterable[str] = (), reason: str, ref: str,
+    authorized: Authorized | None = None,
+) -> list[str]:
+    """Flags every version of the tenant trained on the data source or on one of the
+    files, and every version fine-tuned from one of those; returns their ids (sorted).
+    A version already flagged for the same reason and ref is listed but not flagged again.
+    Each new flag is audited as `model.flagged`, under the caller's decision when one is
+    given."""
+    if reason not in FLAG_REASONS:
+        raise ValueError(f"unknown flag reason {reason!r}")
+    wanted_files = set(file_ids)
+    if data_source_id is None and not wanted_files:
+        return []
+    rows = session.scalars(
+        select(ModelVersion).where(ModelVersion.tenant == tenant).order_by(ModelVersion.id)
+        .with_for_update()
+    ).all()  # fmt: skip
+    direct: dict[str, str] = {}
+    for row in rows:
+        for entry in row.data_files:
+            if data_source_id is not None and entry.get("data_source") == data_source_id:
+                direct[row.id] = f"data_source:{data_source_id}"
+                break
+            if entry.get("file_id") in wanted_files:
+                direct[row.id] = f"file:{entry['file_id']}"
+                break
+    via = {**{child: f"parent:{parent}" for child, parent in
+              _descendants(rows, set(direct)).items()}, **direct}  # fmt: skip
+    at = now_ts()
+    for row in rows:
+        if row.id not in via:
+            continue
+        if any(flag.get("reason") == reason and flag.get("ref") == ref for flag in row.flags):
+            continue
+        flag = {"reason": reason, "ref": ref, "at": at, "via": via[row.id]}
+        row.flags = [*row.flags, flag]  # a new list, so the JSON column sees the change
+        session.add(row)
+        details = {"model_id": row.id, "reason": reason, "ref": ref, "via": via[row.id],
+                   "status": row.status}  # fmt: skip
+        if authorized is not None:
+            record_allowed(session, authorized=authorized, action="model.flagged",
+                           resource=policy_object(row.id), details=details)  # fmt: skip
+        else:
+            record(session, actor=SYSTEM_ACTOR, tenant=tenant, action="model.flagged",
+                   resource=policy_object(row.id), decision="allow", details=details)  # fmt: skip
+    session.flush()
+    flagged = sorted(via)
+    if flagged:
+        log.info("model.flagged", reason=reason, ref=ref, models=len(flagged))
+    return flagged
+
+
+# --- adapter download -------------------------------------------------------------------
+
+
+@dataclass
+class AdapterDownload:
+    filename: str
+    adapter_sha256: str
+    chunks: Iterator[bytes]
+
+
+def adapter_directory(settings: Any, row: ModelVersion) -> Path:
+    """Where the version's files are: its recorded directory, which must lie inside the
+    artifact store (a relative one is taken relative to it)."""
+    store = Path(settings.artifact_dir).resolve()
+    directory = Path(row.artifact_dir)
+    if not directory.is_absolute():
+        directory = store / directory
+    directory = directory.resolve()
+    if not directory.is_relative_to(store):
+        log.error("model.artifact_outside_store", model_id=row.id)
+        raise Conflict("the model's artifacts are not in the artifact store",
+                       code="adapter_unavailable")
+    return directory
+
+
+def _open_verified(directory: Path, row: ModelVersion) -> list[tuple[str, IO[bytes], int]]:
+    """Opens every recorded adapter file and checks its bytes against the recorded sha256
+    before a byte is sent; the stream then reads the same open files, so what was checked
+    is what goes out."""
+    opened: list[tuple[str, IO[bytes], int]] = []
+    try:
+        for entry in row.adapter_files:
+            relative = PurePosixPath(str(entry.get("relative_path", "")))
+            if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+                raise Conflict("the model records an adapter file outside its directory",
+                               code="adapter_unavailable")
+            path = (directory / relative).resolve()
+            if not path.is_relative_to(directory) or not path.is_file():
+                log.error("model.adapter_file_missing", model_id=row.id, file=str(relative))
+                raise Gone("an adapter file is missing from the artifact store",
+                           code="adapter_missing", details={"file": str(relative)})
+            handle = open(path, "rb")  # noqa: SIM115 (closed by the stream or below)
+            opened.append((relative.as_posix(), handle, 0))
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := handle.read(READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            if digest.hexdigest() != entry.get("sha256"):
+                log.error("model.adapter_hash_mismatch", model_id=row.id, file=str(relative))
+                raise Conflict(
+                    "an adapter file no longer matches its recorded sha256",
+                    code="adapter_hash_mismatch", details={"file": str(relative)},
+                )  # fmt: skip
+            handle.seek(0)
+            opened[-1] = (relative.as_posix(), handle, size)
+    except BaseException:
+        for _, handle, _ in opened:
+            handle.close()
+        raise
+    return opened
+
+
+def _tar_stream(files: list[tuple[str, IO[bytes], int]], mtime: int) -> Iterator[bytes]:
+    """A ustar/pax archive written block by block: memory stays at one read chunk however
+    large the adapter."""
+    try:
+        for name, handle, size in files:
+            info = tarfile.TarInfo(name)
+            info.size = size
+            info.mtime = mtime
+            info.mode = 0o644
+            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            sent = 0
+            while sent < size and (chunk := handle.read(min(READ_CHUNK, size - sent))):
+                sent += len(chunk)
+                yield chunk
+            if sent != size:  # the file shrank under us: end the archive broken, loudly
+                raise OSError(f"{name} shrank while it was sent")
+            if size % TAR_BLOCK:
+                yield b"\0" * (TAR_BLOCK - size % TAR_BLOCK)
+        yield b"\0" * (2 * TAR_BLOCK)
+    finally:
+        for _, handle, _ in files:
+            handle.close()
+
+
+def download_name(model_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in model_id) + ".tar"
+
+
+def open_adapter(session: Session, *, authorized: Authorized, model_id: str) -> AdapterDownload:
+    row = get_in_tenant(session, tenant=authorized.principal.tenant, model_id=model_id)
+    if row.status == "retired":
+        raise Conflict("the model is retired", code="model_retired")
+    settings = session.info["gateway"].settings
+    files = _open_verified(adapter_directory(settings, row), row)
+    try:
+        record_allowed(
+            session,
+            authorized=authorized,
+            action="model.adapter_downloaded",
+            details={
+                "model_id": row.id,
+                "adapter_sha256": row.adapter_sha256,
+                "files": len(files),
+                "bytes": sum(size for _, _, size in files),
+            },
+        )
+    except BaseException:
+        for _, handle, _ in files:
+            handle.close()
+        raise
+    return AdapterDownload(
+        filename=download_name(row.id),
+        adapter_sha256=row.adapter_sha256,
+        chunks=_tar_stream(files, mtime=row.created_at),
+    )
+

@@ -1,0 +1,202 @@
+"""Jobs on a tiny real model: a migrated database with a data source, its training files
+and a queued job inserted directly, as the submission API leaves them."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
+from sqlmodel import Session, select  # noqa: E402
+
+from gateway.config import Settings  # noqa: E402
+from gateway.data_sources.models import DataSource  # noqa: E402
+from gateway.files.models import TrainingFile  # noqa: E402
+from gateway.jobs.models import FineTuningJob, JobCheckpoint, JobEvent  # noqa: E402
+from gateway.registry.models import ModelVersion  # noqa: E402
+from trainer.base_models import build_tiny_model  # noqa: E402
+from trainer.demo_task import write_demo_files  # noqa: E402
+from trainer.hashing import sha256_file  # noqa: E402
+from trainer.spec import EvalSpec, Hyperparameters, TrainSpec  # noqa: E402
+
+# Tiny ops do not share well between threads on a busy 2-core machine.
+torch.set_num_threads(1)
+
+TENANT = "acme"
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("base") / "tiny-llama"
+    build_tiny_model(directory, seed=0)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> tuple[Path, Path]:
+    return write_demo_files(tmp_path_factory.mktemp("demo"), n_train=24, n_validation=4, seed=5)
+
+
+@dataclass
+class JobWorld:
+    engine: Engine
+    settings: Settings
+    artifact_dir: Path
+    base_dir: Path
+    data: tuple[Path, Path]
+
+    def add_job(
+        self,
+        *,
+        spec_overrides: dict[str, Any] | None = None,
+        job_overrides: dict[str, Any] | None = None,
+        content_sha256: str | None = None,
+    ) -> str:
+        job_id = f"ftjob-{uuid.uuid4().hex[:24]}"
+        train_path, validation_path = self.data
+        files = []
+        with Session(self.engine) as session:
+            if session.get(DataSource, "ds-test") is None:
+                session.add(
+                    DataSource(
+                        id="ds-test", tenant=TENANT, name="invoices", classification="internal",
+                        owner="owner-1", retention_days=30, pii_action="redact",
+                        status="approved", proposed_by="owner-1",
+                        proposed_at="2026-01-01T00:00:00Z",
+                    )
+                )  # fmt: skip
+                session.flush()
+            for path in (train_path, validation_path):
+                file_id = f"file-{uuid.uuid4().hex[:24]}"
+                digest = sha256_file(path)
+                session.add(
+                    TrainingFile(
+                        id=file_id, tenant=TENANT, data_source_id="ds-test",
+                        purpose="fine-tune", filename=path.name, bytes=path.stat().st_size,
+                        sha256="0" * 64, status="processed", pii_action="redact", report={},
+                        content_sha256=content_sha256 or digest,
+                        content_bytes=path.stat().st_size, examples=3,
+                        redaction={"replaced": 0}, created_at=int(time.time()),
+                        created_by="alice",
+                    )
+                )  # fmt: skip
+                files.append(file_id)
+            spec = TrainSpec(
+                base_model_dir=str(self.base_dir),
+                training_file=str(train_path),
+                validation_file=str(validation_path),
+                output_dir=str(self.artifact_dir / "jobs" / job_id),
+                hyperparameters=Hyperparameters(
+                    n_epochs=1, batch_size=4, learning_rate_multiplier=10
+                ),
+                evaluation=EvalSpec(enabled=False),
+                max_seq_len=512,
+                micro_batch_tokens=2048,
+                seed=3,
+            ).to_dict()
+            spec.update(spec_overrides or {})
+            fields = {
+                "id": job_id, "tenant": TENANT, "created_by": "alice",
+                "created_at": int(time.time()), "created_ns": time.time_ns(),
+                "model": "tiny-llama",
+                "base_model": "tiny-llama", "training_file": files[0],
+                "validation_file": files[1], "purpose": "invoice-extraction",
+                "suffix": "inv", "seed": 3, "hyperparameters": {}, "lora": {},
+                "evaluation": {}, "spec": spec,
+                "decisions": [{"gate": "authz", "decision": "allow", "policy_version": "pv-1"}],
+                "estimate": {"flops": 1.0e9, "seconds": 5}, "estimated_device_seconds": 5.0,
+                "status": "queued",
+                "executor": "local",
+                "fine_tuned_model": f"ft:tiny-llama:{TENANT}:inv:{job_id}",
+            }  # fmt: skip
+            fields.update(job_overrides or {})
+            session.add(FineTuningJob(**fields))
+            session.commit()
+        return job_id
+
+    def job(self, job_id: str) -> FineTuningJob:
+        with Session(self.engine) as session:
+            return session.get(FineTuningJob, job_id)
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with Session(self.engine) as session:
+            return list(
+                session.exec(
+                    select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
+                ).all()
+            )
+
+    def checkpoints(self, job_id: str) -> list[JobCheckpoint]:
+        with Session(self.engine) as session:
+            return list(
+                session.exec(
+                    select(JobCheckpoint)
+                    .where(JobCheckpoint.job_id == job_id)
+                    .order_by(JobCheckpoint.step)
+                ).all()
+            )
+
+    def models(self, job_id: str) -> list[ModelVersion]:
+        with Session(self.engine) as session:
+            return list(
+                session.exec(select(ModelVersion).where(ModelVersion.job_id == job_id)).all()
+            )
+
+    def audit(self, resource: str) -> list[tuple[str, str, dict]]:
+        """(action, actor, details) of queued and chained events on ``resource``."""
+        with self.engine.connect() as connection:
+            queued = connection.execute(
+                text("SELECT action, actor, details FROM audit_queue WHERE resource = :r "
+                     "ORDER BY id"),
+                {"r": resource},
+            ).all()  # fmt: skip
+            chained = connection.execute(
+                text("SELECT action, actor, body FROM audit_events WHERE resource = :r "
+                     "ORDER BY seq"),
+                {"r": resource},
+            ).all()  # fmt: skip
+        out = [(a, actor, json.loads(d)) for a, actor, d in queued]
+        out += [(a, actor, json.loads(bytes(b))["details"]) for a, actor, b in chained]
+        return out
+
+    def set_cancel(self, job_id: str) -> None:
+        with Session(self.engine) as session:
+            job = session.get(FineTuningJob, job_id)
+            job.cancel_requested = True
+            session.add(job)
+            session.commit()
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def world(fresh_engine, tmp_path, tiny_base, demo_data) -> JobWorld:
+    engine = fresh_engine()
+    settings = Settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        env="dev",
+        artifact_dir=tmp_path / "artifacts",
+        local_workers=0,
+        lease_seconds=3.0,
+        heartbeat_seconds=0.5,
+        max_attempts=2,
+    )
+    return JobWorld(engine, settings, tmp_path / "artifacts", tiny_base, demo_data)
