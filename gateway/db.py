@@ -54,50 +54,94 @@ def install_sqlite_pragmas(engine: Engine) -> None:
         if connection.get_execution_options().get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
             return
-        writers.acquire()
-        connection.info[_HOLDS_WRITE_LOCK] = True
+        dbapi_connection = connection.connection.dbapi_connection
+        writers.acquire(dbapi_connection)
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            _release_write_lock(connection, writers)
+            writers.release_if_held_by(dbapi_connection)
             raise
 
     # These events fire before SQLAlchemy's own DBAPI call: end the transaction here
     # (that call then finds none open and does nothing), then let the next writer in.
     @event.listens_for(engine, "commit")
     def _on_commit(connection):
-        if connection.info.get(_HOLDS_WRITE_LOCK):
-            try:
-                connection.connection.dbapi_connection.commit()
-            except BaseException:
-                connection.connection.dbapi_connection.rollback()
-                _release_write_lock(connection, writers)
-                raise
-        _release_write_lock(connection, writers)
+        dbapi_connection = connection.connection.dbapi_connection
+        if not writers.held_by(dbapi_connection):
+            return
+        try:
+            dbapi_connection.commit()
+        except BaseException:
+            dbapi_connection.rollback()
+            raise
+        finally:
+            writers.release_if_held_by(dbapi_connection)
 
     @event.listens_for(engine, "rollback")
     def _on_rollback(connection):
-        if connection.info.get(_HOLDS_WRITE_LOCK):
-            try:
-                connection.connection.dbapi_connection.rollback()
-            finally:
-                _release_write_lock(connection, writers)
+        _end(connection.connection.dbapi_connection)
+
+    # A connection can also leave its transaction without a Connection-level rollback:
+    # returned to the pool by the garbage collector, invalidated, closed. Each path
+    # must let the lock go, or every later writer of this process would wait on it.
+    def _end(dbapi_connection) -> None:
+        if dbapi_connection is None or not writers.held_by(dbapi_connection):
+            return
+        try:
+            dbapi_connection.rollback()
+        except Exception:  # noqa: S110 (an invalidated connection: nothing to roll back)
+            pass
+        finally:
+            writers.release_if_held_by(dbapi_connection)
+
+    @event.listens_for(engine.pool, "reset")
+    def _on_reset(dbapi_connection, _record, _state):
+        _end(dbapi_connection)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _on_checkin(dbapi_connection, _record):
+        _end(dbapi_connection)
+
+    @event.listens_for(engine.pool, "invalidate")
+    def _on_invalidate(dbapi_connection, _record, _exception):
+        _end(dbapi_connection)
+
+    @event.listens_for(engine.pool, "close")
+    def _on_close(dbapi_connection, _record):
+        _end(dbapi_connection)
 
 
-_HOLDS_WRITE_LOCK = "tunegate_holds_write_lock"
-_WRITE_LOCKS: dict[str, threading.Lock] = {}
+class _WriteLock:
+    """The process's one writer of a SQLite file, and which DBAPI connection it is."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+
+    def acquire(self, dbapi_connection) -> None:
+        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            from gateway.errors import ServiceUnavailable
+
+            raise ServiceUnavailable("the database stayed busy; retry", code="database_busy")
+        self._holder = id(dbapi_connection)
+
+    def held_by(self, dbapi_connection) -> bool:
+        return self._holder is not None and self._holder == id(dbapi_connection)
+
+    def release_if_held_by(self, dbapi_connection) -> None:
+        if self.held_by(dbapi_connection):
+            self._holder = None
+            self._lock.release()
+
+
+_WRITE_LOCKS: dict[str, _WriteLock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-def _process_write_lock(database: str) -> threading.Lock:
+def _process_write_lock(database: str) -> _WriteLock:
     key = os.path.realpath(database) if database != ":memory:" else database
     with _WRITE_LOCKS_GUARD:
-        return _WRITE_LOCKS.setdefault(key, threading.Lock())
-
-
-def _release_write_lock(connection, writers: threading.Lock) -> None:
-    if connection.info.pop(_HOLDS_WRITE_LOCK, False):
-        writers.release()
+        return _WRITE_LOCKS.setdefault(key, _WriteLock())
 
 
 def read_only(engine: Engine) -> Engine:

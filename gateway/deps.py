@@ -28,6 +28,7 @@ log = structlog.get_logger()
 
 ON_COMMIT = "on_commit"
 COMMITTED = "committed"
+ON_ROLLBACK = "on_rollback"
 PATH_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
@@ -49,6 +50,7 @@ def get_session(state: StateDep) -> Iterator[Session]:
                 session.commit()
         except BaseException:
             session.rollback()
+            _run_callbacks(session, ON_ROLLBACK)
             raise
         if not session.info.get(COMMITTED):
             _run_after_commit(session)
@@ -62,16 +64,21 @@ def commit_now(session: Session) -> None:
     session.commit()
     session.info[COMMITTED] = True
     _run_after_commit(session)
+    session.info.pop(ON_ROLLBACK, None)
 
 
 def _run_after_commit(session: Session) -> None:
-    for callback in session.info.get(ON_COMMIT, ()):
+    _run_callbacks(session, ON_COMMIT)
+
+
+def _run_callbacks(session: Session, key: str) -> None:
+    for callback in session.info.get(key, ()):
         try:
             callback()
         except Exception:
-            # Committed is committed: a follow-up (e.g. refreshing the in-memory
-            # policy, which the poller also does) must not turn success into a 500.
-            log.exception("request.after_commit_failed")
+            # The outcome is decided: a follow-up (refreshing the in-memory policy,
+            # removing an upload that was not recorded) must not change the answer.
+            log.exception("request.callback_failed", after=key)
 
 
 # scope="function": commit when the route returns, before the response is sent, so a
@@ -82,6 +89,12 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 def after_commit(session: Session, callback: Callable[[], Any]) -> None:
     """Runs `callback` once the request's transaction has committed (never on rollback)."""
     session.info.setdefault(ON_COMMIT, []).append(callback)
+
+
+def on_rollback(session: Session, callback: Callable[[], Any]) -> None:
+    """Runs `callback` if the request's transaction rolls back instead (e.g. to remove
+    files written for a change that did not land)."""
+    session.info.setdefault(ON_ROLLBACK, []).append(callback)
 
 
 async def get_principal(request: Request, state: StateDep) -> Principal:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from typing import Any
 
 import structlog
@@ -33,6 +34,8 @@ from gateway.erasure.schemas import (
 from gateway.errors import Conflict, NotFound
 from gateway.files.models import TrainingFile
 from gateway.files.service import erase_content, stored_content
+from gateway.jobs.models import ACTIVE_STATUSES, FineTuningJob
+from gateway.jobs.service import add_event
 from gateway.registry.service import flag_models
 from gateway.state import GatewayState
 
@@ -168,14 +171,26 @@ def decide(
                     session, row=row, actor=principal.sub, erasure_request_id=request.id
                 )
             )
+    stopped_jobs: list[str] = []
+    if erased:
+        erased_ids = [item["file_id"] for item in erased]
+        stopped_jobs = _stop_jobs_on(session, authorized=authorized, request_id=request.id,
+                                     file_ids=erased_ids)  # fmt: skip
+        # Versions registered since the request was made are flagged too.
+        flag_models(session, tenant=principal.tenant, file_ids=erased_ids,
+                    reason="erasure_requested", ref=request.id, authorized=authorized)
     if body.destroy_salt:
         salt = session.get(ErasureSalt, request.id)
         if salt is not None:
             session.delete(salt)
         request.salt_destroyed = True
+        # The reason is free text and may name the person; the trail keeps its hash.
+        body_reason = None
+    else:
+        body_reason = body.reason
     request.status = "decided"
     request.decision = body.decision.value
-    request.decision_reason = body.reason
+    request.decision_reason = body_reason
     request.decided_by = principal.sub
     request.decided_at = now_ts()
     session.add(request)
@@ -192,12 +207,38 @@ def decide(
                 hashlib.sha256(body.reason.encode()).hexdigest() if body.reason else None
             ),
             "erased_files": erased,
+            "stopped_jobs": stopped_jobs,
             "salt_destroyed": request.salt_destroyed,
         },
     )
     log.info("erasure.decided", request_id=request.id, decision=request.decision,
              erased_files=len(erased))  # fmt: skip
     return request
+
+
+def _stop_jobs_on(
+    session: Session, *, authorized: Authorized, request_id: str, file_ids: list[str]
+) -> list[str]:
+    """Jobs not yet finished that read an erased file are stopped: a queued one at once,
+    a running one asked to stop (and its worker refuses to register the result)."""
+    jobs = session.scalars(
+        select(FineTuningJob).where(
+            FineTuningJob.tenant == authorized.principal.tenant,
+            FineTuningJob.status.in_(ACTIVE_STATUSES),
+            (FineTuningJob.training_file.in_(file_ids))
+            | (FineTuningJob.validation_file.in_(file_ids)),
+        ).with_for_update()
+    ).all()
+    for job in jobs:
+        if job.status != "running" and job.lease_owner is None:
+            job.status = "cancelled"
+            job.finished_at = int(time.time())
+        else:
+            job.cancel_requested = True
+        add_event(session, job_id=job.id, level="warn",
+                  message=f"Stopped: its data was erased (erasure request {request_id})")
+        session.add(job)
+    return [job.id for job in jobs]
 
 
 def list_in_tenant(

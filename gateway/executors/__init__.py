@@ -17,8 +17,10 @@ def make_executor(settings: Settings, engine: Engine) -> Executor:
             "taken back from live workers"
         )
     if settings.executor == "ray":
-        # Not built yet: run_job is executor-neutral, a Ray task would claim and call it.
-        raise NotImplementedError("the Ray executor is not available yet; use executor=local")
+        # Imported only here: ray is an optional dependency the local executor never needs.
+        from gateway.executors.ray import RayExecutor
+
+        return RayExecutor(settings, engine)
     from gateway.executors.local import LocalExecutor
 
     return LocalExecutor(settings, engine)

@@ -248,6 +248,19 @@ def complete_job(session: Session, *, job_id: str, worker_id: str, result: Any) 
         )
         return "failed"
     files = _training_files(session, job)
+    erased = [role for role, row in files if row.content_deleted_at is not None]
+    if erased:
+        # An erasure decided while the job ran: a model trained on erased data is not
+        # registered (the data subject's request wins over the finished run).
+        fail_job(
+            session,
+            job=job,
+            code="training_data_erased",
+            message=f"the job's {' and '.join(erased)} file was erased while it ran",
+            worker_id=worker_id,
+            details={"roles": erased},
+        )
+        return "failed"
     bad_roles = _data_mismatches(files, result.data_files)
     if bad_roles:
         fail_job(

@@ -37,7 +37,7 @@ from gateway.datasets import (
 )
 from gateway.datasets import InsufficientStorage as StoreFull
 from gateway.db import read_only
-from gateway.deps import Authorized
+from gateway.deps import Authorized, on_rollback
 from gateway.errors import (
     Conflict,
     Gone,
@@ -132,14 +132,14 @@ async def upload(
             raise
     except IngestError as exc:
         raise _ingest_error(exc) from None
-    try:
-        return await run_in_threadpool(
-            _record_upload, session, authorized=authorized, data_source_id=source.id,
-            purpose=purpose, filename=upload.filename or "upload.jsonl", result=result,
-        )  # fmt: skip
-    except BaseException:
-        await run_in_threadpool(_discard_unreferenced, session, directory=directory, result=result)
-        raise
+    on_rollback(session, lambda: _discard_unreferenced(
+        state, tenant=principal.tenant, data_source_id=source.id, directory=directory,
+        result=result,
+    ))  # fmt: skip
+    return await run_in_threadpool(
+        _record_upload, session, authorized=authorized, data_source_id=source.id,
+        purpose=purpose, filename=upload.filename or "upload.jsonl", result=result,
+    )  # fmt: skip
 
 
 def _record_upload(
@@ -154,6 +154,11 @@ def _record_upload(
     )
     require_usable(source)
     usable = result.redacted or result.stored
+    if usable is not None and not usable.path.is_file():
+        # An erasure of identical bytes in this source removed them after they were
+        # stored: recording a file over missing content would hand out a broken file.
+        raise Conflict("the upload raced an erasure of the same content; upload it again",
+                       code="upload_raced_erasure")
     if result.redacted is not None and result.stored is not None:
         # The source redacts: what is kept is the redacted derivative. The upload's own
         # bytes (with the personal data) are not kept; the lineage keeps their hash.
@@ -230,21 +235,27 @@ def _remove_content(path: Path) -> None:
     fingerprint_path(path).unlink(missing_ok=True)
 
 
-def _discard_unreferenced(session: Session, *, directory: Path, result: IngestResult) -> None:
-    """After a failed record: remove what this upload stored unless a recorded file
-    (committed earlier, with the same bytes) still points at it."""
+def _discard_unreferenced(
+    state: GatewayState, *, tenant: str, data_source_id: str, directory: Path,
+    result: IngestResult,
+) -> None:  # fmt: skip
+    """After a failed record: remove what this upload stored unless a recorded file of the
+    same source (committed earlier, with the same bytes) still points at it."""
     for stored in (result.stored, result.redacted):
         if stored is None:
             continue
-        with Session(read_only(session.get_bind())) as fresh:
+        with Session(read_only(state.engine)) as fresh:
             referenced = fresh.scalars(
                 select(TrainingFile.id).where(
+                    TrainingFile.tenant == tenant,
+                    TrainingFile.data_source_id == data_source_id,
                     TrainingFile.content_sha256 == stored.sha256,
                     TrainingFile.content_deleted_at.is_(None),
                 )
             ).first()
         if referenced is None:
             _remove_content(content_path(directory, stored.sha256))
+            log.info("file.discarded", sha256=stored.sha256, data_source=data_source_id)
 
 
 # --- reading ---------------------------------------------------------------------------------

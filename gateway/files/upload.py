@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from fastapi import Request
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.errors import InvalidRequest, UnsupportedMediaType
@@ -138,6 +138,12 @@ class MultipartUpload:
         boundary = options.get(b"boundary")
         if not boundary:
             raise InvalidRequest("multipart body without a boundary", code="invalid_multipart")
+        try:
+            return self._parser_for(boundary)
+        except FormParserError:  # e.g. a boundary over python-multipart's 256 bytes
+            raise InvalidRequest("unusable multipart boundary", code="invalid_multipart") from None
+
+    def _parser_for(self, boundary: bytes) -> MultipartParser:
         return MultipartParser(
             boundary,
             {
@@ -165,7 +171,7 @@ class MultipartUpload:
             return False
         try:
             self._parser.write(block)
-        except MultipartParseError:
+        except (MultipartParseError, FormParserError):
             raise InvalidRequest("malformed multipart body", code="invalid_multipart") from None
         return True
 

@@ -108,16 +108,16 @@ def list_job_events(
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse)
 def stream_job_events(
     job_id: JobId,
-    session: SessionDep,
     state: StateDep,
     authorized: Annotated[Authorized, authorize("job:{job_id}", "read")],
     last_event_id: Annotated[str | None, Header(max_length=32)] = None,
 ) -> EventSourceResponse:
     """Server-sent events, oldest first, ending when the job has ended; a reconnecting
-    client sends Last-Event-ID and resumes after it."""
-    job = service.get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
+    client sends Last-Event-ID and resumes after it. Streams are not counted against the
+    concurrent-request limit, so nothing here may take a write transaction."""
     after_seq = service.event_seq(last_event_id) if last_event_id else 0
-    return EventSourceResponse(_event_stream(state, job.id, after_seq))
+    service.require_job_readonly(state, tenant=authorized.principal.tenant, job_id=job_id)
+    return EventSourceResponse(_event_stream(state, job_id, after_seq))
 
 
 async def _event_stream(state, job_id: str, after_seq: int) -> AsyncIterator[dict]:

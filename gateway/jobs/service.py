@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import hashlib
+import re
 import secrets
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ log = structlog.get_logger()
 # A forward and a backward pass cost about 6 FLOPs per parameter per token (Kaplan et al.);
 # LoRA skips the frozen weights' gradients, so this is an upper bound.
 FLOPS_PER_PARAMETER_TOKEN = 6
+EVENT_SEQ = re.compile(r"[0-9]{1,18}")
 BASE_LEARNING_RATE = TrainSpec.__dataclass_fields__["base_learning_rate"].default
 
 
@@ -331,7 +333,8 @@ def _usable_file(
     except NotFound:
         raise NotFound(f"file {file_id!r} not found", code="file_not_found",
                        param=param) from None  # fmt: skip
-    if file.status != "processed" or stored_content(gates.state.settings, file) is None:
+    path = stored_content(gates.state.settings, file)
+    if file.status != "processed" or path is None or not path.is_file():
         gates.refuse(InvalidRequest(
             f"file {file.id} is {file.status}: only processed files can be trained on",
             code="file_not_usable", param=param, details={"file_id": file.id,
@@ -592,9 +595,14 @@ def list_events(
 
 def event_seq(event_id: str) -> int:
     raw = event_id.removeprefix("ftevent-")
-    if not raw.isdigit() or len(raw) > 18:
+    if not EVENT_SEQ.fullmatch(raw):  # str.isdigit() also takes "²", which int() refuses
         raise InvalidRequest("not an event id", code="invalid_cursor", param="after")
     return int(raw)
+
+
+def require_job_readonly(state: GatewayState, *, tenant: str, job_id: str) -> None:
+    with Session(read_only(state.engine)) as session:
+        get_in_tenant(session, tenant=tenant, job_id=job_id)
 
 
 def events_since(

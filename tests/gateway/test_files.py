@@ -447,3 +447,32 @@ class TestListing:
             other = upload(pooled, people["dora"], data_source=source["id"],
                            content=good_file(50)).json()  # fmt: skip
         assert other["report"] == inline["report"]
+
+
+class TestReviewRegressions:
+    def test_an_overlong_boundary_is_a_4xx(self, client, people):
+        response = client.post("/v1/files", content=b"--x\r\n", headers={
+            **people["dora"], "content-type": "multipart/form-data; boundary=" + "a" * 300})
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_multipart"
+
+    def test_a_failed_record_leaves_nothing_on_disk(
+        self, gateway_settings, people, approved_source, monkeypatch
+    ):
+        """The failure is injected (a crash while recording cannot be provoked from
+        outside): what the upload stored must go with the transaction."""
+        from fastapi.testclient import TestClient
+
+        from gateway.files import service
+        from gateway.main import create_app
+
+        source = approved_source()
+
+        def crash(*_args, **_kwargs):
+            raise RuntimeError("injected: the database went away")
+
+        monkeypatch.setattr(service, "record_allowed", crash)
+        with TestClient(create_app(gateway_settings), raise_server_exceptions=False) as c:
+            response = upload(c, people["dora"], data_source=source["id"], content=good_file())
+        assert response.status_code == 500
+        assert _stored_files(gateway_settings) == []

@@ -232,3 +232,34 @@ class TestLifecycle:
                           headers=people["bob"]).json()  # fmt: skip
         assert page == {"object": "list", "data": [], "has_more": False, "first_id": None,
                         "last_id": None}
+
+
+class TestReviewRegressions:
+    def test_a_bad_last_event_id_is_a_4xx(self, client, people, ready):
+        job = _submit(client, people["bob"], ready).json()
+        response = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events/stream",
+                              headers={**people["bob"], "Last-Event-ID": "ftevent-x1"})
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_cursor"
+
+    def test_a_file_whose_content_is_missing_is_refused(self, client, people, ready,
+                                                        gateway_settings):  # fmt: skip
+        from tests.gateway.test_files import _stored_files
+
+        for path in _stored_files(gateway_settings):
+            if path.name.startswith(ready["validation"]["content_sha256"]):
+                path.unlink()
+        response = _submit(client, people["bob"], ready)
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "file_not_usable"
+
+    def test_erasing_a_files_data_stops_the_jobs_that_read_it(self, client, people, ready):
+        job = _submit(client, people["bob"], ready).json()
+        request = client.post("/v1/erasure_requests", json={"subject": "order 3?"},
+                              headers=people["carol"]).json()  # fmt: skip
+        assert ready["training"]["id"] in {f["file_id"] for f in request["findings"]["files"]}
+        decided = client.post(f"/v1/erasure_requests/{request['id']}/decide",
+                              json={"decision": "delete_data"}, headers=people["carol"])
+        assert decided.status_code == 200, decided.text
+        stopped = client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=people["bob"]).json()
+        assert stopped["status"] == "cancelled"

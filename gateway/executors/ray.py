@@ -1,0 +1,317 @@
+"""The Ray executor: each job is one Ray task that claims that job's lease and calls
+``run_job``, the code local workers run, so events, checkpoints, re-hashing and registration
+do not depend on where the job ran.
+
+The database stays the source of truth. The driver (the gateway process) keeps one thread
+that takes back expired ``ray`` leases (local workers reap only their own executor's jobs),
+launches a task for every queued ``ray`` job it is not already running (jobs queued while
+the gateway was down, or re-queued to resume from a checkpoint, need no ``submit``) and
+forces out tasks that ignore a cancel. The driver imports no torch; only the tasks do.
+
+Multi-GPU Ray Train is not wired: the trainer has no distributed code path to hand a
+``TorchTrainer``, so ``ray_num_gpus`` > 1 gives one process several devices, no more.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import structlog
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from gateway.config import Settings
+from gateway.executors.completion import LeaseLost, cancel_job, locked_if_ours
+from gateway.executors.leases import claim, reap_expired
+from gateway.jobs.models import FineTuningJob
+
+log = structlog.get_logger(__name__)
+
+EXECUTOR = "ray"
+POLL_SECONDS = 2.0
+CANCEL_GRACE_SECONDS = 60.0
+STOP_GRACE_SECONDS = 30.0
+NOT_CLAIMED = "not_claimed"
+
+
+def _run_claimed(settings: Settings, engine: Engine, job_id: str, worker_id: str) -> str:
+    """run_job in a helper thread: a non-forced ``ray.cancel`` raises KeyboardInterrupt in
+    the task's main thread, which would otherwise abort the run wherever it was and leave
+    its heartbeat thread renewing a lease nobody uses. Here it only asks the run to stop at
+    the next step, which records the cancel (flag set) or hands the job back (stop)."""
+    from gateway.executors.run import run_job
+
+    stop, finished = threading.Event(), threading.Event()
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["outcome"] = run_job(
+                settings, job_id, worker_id, engine=engine, shutdown=stop.is_set
+            )
+        except BaseException as exc:  # re-raised in the task's thread, where Ray sees it
+            result["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name=f"run-{job_id}", daemon=True).start()
+    # Not Thread.join: on Python 3.11 a KeyboardInterrupt inside join() leaves the thread
+    # marked stopped while it still runs, and the task would return before the run has.
+    while not finished.is_set():
+        try:
+            finished.wait(0.5)
+        except KeyboardInterrupt:
+            stop.set()
+            log.info("job.ray_interrupt", job_id=job_id, worker=worker_id)
+    if "error" in result:
+        raise result["error"]
+    return result["outcome"]
+
+
+def run_ray_job(settings_data: dict[str, Any], job_id: str, worker_id: str) -> str:
+    """The body of a job's Ray task: claim ``job_id`` (only that one) and run it."""
+    # A fresh Ray worker takes seconds to import torch and transformers; done after the
+    # claim, that would eat the lease before the first heartbeat.
+    import gateway.executors.run  # noqa: F401
+    import trainer.recipe  # noqa: F401
+    from gateway.db import make_engine
+    from gateway.logging import configure_logging
+
+    settings = Settings(**settings_data)
+    configure_logging(json_logs=settings.json_logs)
+    engine = make_engine(settings.database_url)
+    try:
+        claimed = claim(
+            engine,
+            worker_id=worker_id,
+            lease_seconds=settings.lease_seconds,
+            executor=EXECUTOR,
+            job_id=job_id,
+        )
+        if claimed is None:
+            # Cancelled while queued, or another gateway's task got there first.
+            return NOT_CLAIMED
+        outcome = _run_claimed(settings, engine, job_id, worker_id)
+        log.info("job.finished", job_id=job_id, outcome=outcome, worker=worker_id)
+        return outcome
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class _Task:
+    ref: Any
+    worker_id: str
+    force_at: float | None = None
+
+
+class RayExecutor:
+    name = EXECUTOR
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        cancel_grace_seconds: float = CANCEL_GRACE_SECONDS,
+        stop_grace_seconds: float = STOP_GRACE_SECONDS,
+    ) -> None:
+        self.settings, self.engine = settings, engine
+        self.poll_seconds = poll_seconds
+        self.cancel_grace_seconds = cancel_grace_seconds
+        self.stop_grace_seconds = stop_grace_seconds
+        self._settings_data = settings.model_dump(mode="json")
+        self._tasks: dict[str, _Task] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._owns_ray = False
+        self._remote: Any = None
+
+    # --- the Executor protocol
+
+    def start(self) -> None:
+        # Telemetry off unless the operator asked for it: a governance gateway should not
+        # phone home from the cluster it starts.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        self._owns_ray = not ray.is_initialized()
+        ray.init(
+            address=self.settings.ray_address,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            include_dashboard=False,
+        )
+        self._remote = ray.remote(
+            num_cpus=1,
+            num_gpus=self.settings.ray_num_gpus,
+            # Retrying is the lease's job: a crashed task's job is re-queued from its last
+            # checkpoint by the reaper, with the attempt counted.
+            max_retries=0,
+        )(run_ray_job)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="ray-executor", daemon=True)
+        self._thread.start()
+        log.info(
+            "executor.started",
+            executor=self.name,
+            address=self.settings.ray_address or "local",
+            num_gpus=self.settings.ray_num_gpus,
+        )
+
+    def stop(self) -> None:
+        """Running tasks are interrupted (their runs hand the jobs back to the queue at the
+        next step); ones still alive after the grace period are killed, leaving their
+        leases to lapse. Ray is shut down only if ``start`` brought it up."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(self.poll_seconds + 30)
+            self._thread = None
+        with self._lock:
+            tasks = list(self._tasks.values())
+            self._tasks.clear()
+        refs = [task.ref for task in tasks]
+        for ref in refs:
+            ray.cancel(ref, force=False)
+        if refs:
+            _, alive = ray.wait(refs, num_returns=len(refs), timeout=self.stop_grace_seconds)
+            for ref in alive:
+                log.warning("executor.task_killed", executor=self.name)
+                ray.cancel(ref, force=True)
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False
+        log.info("executor.stopped", executor=self.name, tasks=len(refs))
+
+    def submit(self, job_id: str) -> None:
+        self._launch(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        """The run sees the committed flag within a tick; the interrupt makes a task see it
+        even between ticks, and the kill after the grace period covers a run stuck inside
+        one step. A job still waiting for a slot is closed here, without a task."""
+        with self._lock:
+            task = self._tasks.get(job_id)
+            if task is not None and task.force_at is None:
+                task.force_at = time.monotonic() + self.cancel_grace_seconds
+        if task is not None:
+            ray.cancel(task.ref, force=False)
+        self._close_if_queued(job_id)
+        self._wake.set()
+
+    # --- the driver's thread
+
+    def _launch(self, job_id: str) -> None:
+        with self._lock:
+            if self._remote is None or job_id in self._tasks or self._stop.is_set():
+                return
+            worker_id = f"ray-{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            ref = self._remote.remote(self._settings_data, job_id, worker_id)
+            self._tasks[job_id] = _Task(ref=ref, worker_id=worker_id)
+        log.info("job.submitted", executor=self.name, job_id=job_id, worker=worker_id)
+
+    def _close_if_queued(self, job_id: str) -> None:
+        # With the cancel flag committed, claim closes a queued job and never starts it.
+        claimed = claim(
+            self.engine,
+            worker_id="ray-driver",
+            lease_seconds=self.settings.lease_seconds,
+            executor=EXECUTOR,
+            job_id=job_id,
+        )
+        if claimed is not None:
+            # cancel() before the flag was committed: nobody runs it, so its lease lapses
+            # and the reaper takes it back.
+            log.error("executor.claimed_without_cancel_flag", job_id=job_id)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:
+                log.exception("executor.tick_failed", executor=self.name)
+            if self._wake.wait(self.poll_seconds):
+                self._wake.clear()
+
+    def _tick(self) -> None:
+        reaped = reap_expired(
+            self.engine, max_attempts=self.settings.max_attempts, executor=EXECUTOR
+        )
+        for job_id, status in reaped:
+            log.warning("job.lease_expired", job_id=job_id, status=status)
+        self._collect_finished()
+        self._force_overdue()
+        with Session(self.engine) as session:
+            queued = session.exec(
+                select(FineTuningJob.id, FineTuningJob.cancel_requested)
+                .where(FineTuningJob.status == "queued", FineTuningJob.executor == EXECUTOR)
+                .order_by(FineTuningJob.created_ns, FineTuningJob.id)
+            ).all()
+        for job_id, cancel_requested in queued:
+            if self._stop.is_set():
+                return
+            if cancel_requested:
+                self._close_if_queued(job_id)
+            else:
+                self._launch(job_id)
+
+    def _collect_finished(self) -> None:
+        with self._lock:
+            tasks = dict(self._tasks)
+        if not tasks:
+            return
+        refs = {task.ref: job_id for job_id, task in tasks.items()}
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        for ref in done:
+            job_id = refs[ref]
+            try:
+                outcome = ray.get(ref, timeout=0)
+                log.info("job.task_done", executor=self.name, job_id=job_id, outcome=outcome)
+            except ray.exceptions.TaskCancelledError:
+                log.info("job.task_cancelled", executor=self.name, job_id=job_id)
+            except Exception as exc:
+                # The lease decides what happens to the job; this is only the task's end.
+                log.warning(
+                    "job.task_failed",
+                    executor=self.name,
+                    job_id=job_id,
+                    error_type=type(exc).__name__,
+                )
+            with self._lock:
+                if self._tasks.get(job_id) is tasks[job_id]:
+                    del self._tasks[job_id]
+
+    def _force_overdue(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            overdue = {
+                job_id: task
+                for job_id, task in self._tasks.items()
+                if task.force_at is not None and task.force_at <= now
+            }
+            for job_id in overdue:
+                del self._tasks[job_id]
+        for job_id, task in overdue.items():
+            log.warning("job.cancel_forced", executor=self.name, job_id=job_id)
+            ray.cancel(task.ref, force=True)
+            self._close_killed(job_id, task.worker_id)
+
+    def _close_killed(self, job_id: str, worker_id: str) -> None:
+        """A killed task cannot record its cancel; the driver does it for the worker it
+        named, unless the run got there first (or the job is no longer that worker's)."""
+        with Session(self.engine) as session:
+            try:
+                job = locked_if_ours(session, job_id, worker_id)
+            except LeaseLost:
+                return
+            cancel_job(session, job=job, worker_id=worker_id, step=None)
+            session.commit()
