@@ -100,11 +100,17 @@ class LocalExecutor:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings, self.engine = settings, engine
         self._context = multiprocessing.get_context("spawn")
-        self._stop = self._context.Event()
-        self._wake = self._context.Event()
+        # Made only when there are workers to share them with: each is a set of OS
+        # semaphores, and a gateway without local workers has no use for them.
+        self._stop: Any = None
+        self._wake: Any = None
         self._processes: list[multiprocessing.process.BaseProcess] = []
 
     def start(self) -> None:
+        if self.settings.local_workers == 0:
+            return
+        self._stop = self._context.Event()
+        self._wake = self._context.Event()
         data = self.settings.model_dump(mode="json")
         for index in range(self.settings.local_workers):
             process = self._context.Process(
@@ -121,6 +127,8 @@ class LocalExecutor:
     def stop(self, timeout: float = STOP_GRACE_SECONDS) -> None:
         """Workers hand a running job back to the queue (from its last checkpoint) and
         exit; one that does not within ``timeout`` is terminated, and its lease lapses."""
+        if self._stop is None:
+            return
         self._stop.set()
         self._wake.set()
         for process in self._processes:
@@ -130,9 +138,13 @@ class LocalExecutor:
                 process.terminate()
                 process.join(5)
         self._processes.clear()
+        # Dropping them frees their semaphores now, not in the resource tracker at exit
+        # (which reports them as leaked).
+        self._stop = self._wake = None
 
     def submit(self, job_id: str) -> None:
-        self._wake.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def cancel(self, job_id: str) -> None:
         """The committed flag is what a worker watches (within a second); nothing to do."""

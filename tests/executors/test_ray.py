@@ -17,7 +17,8 @@ from tests.executors.conftest import wait_for  # noqa: E402
 from trainer.artifacts import hash_tree  # noqa: E402
 from trainer.hashing import sha256_file  # noqa: E402
 
-LONG = {"hyperparameters": {"n_epochs": 60, "batch_size": 1, "learning_rate_multiplier": 1}}
+# Far longer than any test waits: these runs end only by being cancelled or handed back.
+LONG = {"hyperparameters": {"n_epochs": 2000, "batch_size": 1, "learning_rate_multiplier": 1}}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -51,11 +51,7 @@ def test_the_openai_sdk_fine_tunes_through_the_gateway(
     )  # fmt: skip
     assert job.status == "queued" and job.training_file == uploaded.id
 
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, f"job still {job.status}"
-        time.sleep(1)
-        job = bob.fine_tuning.jobs.retrieve(job.id)
+    job = _finished(bob, job)
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model.startswith(f"ft:{TINY_BASE}:default:sdk:")
     assert job.trained_tokens and job.trained_tokens > 0
@@ -67,3 +63,22 @@ def test_the_openai_sdk_fine_tunes_through_the_gateway(
     model = bob.models.retrieve(job.fine_tuned_model)
     assert model.id == job.fine_tuned_model and model.object == "model"
     assert job.id in [j.id for j in bob.fine_tuning.jobs.list()]
+
+    # Iterative improvement: the next version continues from this one's adapter (the
+    # seed lets ml-engineers `use` their tenant's models).
+    child = _finished(bob, bob.fine_tuning.jobs.create(
+        model=job.fine_tuned_model, training_file=uploaded.id, suffix="v2",
+        hyperparameters={"n_epochs": 1, "batch_size": 4}, extra_body={"purpose": PURPOSE},
+    ))  # fmt: skip
+    assert child.status == "succeeded", child.error
+    lineage = bob.get(f"/models/{child.fine_tuned_model}/lineage", cast_to=object)
+    assert job.fine_tuned_model in str(lineage)
+
+
+def _finished(sdk, job):
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while job.status not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"job still {job.status}"
+        time.sleep(1)
+        job = sdk.fine_tuning.jobs.retrieve(job.id)
+    return job
