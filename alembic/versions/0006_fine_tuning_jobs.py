@@ -61,7 +61,12 @@ def upgrade() -> None:
     with op.batch_alter_table("fine_tuning_jobs", schema=None) as batch_op:
         batch_op.create_index("ix_fine_tuning_jobs_status", ["status"], unique=False)
         batch_op.create_index(
-            "ix_fine_tuning_jobs_tenant_created", ["tenant", "created_ns"], unique=False
+            "ix_fine_tuning_jobs_tenant_created",
+            ["tenant", "created_ns", "estimated_device_seconds"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_fine_tuning_jobs_tenant_status", ["tenant", "status"], unique=False
         )
 
     op.create_table(
@@ -165,6 +170,7 @@ def downgrade() -> None:
 
     op.drop_table("fine_tuning_job_checkpoints")
     with op.batch_alter_table("fine_tuning_jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_fine_tuning_jobs_tenant_status")
         batch_op.drop_index("ix_fine_tuning_jobs_tenant_created")
         batch_op.drop_index("ix_fine_tuning_jobs_status")
 
