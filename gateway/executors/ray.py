@@ -28,8 +28,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from gateway.config import Settings
-from gateway.executors.completion import LeaseLost, cancel_job, locked_if_ours
-from gateway.executors.leases import claim, reap_expired
+from gateway.executors.completion import LeaseLost, add_event, cancel_job, locked_if_ours
+from gateway.executors.leases import claim, reap_expired, requeue
 from gateway.jobs.models import FineTuningJob
 
 log = structlog.get_logger(__name__)
@@ -177,9 +177,15 @@ class RayExecutor:
             self._thread.join(self.poll_seconds + 30)
             self._thread = None
         with self._lock:
-            tasks = list(self._tasks.values())
+            running = list(self._tasks.items())
             self._tasks.clear()
-        refs = [task.ref for task in tasks]
+        # The hand-back is decided in the database, not by the interrupt below: a task's
+        # interrupt is not always delivered (we saw it lost on a busy machine), whereas a
+        # run whose lease is revoked stops at its next monitor tick and can no longer
+        # register anything.
+        for job_id, task in running:
+            self._hand_back(job_id, task.worker_id)
+        refs = [task.ref for _job_id, task in running]
         for ref in refs:
             ray.cancel(ref, force=False)
         if refs:
@@ -191,6 +197,26 @@ class RayExecutor:
             ray.shutdown()
             self._owns_ray = False
         log.info("executor.stopped", executor=self.name, tasks=len(refs))
+
+    def _hand_back(self, job_id: str, worker_id: str) -> None:
+        """Queues a running job again (from its newest checkpoint when there is one),
+        without using up an attempt, and takes the lease from its task."""
+        try:
+            with Session(self.engine) as session:
+                job = locked_if_ours(session, job_id, worker_id)
+                if job.status == "running" and not job.cancel_requested:
+                    if not requeue(session, job=job, reason="executor_stopped",
+                                   worker_id=worker_id):  # fmt: skip
+                        job.status, job.lease_owner, job.lease_expires_at = "queued", None, None
+                        add_event(session, job_id=job.id, level="warn",
+                                  message="Job handed back: the executor stopped")  # fmt: skip
+                        # Starting over on another worker does not use up an attempt.
+                        job.attempts = max(0, job.attempts - 1)
+                    session.add(job)
+                    session.commit()
+                    log.info("job.handed_back", job_id=job_id, worker=worker_id)
+        except LeaseLost:
+            pass  # not claimed yet, or already ended: nothing to hand back
 
     def submit(self, job_id: str) -> None:
         self._launch(job_id)
