@@ -34,8 +34,8 @@ from gateway.erasure.schemas import (
 from gateway.errors import Conflict, NotFound
 from gateway.files.models import TrainingFile
 from gateway.files.service import erase_content, stored_content
+from gateway.jobs.events import add_event
 from gateway.jobs.models import ACTIVE_STATUSES, FineTuningJob
-from gateway.jobs.service import add_event
 from gateway.registry.service import flag_models
 from gateway.state import GatewayState
 

@@ -17,7 +17,8 @@ from sqlmodel import Session, select
 
 from gateway.executors.audit import record_worker_event
 from gateway.files.models import TrainingFile
-from gateway.jobs.models import FineTuningJob, JobEvent
+from gateway.jobs.events import add_event
+from gateway.jobs.models import FineTuningJob
 from gateway.registry.models import ModelVersion
 
 log = structlog.get_logger(__name__)
@@ -59,28 +60,6 @@ def model_version_id(job: FineTuningJob) -> str:
     tail = f":{job.id}"
     head = f"ft:{job.base_model}:{job.tenant}:{job.suffix or 'tuned'}"
     return head[: MODEL_ID_MAX - len(tail)] + tail
-
-
-def add_event(
-    session: Session,
-    *,
-    job_id: str,
-    message: str,
-    level: str = "info",
-    type: str = "message",  # noqa: A002 - OpenAI's field name
-    data: dict[str, Any] | None = None,
-    at: int | None = None,
-) -> None:
-    session.add(
-        JobEvent(
-            job_id=job_id,
-            created_at=at or now(),
-            level=level,
-            type=type,
-            message=message,
-            data=data,
-        )
-    )
 
 
 def lock_job(session: Session, job_id: str) -> FineTuningJob | None:

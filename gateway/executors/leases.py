@@ -18,7 +18,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from gateway.executors.audit import record_worker_event
-from gateway.executors.completion import add_event, cancel_job, fail_job
+from gateway.executors.completion import cancel_job, fail_job
+from gateway.jobs.events import add_event
 from gateway.jobs.models import FineTuningJob, JobCheckpoint
 
 log = structlog.get_logger(__name__)

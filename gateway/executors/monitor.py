@@ -22,7 +22,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from gateway.db import read_only
-from gateway.executors.completion import LeaseLost, add_event, locked_if_ours
+from gateway.executors.completion import LeaseLost, locked_if_ours
+from gateway.jobs.events import add_event
 from gateway.jobs.models import FineTuningJob, JobCheckpoint
 
 log = structlog.get_logger(__name__)

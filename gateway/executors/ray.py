@@ -28,8 +28,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from gateway.config import Settings
-from gateway.executors.completion import LeaseLost, add_event, cancel_job, locked_if_ours
+from gateway.executors.completion import LeaseLost, cancel_job, locked_if_ours
 from gateway.executors.leases import claim, reap_expired, requeue
+from gateway.jobs.events import add_event
 from gateway.jobs.models import FineTuningJob
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,6 @@ from sqlmodel import Session
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
 from gateway.config import Settings
-from gateway.data_sources.models import DataSource
 from gateway.data_sources.service import get_in_tenant, require_usable
 from gateway.datasets import (
     FileTooLarge,
@@ -359,13 +358,6 @@ def _beyond(cursor: tuple[int, str], newest_first: bool) -> Any:
                    and_(TrainingFile.created_at == created_at, TrainingFile.id < file_id))
     return or_(TrainingFile.created_at > created_at,
                and_(TrainingFile.created_at == created_at, TrainingFile.id > file_id))
-
-
-def usable_source(session: Session, *, tenant: str, data_source_id: str) -> DataSource:
-    """For the job issue's gates: the source, refused unless still approved."""
-    source = get_in_tenant(session, tenant=tenant, data_source_id=data_source_id)
-    require_usable(source)
-    return source
 
 
 def erase_content(

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from fastapi import Request
-from python_multipart.exceptions import FormParserError, MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gateway.errors import InvalidRequest, UnsupportedMediaType
@@ -138,25 +138,20 @@ class MultipartUpload:
         boundary = options.get(b"boundary")
         if not boundary:
             raise InvalidRequest("multipart body without a boundary", code="invalid_multipart")
+        callbacks = {
+            "on_part_begin": self._on_part_begin,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+            "on_header_field": self._on_header_field,
+            "on_header_value": self._on_header_value,
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished,
+            "on_end": self._on_end,
+        }
         try:
-            return self._parser_for(boundary)
+            return MultipartParser(boundary, callbacks)
         except FormParserError:  # e.g. a boundary over python-multipart's 256 bytes
             raise InvalidRequest("unusable multipart boundary", code="invalid_multipart") from None
-
-    def _parser_for(self, boundary: bytes) -> MultipartParser:
-        return MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._on_part_begin,
-                "on_part_data": self._on_part_data,
-                "on_part_end": self._on_part_end,
-                "on_header_field": self._on_header_field,
-                "on_header_value": self._on_header_value,
-                "on_header_end": self._on_header_end,
-                "on_headers_finished": self._on_headers_finished,
-                "on_end": self._on_end,
-            },
-        )
 
     async def _read_more(self) -> bool:
         """Feeds the parser one received block; False once the body is exhausted."""
@@ -171,7 +166,7 @@ class MultipartUpload:
             return False
         try:
             self._parser.write(block)
-        except (MultipartParseError, FormParserError):
+        except FormParserError:  # MultipartParseError is one
             raise InvalidRequest("malformed multipart body", code="invalid_multipart") from None
         return True
 

@@ -48,6 +48,7 @@ from gateway.errors import (
 )
 from gateway.files.models import TrainingFile
 from gateway.files.service import get_in_tenant_file, stored_content
+from gateway.jobs.events import add_event
 from gateway.jobs.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -496,16 +497,6 @@ def _train_spec(
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"the job cannot be run as asked: {exc}",
                              code="invalid_training_spec") from None  # fmt: skip
-
-
-def add_event(
-    session: Session, *, job_id: str, message: str, level: str = "info", type: str = "message",
-    data: dict[str, Any] | None = None,
-) -> JobEvent:  # fmt: skip
-    event = JobEvent(job_id=job_id, created_at=int(time.time()), level=level, type=type,
-                     message=message, data=data)  # fmt: skip
-    session.add(event)
-    return event
 
 
 # --- the job's lifecycle ----------------------------------------------------------------------
