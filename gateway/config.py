@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(None, description="Ray cluster address; None: a local Ray")
     ray_num_gpus: float = Field(0.0, ge=0, description="GPUs each job asks Ray for")
+    ray_train_workers: int = Field(
+        1, ge=1, le=1024,
+        description="data-parallel Ray Train workers per ray job (>1: TorchTrainer, gloo on "
+        "CPU, nccl on GPU; each worker asks for 1 CPU and ray_num_gpus GPUs); the job's "
+        "artifact_dir must be storage every worker's node shares",
+    )  # fmt: skip
     quota_concurrent_jobs: int = Field(
         4, ge=1, description="jobs a tenant may have validating, queued or running at once"
     )

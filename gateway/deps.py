@@ -3,11 +3,13 @@ authenticated principal, and `Authorize(obj, act)`, the one authorization check.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 import structlog
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -27,7 +29,6 @@ from gateway.state import GatewayState
 log = structlog.get_logger()
 
 ON_COMMIT = "on_commit"
-COMMITTED = "committed"
 ON_ROLLBACK = "on_rollback"
 PATH_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
@@ -39,32 +40,46 @@ def get_state(request: Request) -> GatewayState:
 StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
     """One transaction per request: commit once on success, roll back on any error, so a
-    governed change and its audit event land together or not at all."""
-    with Session(state.engine, expire_on_commit=False) as session:
-        session.info["gateway"] = state
-        try:
-            yield session
-            if not session.info.get(COMMITTED):
-                session.commit()
-        except BaseException:
-            session.rollback()
-            _run_callbacks(session, ON_ROLLBACK)
-            raise
-        if not session.info.get(COMMITTED):
+    governed change and its audit event land together or not at all.
+
+    A coroutine, not a thread: a session touches no database until it is used, and a
+    request that wrote nothing leaves nothing to end. Only real database work
+    here goes to a worker thread, shielded from cancellation so that a client hanging up
+    cannot leave a transaction (on SQLite, the write lock) open."""
+    session = Session(state.engine, expire_on_commit=False)
+    session.info["gateway"] = state
+    try:
+        yield session
+        if session.in_transaction() or session.new or session.dirty or session.deleted:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_commit_and_follow_up, session)
+        else:
             _run_after_commit(session)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(_roll_back_and_follow_up, session)
+        raise
+    finally:
+        if session.in_transaction():
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
-def commit_now(session: Session) -> None:
-    """The request's one commit, made by the route itself right after its service call,
-    for hot write paths: otherwise the transaction (on SQLite, the database's one write
-    lock) stays open while the response is validated in another thread, and under load
-    that hop is most of the time the lock is held."""
+def _commit_and_follow_up(session: Session) -> None:
     session.commit()
-    session.info[COMMITTED] = True
     _run_after_commit(session)
-    session.info.pop(ON_ROLLBACK, None)
+
+
+def _roll_back_and_follow_up(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        _run_callbacks(session, ON_ROLLBACK)
+        session.close()
 
 
 def _run_after_commit(session: Session) -> None:
@@ -99,9 +114,13 @@ def on_rollback(session: Session, callback: Callable[[], Any]) -> None:
 
 async def get_principal(request: Request, state: StateDep) -> Principal:
     header = request.headers.get("authorization")
+    verifier = state.token_verifier
     try:
         # JWKS mode may fetch keys over HTTP: keep it off the event loop.
-        principal = await run_in_threadpool(state.token_verifier.verify, header)
+        if verifier.may_block:
+            principal = await run_in_threadpool(verifier.verify, header)
+        else:
+            principal = verifier.verify(header)
     except KeySetUnavailableError as exc:
         metrics.AUTHN_FAILURES.labels(reason=exc.reason).inc()
         log.warning("authn.key_set_unavailable")
@@ -154,18 +173,21 @@ class Authorize:
     def __repr__(self) -> str:
         return f"Authorize({self.obj!r}, {self.act!r})"
 
-    def __call__(
+    async def __call__(
         self, request: Request, principal: PrincipalDep, state: StateDep
     ) -> Authorized:
         values = _checked_values(request.path_params)
         if self.resolve is not None:
-            values |= self.resolve(state, principal, values)
-        return self.decide(request, principal, state, values)
+            # A resolver reads the database: not on the event loop.
+            values |= await run_in_threadpool(self.resolve, state, principal, values)
+        return await self.decide(request, principal, state, values)
 
-    def decide(
+    async def decide(
         self, request: Request, principal: Principal, state: GatewayState,
         values: dict[str, str],
     ) -> Authorized:  # fmt: skip
+        """Deciding is in-memory and takes microseconds: it runs on the event loop. Only a
+        denial, which is written to the audit trail, goes to a worker thread."""
         route = getattr(request.scope.get("route"), "path", request.url.path)
         method = request.method
         try:
@@ -186,14 +208,13 @@ class Authorize:
                 route=route,
                 method=method,
             )
-        state.record_denial(
-            principal=principal,
-            obj=obj,
-            act=self.act,
-            decision=decision,
-            route=route,
-            method=method,
-        )
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(
+                functools.partial(
+                    state.record_denial, principal=principal, obj=obj, act=self.act,
+                    decision=decision, route=route, method=method,
+                )
+            )  # fmt: skip
         raise PermissionDenied(
             f"{principal.subject} may not {self.act} {obj}"
             if decision.error is None
@@ -214,9 +235,7 @@ def _checked_values(
     text."""
     for name, value in values.items():
         if not PATH_ID.fullmatch(str(value)):
-            raise InvalidRequest(
-                f"{name} must match {PATH_ID.pattern}", code=code, param=name
-            )
+            raise InvalidRequest(f"{name} must match {PATH_ID.pattern}", code=code, param=name)
     return {name: str(value) for name, value in values.items()}
 
 
@@ -250,7 +269,7 @@ class AuthorizeUpload(Authorize):
         fields = await upload.read_fields(self.fields)
         named = re.findall(r"\{(\w+)\}", self.obj)
         values = _checked_values({name: fields[name] for name in named}, code="invalid_field")
-        return await run_in_threadpool(self.decide, request, principal, state, values)
+        return await self.decide(request, principal, state, values)
 
 
 def authorize_upload(obj: str, act: str, *, fields: tuple[str, ...]) -> Any:

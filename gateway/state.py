@@ -22,6 +22,8 @@ from gateway.datasets import ScanPool
 from gateway.db import make_engine, read_only
 from gateway.errors import ServiceUnavailable
 from gateway.executors import Executor, make_executor
+from gateway.jobs.snapshots import UsableRows
+from gateway.jobs.writer import Submission, SubmissionWriter
 from gateway.migrations import alembic_config
 from gateway.security import Principal, TokenVerifier
 from policies.enforcer import Decision, PolicyEngine, Refresher
@@ -63,6 +65,8 @@ class GatewayState:
     sequencer: AuditSequencer | None = None
     sequencer_engine: Engine | None = None
     executor: Executor | None = None
+    usable_rows: UsableRows = field(default_factory=UsableRows)
+    job_writer: SubmissionWriter | None = None
     _scan_pool: ScanPool | None = None
     _scan_pool_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,9 +98,18 @@ class GatewayState:
         ).start()  # fmt: skip
         state.executor = make_executor(settings, engine)
         state.executor.start()
+        state.job_writer = SubmissionWriter(engine, on_committed=state._jobs_written)
         return state
 
+    def _jobs_written(self, submissions: list[Submission]) -> None:
+        self.notify_sequencer()
+        if self.executor is not None:
+            for submission in submissions:
+                self.executor.submit(submission.job.id)
+
     def stop(self) -> None:
+        if self.job_writer is not None:
+            self.job_writer.stop()
         if self.executor is not None:
             self.executor.stop()
         if self.refresher is not None:

@@ -39,6 +39,11 @@ class DataFileError(ValueError):
         shown = "; ".join(f"line {line}: {why}" for line, why in sorted(problems.items())[:10])
         super().__init__(f"{path}: {len(problems)} bad line(s): {shown}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its arguments: a run on other processes (Ray Train workers) raises it
+        # back in the process that reports the job's error.
+        return (type(self), (self.path, self.problems))
+
 
 @dataclass(frozen=True)
 class TokenizedExample:

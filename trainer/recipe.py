@@ -6,6 +6,16 @@
 progress through `on_event`, polls `should_stop` before every optimizer step and micro-batch
 (and between evaluation batches), and returns a TrainResult. A cancelled run returns
 status="cancelled" and leaves no final artifacts; checkpoints written before stay for resume.
+
+Data parallel: when this process is one rank of an initialised torch.distributed process group
+with more than one rank (gloo on CPU, nccl on GPU; torchrun, torch.multiprocessing or Ray Train
+set it up), the same `train` runs on every rank. Every rank builds the same model and the same
+seeded order of batches; each takes every world_size-th example of a step's batch, and the
+LoRA gradients are summed across ranks before clipping, so a step is the step one process
+would take on the whole batch (the loss is still the mean over the batch's assistant tokens).
+Rank 0 alone validates (and tells the others the loss), writes checkpoints and the final
+artifacts, runs the evaluation and emits events; its `should_stop` stops every rank at the next
+step. Only rank 0's TrainResult describes the run; the others return one without artifacts.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import safetensors
 import structlog
 import tokenizers
 import torch
+import torch.distributed as dist
 import transformers
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from safetensors.torch import load_file
@@ -77,6 +88,34 @@ class RunCancelled(Exception):
 
 
 @dataclass
+class DataParallel:
+    """This process's place in a torch.distributed process group of more than one rank."""
+
+    rank: int
+    world_size: int
+    backend: str
+    # This session's share of the training: examples and assistant tokens, counted here.
+    examples: int = 0
+    target_tokens: int = 0
+    # Everyone's counts, gathered once training ends (rank order).
+    examples_per_rank: list[int] | None = None
+    target_tokens_per_rank: list[int] | None = None
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+def data_parallel() -> DataParallel | None:
+    """The process group this process trains in, or None for a single-process run."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return DataParallel(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), backend=dist.get_backend()
+    )
+
+
+@dataclass
 class Progress:
     """Everything about a run that changes step by step and must survive a resume."""
 
@@ -115,6 +154,7 @@ class Run:
     progress: Progress
     best_adapter: dict[str, torch.Tensor] | None = None
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
+    parallel: DataParallel | None = None
 
 
 def train(
@@ -122,8 +162,11 @@ def train(
     on_event: EventSink | None = None,
     should_stop: StopSignal | None = None,
 ) -> TrainResult:
-    emit: EventSink = on_event or (lambda event: None)
-    stop_requested: StopSignal = should_stop or (lambda: False)
+    parallel = data_parallel()
+    follower = parallel is not None and not parallel.leader
+    # Ranks other than 0 report nothing and take their stop from rank 0.
+    emit: EventSink = (on_event if not follower else None) or (lambda event: None)
+    stop_requested: StopSignal = (should_stop if not follower else None) or (lambda: False)
 
     def check_stop() -> None:
         if stop_requested():
@@ -134,6 +177,10 @@ def train(
     emit(TrainEvent("run.started", run.progress.step, _run_facts(run)))
     try:
         train_loop(run, emit, check_stop)
+        if run.parallel is not None:
+            gather_rank_counts(run)
+            if follower:
+                return _result(run, status="succeeded", seconds=time.monotonic() - started)
         restore_best_adapter(run)
         evaluation = evaluate(run, emit, check_stop) if spec.evaluation.enabled else None
         check_stop()
@@ -160,6 +207,7 @@ def train(
 
 
 def setup(spec: TrainSpec) -> Run:
+    parallel = data_parallel()
     device, autocast_dtype = _pick_device(spec.device)
     _seed_everything(spec.seed)
 
@@ -264,6 +312,7 @@ def setup(spec: TrainSpec) -> Run:
         scheduler=scheduler,
         fingerprint=_fingerprint(spec, base, data_files),
         progress=Progress(),
+        parallel=parallel,
     )
     if spec.resume_from_checkpoint:
         resumed = read_checkpoint(
@@ -276,6 +325,14 @@ def setup(spec: TrainSpec) -> Run:
         run.progress = Progress(**resumed.progress)
         run.best_adapter = resumed.best_adapter
         log.info("run.resumed", step=run.progress.step, checkpoint=spec.resume_from_checkpoint)
+    if parallel is not None:
+        # The same seed gave every rank the same adapter; rank 0's is copied to the others
+        # anyway (as DDP does). Dropout then draws differently on each rank.
+        for parameter in trainable:
+            dist.broadcast(parameter.data, src=0)
+        torch.manual_seed(spec.seed * 1_000_003 + parallel.rank)
+        log.info("run.data_parallel", rank=parallel.rank, world_size=parallel.world_size,
+                 backend=parallel.backend)  # fmt: skip
     return run
 
 
@@ -340,10 +397,16 @@ def train_loop(run: Run, emit: EventSink, check_stop: Callable[[], None]) -> Non
     spec, progress = run.spec, run.progress
     session_started, session_start_step = time.monotonic(), progress.step
     while progress.step < run.total_steps:
-        check_stop()
+        if run.parallel is None:
+            check_stop()
+        else:
+            check_stop_together(run, check_stop)
         step_started = time.monotonic()
         step_examples = examples_for_step(run, progress.step)
-        loss, grad_norm, processed, trained = train_step(run, step_examples, check_stop)
+        if run.parallel is None:
+            loss, grad_norm, processed, trained = train_step(run, step_examples, check_stop)
+        else:
+            loss, grad_norm, processed, trained = train_step_data_parallel(run, step_examples)
         progress.step += 1
         progress.processed_tokens += processed
         progress.trained_tokens += trained
@@ -389,7 +452,10 @@ def train_loop(run: Run, emit: EventSink, check_stop: Callable[[], None]) -> Non
             )
         if _validation_due(run, epoch_ended):
             validate(run, emit)
-        if spec.checkpoint_every_steps and progress.step % spec.checkpoint_every_steps == 0:
+        checkpoint_due = (
+            spec.checkpoint_every_steps and progress.step % spec.checkpoint_every_steps == 0
+        )
+        if checkpoint_due and (run.parallel is None or run.parallel.leader):
             checkpoint(run, emit)
         patience = spec.early_stopping_patience
         if patience is not None and progress.rounds_without_improvement >= patience:
@@ -446,6 +512,84 @@ def train_step(
     return loss_sum / target_tokens, grad_norm, processed, target_tokens
 
 
+def train_step_data_parallel(
+    run: Run, examples: list[TokenizedExample]
+) -> tuple[float, float, int, int]:
+    """train_step on this rank's share of the step's batch (every world_size-th example).
+
+    Every rank knows the whole batch, so each divides by the batch's assistant-token count;
+    the summed gradients are then the single-process gradient of the whole batch, and every
+    rank clips and steps the same way, keeping the replicas equal. No stop check inside the
+    step: the ranks must run the same collectives, so they stop together between steps.
+    """
+    spec, parallel = run.spec, run.parallel
+    assert parallel is not None
+    target_tokens = max(1, sum(example.n_target_tokens for example in examples))
+    mine = examples[parallel.rank :: parallel.world_size]
+    micro_batches = plan_micro_batches(
+        mine, max_tokens=spec.micro_batch_tokens, packing=spec.packing
+    )
+    loss_sum, processed = 0.0, 0
+    for group in micro_batches:
+        batch = make_batch(
+            group, packing=spec.packing, pad_token_id=run.base.tokenizer.pad_token_id
+        )
+        batch = batch.to(run.device)
+        with _autocast(run):
+            summed = summed_target_loss(run.model, batch)
+        (summed / target_tokens).backward()
+        loss_sum += summed.item()
+        processed += batch.n_tokens
+    trainable = [p for p in run.model.parameters() if p.requires_grad]
+    _sum_gradients(trainable)
+    totals = torch.tensor([loss_sum, float(processed)], dtype=torch.float64, device=run.device)
+    dist.all_reduce(totals)
+    parallel.examples += len(mine)
+    parallel.target_tokens += sum(example.n_target_tokens for example in mine)
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm).item()
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return totals[0].item() / target_tokens, grad_norm, int(totals[1].item()), target_tokens
+
+
+def _sum_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """One all-reduce (sum) of every LoRA gradient, flattened; a rank that had no examples
+    this step adds zeros."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for parameter in parameters:
+        n = parameter.numel()
+        parameter.grad = flat[offset : offset + n].view_as(parameter).to(parameter.dtype)
+        offset += n
+
+
+def check_stop_together(run: Run, check_stop: Callable[[], None]) -> None:
+    """Any rank's stop (in practice rank 0's should_stop) stops every rank before the step."""
+    stopping = 0.0
+    try:
+        check_stop()
+    except RunCancelled:
+        stopping = 1.0
+    flag = torch.tensor([stopping], device=run.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item():
+        raise RunCancelled
+
+
+def gather_rank_counts(run: Run) -> None:
+    """Every rank learns how many examples and assistant tokens each rank trained on."""
+    parallel = run.parallel
+    assert parallel is not None
+    mine = torch.tensor([parallel.examples, parallel.target_tokens], device=run.device)
+    everyone = [torch.zeros_like(mine) for _ in range(parallel.world_size)]
+    dist.all_gather(everyone, mine)
+    parallel.examples_per_rank = [int(counts[0].item()) for counts in everyone]
+    parallel.target_tokens_per_rank = [int(counts[1].item()) for counts in everyone]
+
+
 def _validation_due(run: Run, epoch_ended: bool) -> bool:
     every = run.spec.eval_every_steps
     step = run.progress.step
@@ -457,15 +601,24 @@ def _validation_due(run: Run, epoch_ended: bool) -> bool:
 
 
 def validate(run: Run, emit: EventSink) -> None:
-    """Validation loss; the best adapter so far is kept in memory (and in checkpoints)."""
-    progress = run.progress
-    loss = mean_target_loss(
-        run.model,
-        run.held_out,
-        max_tokens=run.spec.micro_batch_tokens,
-        device=run.device,
-        autocast_dtype=run.autocast_dtype,
-    )
+    """Validation loss; the best adapter so far is kept in memory (and in checkpoints).
+
+    Data parallel: rank 0 computes it and the others take its number, so every rank keeps
+    the same best adapter and stops early at the same step."""
+    progress, parallel = run.progress, run.parallel
+    loss = 0.0
+    if parallel is None or parallel.leader:
+        loss = mean_target_loss(
+            run.model,
+            run.held_out,
+            max_tokens=run.spec.micro_batch_tokens,
+            device=run.device,
+            autocast_dtype=run.autocast_dtype,
+        )
+    if parallel is not None:
+        shared = torch.tensor([loss], dtype=torch.float64, device=run.device)
+        dist.broadcast(shared, src=0)
+        loss = shared.item()
     improved = progress.best_validation_loss is None or loss < progress.best_validation_loss
     if improved:
         progress.best_validation_loss, progress.best_step = loss, progress.step
@@ -649,17 +802,20 @@ def library_versions() -> dict[str, str]:
 
 
 def _run_facts(run: Run) -> dict[str, Any]:
-    return {
+    facts = {
         "device": str(run.device),
         "train_examples": len(run.train_examples),
         "held_out_examples": len(run.held_out),
         "total_steps": run.total_steps,
         "resolved_hyperparameters": asdict(run.hyper),
     }
+    if run.parallel is not None:
+        facts["world_size"] = run.parallel.world_size
+    return facts
 
 
 def _resolved_config(run: Run) -> dict[str, Any]:
-    return {
+    config = {
         "spec": run.spec.to_dict(),
         "resolved_hyperparameters": asdict(run.hyper),
         "schedule": {
@@ -683,6 +839,17 @@ def _resolved_config(run: Run) -> dict[str, Any]:
         "library_versions": library_versions(),
         "run_fingerprint": run.fingerprint,
     }
+    if run.parallel is not None:
+        # Only in data-parallel runs, so a single-process run's config is as it always was.
+        config["data_parallel"] = {
+            "world_size": run.parallel.world_size,
+            "backend": run.parallel.backend,
+            "sharding": "every world_size-th example of each step's batch, from the rank",
+            "gradients": "summed across ranks before clipping",
+            "examples_per_rank": run.parallel.examples_per_rank,
+            "target_tokens_per_rank": run.parallel.target_tokens_per_rank,
+        }
+    return config
 
 
 def _result(run: Run, *, status: str, seconds: float) -> TrainResult:

@@ -58,27 +58,42 @@ def flush_queue(session: Session) -> None:
 
 
 def record_allowed(
-    session: Session, *, authorized: Authorized, action: str, resource: str | None = None,
+    session: Session,
+    *,
+    authorized: Authorized,
+    action: str,
+    resource: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> int:
     """The audit event of a governed change, carrying the decision that allowed it."""
+    return record(session, **allowed_event(authorized=authorized, action=action,
+                                           resource=resource, details=details))  # fmt: skip
+
+
+def allowed_event(
+    *,
+    authorized: Authorized,
+    action: str,
+    resource: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """record_allowed's event, as keyword arguments for record or audit.chain.enqueue."""
     principal = authorized.principal
-    return record(
-        session,
-        actor=principal.sub,
-        tenant=principal.tenant,
-        action=action,
-        resource=resource or authorized.obj,
-        decision="allow",
-        policy_version=authorized.policy_version,
-        details={
+    return {
+        "actor": principal.sub,
+        "tenant": principal.tenant,
+        "action": action,
+        "resource": resource or authorized.obj,
+        "decision": "allow",
+        "policy_version": authorized.policy_version,
+        "details": {
             "route": authorized.route,
             "method": authorized.method,
             "act": authorized.act,
             "rule": list(authorized.rule) if authorized.rule else None,
             **(details or {}),
         },
-    )
+    }
 
 
 def _scoped_filters(authorized: Authorized, filters: Mapping[str, Any]) -> dict[str, Any]:
@@ -92,7 +107,11 @@ def _scoped_filters(authorized: Authorized, filters: Mapping[str, Any]) -> dict[
 
 
 def list_events(
-    session: Session, *, authorized: Authorized, after: int, limit: int,
+    session: Session,
+    *,
+    authorized: Authorized,
+    after: int,
+    limit: int,
     filters: Mapping[str, Any],
 ) -> query.EventPage:
     scoped = _scoped_filters(authorized, filters)
@@ -102,7 +121,9 @@ def list_events(
     except ValueError as exc:
         raise InvalidRequest(str(exc), code="invalid_filter") from None
     record_allowed(
-        session, authorized=authorized, action="audit.read",
+        session,
+        authorized=authorized,
+        action="audit.read",
         details={"filters": _filter_summary(scoped), "after": after, "returned": len(page.events)},
     )
     return page
@@ -113,7 +134,9 @@ def verify_chain(session: Session, *, authorized: Authorized) -> verify.VerifyRe
     flush_queue(session)
     result = verify.verify_chain(state.engine, public_key_pem=state.signer.public_key_pem())
     record_allowed(
-        session, authorized=authorized, action="audit.verified",
+        session,
+        authorized=authorized,
+        action="audit.verified",
         details={"ok": result.ok, "length": result.length, "first_bad_seq": result.first_bad_seq},
     )
     return result
@@ -132,7 +155,9 @@ def export_events(
     except ValueError as exc:
         raise InvalidRequest(str(exc), code="invalid_filter") from None
     record_allowed(
-        session, authorized=authorized, action="audit.exported",
+        session,
+        authorized=authorized,
+        action="audit.exported",
         details={"filters": _filter_summary(scoped), "after": after},
     )
     return _stream_export(session.info["gateway"], after=after, filters=scoped)
@@ -159,7 +184,10 @@ def inclusion_proof(
     except LookupError as exc:
         raise InvalidRequest(str(exc), code="tree_size_out_of_range", param="tree_size") from None
     record_allowed(
-        session, authorized=authorized, action="audit.proof_read", resource=f"audit:{seq}",
+        session,
+        authorized=authorized,
+        action="audit.proof_read",
+        resource=f"audit:{seq}",
         details={"seq": seq, "tree_size": proof["tree_size"]},
     )
     return proof
@@ -172,7 +200,9 @@ def latest_checkpoint(session: Session, *, authorized: Authorized) -> Checkpoint
     if checkpoint is None:
         raise NotFound("the audit trail is empty", code="audit_trail_empty")
     record_allowed(
-        session, authorized=authorized, action="audit.checkpoint_read",
+        session,
+        authorized=authorized,
+        action="audit.checkpoint_read",
         details={"tree_size": checkpoint.tree_size},
     )
     return checkpoint

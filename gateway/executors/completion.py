@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from gateway.executors.audit import record_worker_event
 from gateway.files.models import TrainingFile
 from gateway.jobs.events import add_event
-from gateway.jobs.models import FineTuningJob
+from gateway.jobs.models import FLOPS_PER_PARAMETER_TOKEN, FineTuningJob
 from gateway.registry.models import ModelVersion
 
 log = structlog.get_logger(__name__)
@@ -168,9 +168,15 @@ def _data_mismatches(
 
 
 def _compute(job: FineTuningJob, result: Any) -> dict[str, Any]:
+    """What the run used, beside the estimate made before it (same FLOPs method)."""
     estimate = job.estimate or {}
+    parameters = estimate.get("parameters")
+    flops = FLOPS_PER_PARAMETER_TOKEN * parameters * result.processed_tokens if parameters else None
     return {
         "seconds": round(result.seconds, 3),
+        "device_hours": round(result.seconds / 3600, 6),
+        "flops": flops,
+        "flops_per_second": round(flops / result.seconds) if flops and result.seconds else None,
         "device": result.device,
         "steps_completed": result.steps_completed,
         "total_steps": result.total_steps,

@@ -8,18 +8,38 @@ launches a task for every queued ``ray`` job it is not already running (jobs que
 the gateway was down, or re-queued to resume from a checkpoint, need no ``submit``) and
 forces out tasks that ignore a cancel. The driver imports no torch; only the tasks do.
 
-Multi-GPU Ray Train is not wired: the trainer has no distributed code path to hand a
-``TorchTrainer``, so ``ray_num_gpus`` > 1 gives one process several devices, no more.
+Data parallel (``ray_train_workers`` > 1): the job's task still claims it and runs
+``run_job``, so the lease, heartbeat, cancel flag, events and completion (re-hash and
+registration) are done once, there. Only the training call changes: instead of running the
+recipe in its own process, the task starts a Ray Train ``TorchTrainer`` of N workers (1 CPU
+and ``ray_num_gpus`` GPUs each; gloo on CPU, nccl on GPU) whose loop runs the same
+``trainer.recipe.train`` as one rank of the process group, and waits for it. The task itself
+then holds 1 CPU and no GPU. A small actor, the job's channel, joins the two sides: rank 0
+sends its events through it, the task relays them to its JobMonitor; the task's stop (cancel
+flag, lost lease, interrupt) is set on it, rank 0 polls it before each step and the recipe
+stops every rank together; rank 0 hands its TrainResult back through it. A forced kill of the
+task takes the trainer with it (Ray ties the controller and its workers to their owner).
+
+Rank 0 writes checkpoints and final artifacts under the spec's ``output_dir`` (in
+``artifact_dir``), and the task re-hashes them there before registering: this assumes
+``artifact_dir`` is the same storage on every node that runs a worker or a job's task (one
+machine, or a shared filesystem). Where it is not, the re-hash finds nothing and the job
+fails rather than registering unseen bytes. Ray Train's own run state goes to
+``output_dir/.ray-train`` and is removed when the trainer ends.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -40,6 +60,9 @@ POLL_SECONDS = 2.0
 CANCEL_GRACE_SECONDS = 60.0
 STOP_GRACE_SECONDS = 30.0
 NOT_CLAIMED = "not_claimed"
+RAY_TRAIN_DIR_NAME = ".ray-train"
+RELAY_SECONDS = 0.25
+STOP_POLL_SECONDS = 0.5
 
 
 def _run_claimed(settings: Settings, engine: Engine, job_id: str, worker_id: str) -> str:
@@ -54,8 +77,11 @@ def _run_claimed(settings: Settings, engine: Engine, job_id: str, worker_id: str
 
     def target() -> None:
         try:
+            train = None
+            if settings.ray_train_workers > 1:
+                train = functools.partial(train_on_workers, settings, job_id)
             result["outcome"] = run_job(
-                settings, job_id, worker_id, engine=engine, shutdown=stop.is_set
+                settings, job_id, worker_id, engine=engine, shutdown=stop.is_set, train=train
             )
         except BaseException as exc:  # re-raised in the task's thread, where Ray sees it
             result["error"] = exc
@@ -76,6 +102,162 @@ def _run_claimed(settings: Settings, engine: Engine, job_id: str, worker_id: str
     return result["outcome"]
 
 
+class _Channel:
+    """The job's actor between its task and rank 0: events one way, stop and result the
+    other. Calls from one caller run in order, so every event rank 0 sent before its result
+    is here when the result is."""
+
+    def __init__(self) -> None:
+        self._events: list[Any] = []
+        self._stop = False
+        self._result: Any = None
+
+    def push(self, event: Any) -> None:
+        self._events.append(event)
+
+    def drain(self) -> list[Any]:
+        events, self._events = self._events, []
+        return events
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    def set_result(self, result: Any) -> None:
+        self._result = result
+
+    def result(self) -> Any:
+        return self._result
+
+
+class _Relay:
+    """The task's thread that passes rank 0's events to ``on_event`` and the task's stop
+    to the channel."""
+
+    def __init__(self, channel: Any, on_event: Callable[[Any], None],
+                 should_stop: Callable[[], bool]) -> None:  # fmt: skip
+        self.channel, self.on_event, self.should_stop = channel, on_event, should_stop
+        self._stop_sent = False
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ray-train-relay", daemon=True)
+
+    def start(self) -> _Relay:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread and pass on what is left."""
+        self._closed.set()
+        self._thread.join()
+        self._pass_on()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(RELAY_SECONDS):
+            try:
+                self._pass_on()
+            except Exception:
+                log.exception("job.ray_train_relay_failed")
+
+    def _pass_on(self) -> None:
+        if not self._stop_sent and self.should_stop():
+            ray.get(self.channel.request_stop.remote())
+            self._stop_sent = True
+        for event in ray.get(self.channel.drain.remote()):
+            self.on_event(event)
+
+
+class _StopPoll:
+    """Rank 0's should_stop: the channel's flag, asked at most every STOP_POLL_SECONDS."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel, self.stopped, self._next_at = channel, False, 0.0
+
+    def __call__(self) -> bool:
+        if not self.stopped and time.monotonic() >= self._next_at:
+            self.stopped = ray.get(self.channel.stop_requested.remote())
+            self._next_at = time.monotonic() + STOP_POLL_SECONDS
+        return self.stopped
+
+
+def _train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: one rank of the recipe (Ray Train set up the process group)."""
+    import ray.train
+    import torch
+
+    from trainer import recipe
+    from trainer.spec import TrainSpec
+
+    if torch.cuda.is_available():
+        from ray.train.torch import get_device
+
+        torch.cuda.set_device(get_device())
+    channel = config["channel"]
+    spec = TrainSpec.from_dict(config["spec"])
+    if ray.train.get_context().get_world_rank() != 0:
+        recipe.train(spec)
+        return
+    result = recipe.train(spec, on_event=channel.push.remote, should_stop=_StopPoll(channel))
+    ray.get(channel.set_result.remote(result))
+
+
+def train_on_workers(
+    settings: Settings,
+    job_id: str,
+    spec: Any,
+    on_event: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Any:
+    """``trainer.recipe.train`` on ``ray_train_workers`` Ray Train workers, seen from the
+    calling task as if it ran here: events and stop through the job's channel, rank 0's
+    TrainResult returned. A worker's exception is raised as itself (rank 0's first)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    use_gpu = settings.ray_num_gpus > 0
+    resources = {"CPU": 1.0, **({"GPU": settings.ray_num_gpus} if use_gpu else {})}
+    storage = Path(spec.output_dir) / RAY_TRAIN_DIR_NAME
+    channel = ray.remote(num_cpus=0, max_restarts=0)(_Channel).remote()
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"spec": spec.to_dict(), "channel": channel},
+        scaling_config=ScalingConfig(
+            num_workers=settings.ray_train_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        # Retrying is the lease's job, as for a task.
+        run_config=RunConfig(
+            name=job_id,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    log.info("job.ray_train_started", job_id=job_id, workers=settings.ray_train_workers,
+             use_gpu=use_gpu)  # fmt: skip
+    relay = _Relay(channel, on_event or (lambda event: None), should_stop or (lambda: False))
+    relay.start()
+    try:
+        try:
+            trainer.fit()
+        except Exception as exc:
+            failures = getattr(exc, "worker_failures", None)
+            if failures:
+                raise failures[min(failures)] from exc
+            raise
+        finally:
+            relay.close()
+            shutil.rmtree(storage, ignore_errors=True)
+        result = ray.get(channel.result.remote())
+    finally:
+        ray.kill(channel)
+    if result is None:
+        raise RuntimeError("the Ray Train workers ended without rank 0's result")
+    return result
+
+
 def run_ray_job(settings_data: dict[str, Any], job_id: str, worker_id: str) -> str:
     """The body of a job's Ray task: claim ``job_id`` (only that one) and run it."""
     # A fresh Ray worker takes seconds to import torch and transformers; done after the
@@ -86,6 +268,8 @@ def run_ray_job(settings_data: dict[str, Any], job_id: str, worker_id: str) -> s
     from gateway.logging import configure_logging
 
     settings = Settings(**settings_data)
+    if settings.ray_train_workers > 1:
+        from ray.train import torch as _ray_train_torch  # noqa: F401
     configure_logging(json_logs=settings.json_logs)
     engine = make_engine(settings.database_url)
     try:
@@ -151,9 +335,11 @@ class RayExecutor:
             log_to_driver=False,
             include_dashboard=False,
         )
+        data_parallel = self.settings.ray_train_workers > 1
         self._remote = ray.remote(
             num_cpus=1,
-            num_gpus=self.settings.ray_num_gpus,
+            # Data parallel: the GPUs go to the Ray Train workers, not to the claiming task.
+            num_gpus=0 if data_parallel else self.settings.ray_num_gpus,
             # Retrying is the lease's job: a crashed task's job is re-queued from its last
             # checkpoint by the reaper, with the attempt counted.
             max_retries=0,
@@ -166,6 +352,7 @@ class RayExecutor:
             executor=self.name,
             address=self.settings.ray_address or "local",
             num_gpus=self.settings.ray_num_gpus,
+            train_workers=self.settings.ray_train_workers,
         )
 
     def stop(self) -> None:

@@ -60,13 +60,16 @@ def run_job(
     *,
     engine: Engine | None = None,
     shutdown: Callable[[], bool] | None = None,
+    train: Callable[..., Any] | None = None,
 ) -> str:
     """Run a claimed job to its end; returns succeeded | failed | cancelled | queued (handed
-    back at shutdown) | lease_lost (someone else decides)."""
+    back at shutdown) | lease_lost (someone else decides). ``train`` runs the recipe
+    (default: ``trainer.recipe.train`` in this process; the Ray executor passes one that
+    runs it on Ray Train workers)."""
     own_engine = engine is None
     engine = engine or make_engine(settings.database_url)
     try:
-        return _run(settings, engine, job_id, worker_id, shutdown)
+        return _run(settings, engine, job_id, worker_id, shutdown, train)
     finally:
         if own_engine:
             engine.dispose()
@@ -78,9 +81,12 @@ def _run(
     job_id: str,
     worker_id: str,
     shutdown: Callable[[], bool] | None,
+    train: Callable[..., Any] | None,
 ) -> str:
     from trainer import recipe
     from trainer.spec import TrainSpec
+
+    train = train or recipe.train
 
     refused: JobRefused | None = None
     with Session(read_only(engine)) as session:
@@ -108,7 +114,7 @@ def _run(
     ).start()
     log.info("job.running", job_id=job_id, worker=worker_id)
     try:
-        result = recipe.train(spec, on_event=monitor.on_event, should_stop=monitor.should_stop)
+        result = train(spec, on_event=monitor.on_event, should_stop=monitor.should_stop)
     except Exception as exc:
         if not _close(monitor):
             return "lease_lost"

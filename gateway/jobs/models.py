@@ -22,6 +22,10 @@ from sqlmodel import Field, SQLModel
 # validating_files -> queued -> running -> succeeded | failed | cancelled
 ACTIVE_STATUSES = ("validating_files", "queued", "running")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+# A forward and a backward pass cost about 6 FLOPs per parameter per token (Kaplan et al.);
+# LoRA skips the frozen weights' gradients, so this is an upper bound. Both the estimate
+# before a job and its recorded compute after use it, so the two compare.
+FLOPS_PER_PARAMETER_TOKEN = 6
 
 
 class FineTuningJob(SQLModel, table=True):

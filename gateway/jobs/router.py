@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from gateway.deps import Authorized, SessionDep, StateDep, authorize, commit_now
+from gateway.deps import Authorized, SessionDep, StateDep, authorize
 from gateway.errors import InvalidRequest
 from gateway.jobs import service
 from gateway.jobs.models import FINAL_STATUSES
@@ -38,7 +38,6 @@ def create_job(
     authorized: Annotated[Authorized, authorize("job:*", "create")],
 ) -> JobPublic:
     job = service.create(session, authorized=authorized, body=body)
-    commit_now(session)
     return JobPublic.of(job)
 
 
@@ -60,7 +59,7 @@ def list_jobs(
 def _metadata_filters(request: Request) -> dict[str, str]:
     """OpenAI's `metadata[key]=value` query parameters."""
     filters = {
-        key[len("metadata["):-1]: value
+        key[len("metadata[") : -1]: value
         for key, value in request.query_params.multi_items()
         if key.startswith("metadata[") and key.endswith("]")
     }

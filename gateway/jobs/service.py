@@ -15,9 +15,7 @@ rolled back with the refusal):
 
 from __future__ import annotations
 
-import calendar
-import datetime as dt
-import hashlib
+import functools
 import re
 import secrets
 import time
@@ -25,10 +23,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import structlog
-from sqlalchemy import func, select, text
+from sqlalchemy import select
 from sqlmodel import Session
 
-from gateway.audit_api.service import record_allowed
+from gateway.audit_api.service import allowed_event, record_allowed
 from gateway.base_models import service as base_models
 from gateway.base_models.models import RegisteredBaseModel
 from gateway.data_sources.models import DataSource
@@ -44,28 +42,25 @@ from gateway.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
-    TooManyRequests,
 )
 from gateway.files.models import TrainingFile
 from gateway.files.service import get_in_tenant_file, stored_content
 from gateway.jobs.events import add_event
 from gateway.jobs.models import (
-    ACTIVE_STATUSES,
     FINAL_STATUSES,
+    FLOPS_PER_PARAMETER_TOKEN,
     FineTuningJob,
     JobCheckpoint,
     JobEvent,
 )
 from gateway.jobs.schemas import JOB_ID, JobCreate
+from gateway.jobs.writer import Submission
 from gateway.registry.models import ModelVersion
 from gateway.state import GatewayState
 from trainer.spec import Hyperparameters, TrainSpec, resolve_hyperparameters
 
 log = structlog.get_logger()
 
-# A forward and a backward pass cost about 6 FLOPs per parameter per token (Kaplan et al.);
-# LoRA skips the frozen weights' gradients, so this is an upper bound.
-FLOPS_PER_PARAMETER_TOKEN = 6
 EVENT_SEQ = re.compile(r"[0-9]{1,18}")
 BASE_LEARNING_RATE = TrainSpec.__dataclass_fields__["base_learning_rate"].default
 
@@ -152,11 +147,13 @@ def _audit_safe(details: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def create(session: Session, *, authorized: Authorized, body: JobCreate) -> FineTuningJob:
-    """Every check that only reads runs first, in a read-only snapshot of its own: on SQLite
-    the request's transaction is the database's one writer, and holding it through the
-    gates would serialise every submission behind them. The write transaction then only
-    re-checks what could have changed meanwhile (source status, erased files, quotas) and
-    inserts."""
+    """Every check that only reads runs here, on rows read in a read-only snapshot (or
+    kept from an earlier one: gateway.jobs.snapshots), outside any write transaction. The
+    writer (gateway.jobs.writer) then re-checks, in the transaction that inserts the job,
+    what could have changed meanwhile (base model retired, source revoked, file erased)
+    and the quotas, and writes the job, its first events and its audit event together,
+    grouped with the other submissions that queued up meanwhile. The request's own
+    session writes nothing."""
     state: GatewayState = session.info["gateway"]
     principal = authorized.principal
     gates = _Gates(session, state, authorized)
@@ -177,8 +174,11 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
         for file in files:
             if file.data_source_id in sources:
                 continue
-            source = get_source(reads, tenant=principal.tenant,
-                                data_source_id=file.data_source_id)  # fmt: skip
+            source = state.usable_rows.data_source(
+                reads, principal.tenant, file.data_source_id,
+                read=functools.partial(get_source, reads, tenant=principal.tenant,
+                                       data_source_id=file.data_source_id),
+            )  # fmt: skip
             gates.allow(f"ds:{source.id}", "train")
             _check_source(gates, source=source, purpose=purpose)
             sources[source.id] = source
@@ -193,8 +193,6 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
                            validation=validation, hyperparameters=hyperparameters, lora=lora,
                            body=body, seed=seed)  # fmt: skip
 
-    _recheck_in_transaction(session, gates, sources=sources, files=files)
-    _check_quotas(session, gates, tenant=principal.tenant, estimate=estimate)
     now_ns = time.time_ns()
     job = FineTuningJob(
         id=job_id,
@@ -220,14 +218,9 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
         estimated_device_seconds=float(estimate["seconds"] or 0.0),
         status="queued",
         executor=state.settings.executor,
+        result_files=[],  # given, not defaulted: pydantic inspects a default_factory per call
     )
-    session.add(job)
-    for message in (f"Validated training file {training.id} ({training.examples} examples)",
-                    f"Fine-tuning job {job.id} created and queued"):
-        add_event(session, job_id=job.id, message=message)
-    session.flush()
-    record_allowed(
-        session,
+    audit = allowed_event(
         authorized=authorized,
         action="job.created",
         resource=f"job:{job.id}",
@@ -245,40 +238,29 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
             ],
             "policy_versions": sorted({d["policy_version"] for d in gates.decisions
                                        if d["kind"] == "policy"}),
-            "gates": [d["gate"] for d in gates.decisions if d["kind"] == "gate"],
+            # The quota gate is decided by the writer; the event exists only if it passed.
+            "gates": [*(d["gate"] for d in gates.decisions if d["kind"] == "gate"), "quota"],
             # The trail takes integers only: whole seconds.
             "estimated_device_seconds": round(estimate["seconds"] or 0),
         },
     )  # fmt: skip
-    executor = getattr(state, "executor", None)
-    if executor is not None:
-        after_commit(session, lambda: executor.submit(job_id))
+    submission = Submission(
+        job=job,
+        messages=[f"Validated training file {training.id} ({training.examples} examples)",
+                  f"Fine-tuning job {job.id} created and queued"],
+        audit=audit,
+        source_ids=list(sources),
+        file_ids=[file.id for file in files],
+        quota_concurrent_jobs=state.settings.quota_concurrent_jobs,
+        quota_device_hours_per_month=state.settings.quota_device_hours_per_month,
+    )  # fmt: skip
+    state.job_writer.write(submission)
+    if submission.refusal is not None:
+        gates.refuse(submission.refusal, gate=submission.refused_gate or "quota")
     log.info("job.submitted", job_id=job.id, base_model=base.name,
              training_sha256=training.sha256,
              estimated_device_hours=estimate["device_hours"])  # fmt: skip
     return job
-
-
-def _recheck_in_transaction(
-    session: Session, gates: _Gates, *, sources: dict[str, DataSource],
-    files: list[TrainingFile],
-) -> None:  # fmt: skip
-    """What a concurrent request could have changed since the snapshot: a source revoked,
-    a file erased."""
-    for source_id in sources:
-        current = session.get(DataSource, source_id)
-        if current is None or current.status != "approved":
-            gates.refuse(Forbidden(
-                f"data source {source_id} is no longer approved",
-                code="data_source_not_approved", details={"data_source": source_id},
-            ), gate="data_source_approved")  # fmt: skip
-    for file in files:
-        erased = session.scalar(
-            select(TrainingFile.content_deleted_at).where(TrainingFile.id == file.id)
-        )
-        if erased is not None:
-            gates.refuse(InvalidRequest(f"file {file.id} was erased", code="file_not_usable",
-                                        details={"file_id": file.id}), gate="file")  # fmt: skip
 
 
 def _resolve_model(
@@ -297,7 +279,9 @@ def _resolve_model(
                                         param="model"), gate="model")  # fmt: skip
         base_name = parent.base_model
     try:
-        base = base_models.get(session, name=base_name)
+        base = gates.state.usable_rows.base_model(
+            session, base_name, read=lambda: base_models.get(session, name=base_name)
+        )
     except NotFound:
         raise NotFound(f"model {body.model!r} not found", code="model_not_found",
                        param="model") from None  # fmt: skip
@@ -330,7 +314,10 @@ def _usable_file(
     session: Session, gates: _Gates, *, tenant: str, file_id: str, param: str
 ) -> TrainingFile:
     try:
-        file = get_in_tenant_file(session, tenant=tenant, file_id=file_id)
+        file = gates.state.usable_rows.training_file(
+            session, tenant, file_id,
+            read=lambda: get_in_tenant_file(session, tenant=tenant, file_id=file_id),
+        )  # fmt: skip
     except NotFound:
         raise NotFound(f"file {file_id!r} not found", code="file_not_found",
                        param=param) from None  # fmt: skip
@@ -342,8 +329,14 @@ def _usable_file(
                                                           "status": file.status},
         ), gate="file")  # fmt: skip
     if file.purpose != "fine-tune":
-        gates.refuse(InvalidRequest(f"file {file.id} was not uploaded for fine-tune",
-                                    code="file_not_usable", param=param), gate="file")
+        gates.refuse(
+            InvalidRequest(
+                f"file {file.id} was not uploaded for fine-tune",
+                code="file_not_usable",
+                param=param,
+            ),
+            gate="file",
+        )
     return file
 
 
@@ -357,9 +350,12 @@ def _check_source(gates: _Gates, *, source: DataSource, purpose: str) -> None:
         require_purpose(source, purpose)
     except Forbidden as exc:
         gates.refuse(exc, gate="purpose")
-    gates.passed("data_source_approved", data_source=source.id,
-                 approved_by=source.approved_by,
-                 approval_policy_version=source.approval_policy_version)
+    gates.passed(
+        "data_source_approved",
+        data_source=source.id,
+        approved_by=source.approved_by,
+        approval_policy_version=source.approval_policy_version,
+    )
     gates.passed("purpose", data_source=source.id, purpose=purpose)
 
 
@@ -422,55 +418,6 @@ def _estimate(
         "device_hours": round(seconds / 3600, 6) if seconds is not None else 0.0,
         "method": f"{FLOPS_PER_PARAMETER_TOKEN} x parameters x tokens x epochs",
     }
-
-
-def _tenant_lock(session: Session, tenant: str) -> None:
-    """Serialises one tenant's submissions so two of them cannot both take the last slot
-    of a quota. SQLite already runs one write transaction at a time."""
-    if session.get_bind().dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big",
-                             signed=True)  # fmt: skip
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
-def _month_start(now: float) -> int:
-    today = dt.datetime.fromtimestamp(now, dt.UTC)
-    return calendar.timegm((today.year, today.month, 1, 0, 0, 0))
-
-
-def _check_quotas(
-    session: Session, gates: _Gates, *, tenant: str, estimate: dict[str, Any]
-) -> None:
-    settings = gates.state.settings
-    _tenant_lock(session, tenant)
-    active = session.scalar(
-        select(func.count()).select_from(FineTuningJob).where(
-            FineTuningJob.tenant == tenant, FineTuningJob.status.in_(ACTIVE_STATUSES)
-        )
-    ) or 0  # fmt: skip
-    if active >= settings.quota_concurrent_jobs:
-        gates.refuse(TooManyRequests(
-            f"{active} jobs are active; the tenant's limit is {settings.quota_concurrent_jobs}",
-            details={"quota": "concurrent_jobs", "limit": settings.quota_concurrent_jobs,
-                     "current": active},
-        ), gate="quota")  # fmt: skip
-    used_seconds = session.scalar(
-        select(func.coalesce(func.sum(FineTuningJob.estimated_device_seconds), 0.0)).where(
-            FineTuningJob.tenant == tenant,
-            FineTuningJob.created_ns >= _month_start(time.time()) * 1_000_000_000,
-        )
-    ) or 0.0  # fmt: skip
-    used = float(used_seconds) / 3600
-    requested = float(estimate["device_hours"] or 0.0)
-    limit = settings.quota_device_hours_per_month
-    if used + requested > limit:
-        gates.refuse(TooManyRequests(
-            f"this job needs about {requested:.3f} device-hours; {used:.3f} of the tenant's "
-            f"{limit:g} this month are used",
-            details={"quota": "device_hours_per_month", "limit": limit,
-                     "used": round(used, 6), "requested": round(requested, 6)},
-        ), gate="quota")  # fmt: skip
-    gates.passed("quota", active_jobs=active, device_hours_used=round(used, 6))
 
 
 def _train_spec(
@@ -596,9 +543,7 @@ def require_job_readonly(state: GatewayState, *, tenant: str, job_id: str) -> No
         get_in_tenant(session, tenant=tenant, job_id=job_id)
 
 
-def events_since(
-    state: GatewayState, *, job_id: str, after_seq: int
-) -> tuple[list[JobEvent], str]:
+def events_since(state: GatewayState, *, job_id: str, after_seq: int) -> tuple[list[JobEvent], str]:
     """For the event stream: events after ``after_seq`` in order, and the job's status,
     from a read-only snapshot of their own (the request's session is long closed)."""
     with Session(read_only(state.engine)) as session:

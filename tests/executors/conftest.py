@@ -114,7 +114,8 @@ class JobWorld:
                 "suffix": "inv", "seed": 3, "hyperparameters": {}, "lora": {},
                 "evaluation": {}, "spec": spec,
                 "decisions": [{"gate": "authz", "decision": "allow", "policy_version": "pv-1"}],
-                "estimate": {"flops": 1.0e9, "seconds": 5}, "estimated_device_seconds": 5.0,
+                "estimate": {"flops": 1.0e9, "seconds": 5, "parameters": 139_584},
+                "estimated_device_seconds": 5.0,
                 "status": "queued",
                 "executor": "local",
                 "fine_tuned_model": f"ft:tiny-llama:{TENANT}:inv:{job_id}",
@@ -175,6 +176,27 @@ class JobWorld:
             job.cancel_requested = True
             session.add(job)
             session.commit()
+
+
+def registered_by_a_ray_task(world: JobWorld, job_id: str) -> tuple[Any, Any, Path]:
+    """The job, after a Ray task ran it: succeeded on its first attempt, one candidate
+    model whose recorded adapter hashes are the files on disk. Returns (job, model,
+    artifact_dir)."""
+    from trainer.artifacts import hash_tree
+
+    job = world.job(job_id)
+    assert job.status == "succeeded", job.error
+    assert job.lease_owner.startswith("ray-") and job.attempts == 1
+    (model,) = world.models(job_id)
+    assert model.id == job.fine_tuned_model and model.status == "candidate"
+    artifact_dir = Path(model.artifact_dir)
+    weights = artifact_dir / "adapter" / "adapter_model.safetensors"
+    assert model.adapter_sha256 == sha256_file(weights)
+    assert model.adapter_files == [
+        {"relative_path": f.relative_path, "sha256": f.sha256, "bytes": f.bytes}
+        for f in hash_tree(artifact_dir)
+    ]
+    return job, model, artifact_dir
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.1, what: str = "condition"):

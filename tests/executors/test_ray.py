@@ -5,7 +5,6 @@ through the executor ends a running task's job as cancelled."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,7 @@ ray = pytest.importorskip("ray")
 
 from gateway.executors import make_executor  # noqa: E402
 from gateway.executors.ray import RayExecutor  # noqa: E402
-from tests.executors.conftest import wait_for  # noqa: E402
-from trainer.artifacts import hash_tree  # noqa: E402
-from trainer.hashing import sha256_file  # noqa: E402
+from tests.executors.conftest import registered_by_a_ray_task, wait_for  # noqa: E402
 
 # Far longer than any test waits: these runs end only by being cancelled or handed back.
 LONG = {"hyperparameters": {"n_epochs": 2000, "batch_size": 1, "learning_rate_multiplier": 1}}
@@ -53,18 +50,7 @@ def test_submitted_job_runs_as_a_ray_task_and_registers(world, executor):
     wait_for(lambda: world.job(job_id).status in {"succeeded", "failed"}, timeout=180,
              interval=0.5, what="the job to finish")  # fmt: skip
 
-    job = world.job(job_id)
-    assert job.status == "succeeded", job.error
-    assert job.lease_owner.startswith("ray-") and job.attempts == 1
-    (model,) = world.models(job_id)
-    assert model.id == job.fine_tuned_model and model.status == "candidate"
-    artifact_dir = Path(model.artifact_dir)
-    weights = artifact_dir / "adapter" / "adapter_model.safetensors"
-    assert model.adapter_sha256 == sha256_file(weights)
-    assert model.adapter_files == [
-        {"relative_path": f.relative_path, "sha256": f.sha256, "bytes": f.bytes}
-        for f in hash_tree(artifact_dir)
-    ]
+    registered_by_a_ray_task(world, job_id)
     messages = [e.message for e in world.events(job_id)]
     assert messages[0] == "Fine-tuning job started"
     assert any(e.type == "metrics" for e in world.events(job_id))

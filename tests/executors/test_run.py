@@ -52,6 +52,10 @@ class TestSuccess:
         assert model.hyperparameters["lora"]["r"] == 16
         assert {"torch", "transformers", "peft"} <= model.library_versions.keys()
         assert model.compute["trained_tokens"] == job.trained_tokens
+        # Recorded the way it was estimated: 6 x parameters x tokens processed.
+        parameters = job.estimate["parameters"]
+        assert model.compute["flops"] == 6 * parameters * model.compute["processed_tokens"]
+        assert model.compute["device_hours"] > 0 and model.compute["flops_per_second"] > 0
         assert model.verdict is None  # evaluation disabled in this spec
 
         actions = [(action, actor) for action, actor, _ in world.audit(f"job:{job_id}")]

@@ -122,3 +122,17 @@ def grant(client, people):
         assert response.status_code == 201, response.text
 
     return add
+
+
+@pytest.fixture
+def ready(client, people, approved_source, registered_base, grant):
+    """An approved source with a training and a validation file, and bob allowed to train
+    on it (needs the tiny base model importable: see `registered_base`)."""
+    source = approved_source(min_examples=10)
+    training = upload(client, people["dora"], data_source=source["id"],
+                      content=good_file(20)).json()  # fmt: skip
+    validation = upload(client, people["dora"], data_source=source["id"],
+                        content=good_file(5, start=1000)).json()  # fmt: skip
+    assert training["status"] == validation["status"] == "processed"
+    grant("bob", f"ds:{source['id']}", "train")
+    return {"source": source, "training": training, "validation": validation}

@@ -12,20 +12,6 @@ def gateway_settings(gateway_settings, tiny_model_root):
     return gateway_settings.model_copy(update={"model_import_roots": [tiny_model_root]})
 
 
-@pytest.fixture
-def ready(client, people, approved_source, registered_base, grant):
-    """An approved source with a training and a validation file, and bob allowed to train
-    on it."""
-    source = approved_source(min_examples=10)
-    training = upload(client, people["dora"], data_source=source["id"],
-                      content=good_file(20)).json()  # fmt: skip
-    validation = upload(client, people["dora"], data_source=source["id"],
-                        content=good_file(5, start=1000)).json()  # fmt: skip
-    assert training["status"] == validation["status"] == "processed"
-    grant("bob", f"ds:{source['id']}", "train")
-    return {"source": source, "training": training, "validation": validation}
-
-
 def _submit(client, headers, ready, **overrides):
     body = {"model": TINY_BASE, "training_file": ready["training"]["id"],
             "validation_file": ready["validation"]["id"], "purpose": PURPOSE,

@@ -1,0 +1,357 @@
+"""Group commit for job submissions.
+
+A submission's gates run in its request's thread (gateway.jobs.service). What it writes,
+the job row, its first events and its audit event, goes to this one writer thread, which
+writes every submission that queued up meanwhile in one transaction:
+
+    BEGIN; one SELECT re-checking the batch's base models, sources, files and each
+    tenant's quota figures; one INSERT per table; COMMIT.
+
+Each submission still lands whole or not at all, and each is still decided inside the
+transaction that would insert it: a base model retired, a source revoked or a file erased
+since the request read them is refused, and the quotas count the batch's earlier
+submissions. On SQLite, whose one write lock a transaction per request would make every
+submission queue for, a batch pays for the lock, the statements and the commit once.
+
+A submission the writer refuses comes back to its request, which audits the refusal and
+answers it. If the batch's transaction fails, nothing of it was written and every request
+in it gets 503 ``database_error``. A request that stops waiting before its submission was
+taken withdraws it, so a 503 after ``write_timeout`` never hides a job that lands later.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine, and_, bindparam, func, insert, literal, select, text, union_all
+from sqlalchemy import inspect as sa_inspect
+from sqlmodel import Session
+
+from audit import chain
+from gateway import metrics
+from gateway.base_models.models import RegisteredBaseModel
+from gateway.data_sources.models import DataSource
+from gateway.errors import (
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from gateway.files.models import TrainingFile
+from gateway.jobs.models import ACTIVE_STATUSES, FineTuningJob, JobEvent
+
+log = structlog.get_logger()
+
+MAX_BATCH = 64
+WRITE_TIMEOUT_SECONDS = 30.0
+_PENDING, _TAKEN, _WITHDRAWN, _FAILED = "pending", "taken", "withdrawn", "failed"
+_JOB_ATTRIBUTES = tuple(attribute.key for attribute in sa_inspect(FineTuningJob).column_attrs)
+
+
+@dataclass
+class Submission:
+    """One governed job, its gates passed, waiting to be written."""
+
+    job: FineTuningJob
+    messages: list[str]
+    audit: dict[str, Any]  # chain.enqueue's keyword arguments
+    source_ids: list[str]
+    file_ids: list[str]
+    quota_concurrent_jobs: int
+    quota_device_hours_per_month: float
+    refusal: GatewayError | None = None
+    refused_gate: str | None = None
+    _gate_decisions: list[dict[str, Any]] = field(default_factory=list)
+    _state: str = _PENDING
+    _done: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._gate_decisions = list(self.job.decisions)
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._state != _PENDING:
+                return False
+            self._state = _TAKEN
+            return True
+
+    def _withdraw(self) -> bool:
+        with self._lock:
+            if self._state != _PENDING:
+                return False
+            self._state = _WITHDRAWN
+            return True
+
+    def _refuse(self, error: GatewayError, *, gate: str) -> None:
+        self.refusal, self.refused_gate = error, gate
+
+
+def month_start(now: float) -> int:
+    today = dt.datetime.fromtimestamp(now, dt.UTC)
+    return calendar.timegm((today.year, today.month, 1, 0, 0, 0))
+
+
+# Built once; one statement answers the whole batch. Each row: (kind, key, figure).
+_FIGURES = union_all(
+    select(literal("base_model_active"), RegisteredBaseModel.name, literal(0.0)).where(
+        RegisteredBaseModel.name.in_(bindparam("base_models", expanding=True)),
+        RegisteredBaseModel.status == "active",
+    ),
+    select(literal("source_approved"), DataSource.id, literal(0.0)).where(
+        DataSource.id.in_(bindparam("source_ids", expanding=True)),
+        DataSource.status == "approved",
+    ),
+    select(literal("file_erased"), TrainingFile.id, literal(0.0)).where(
+        TrainingFile.id.in_(bindparam("file_ids", expanding=True)),
+        TrainingFile.content_deleted_at.is_not(None),
+    ),
+    select(literal("active_jobs"), FineTuningJob.tenant, func.count() * 1.0).where(
+        FineTuningJob.tenant.in_(bindparam("tenants", expanding=True)),
+        FineTuningJob.status.in_(ACTIVE_STATUSES),
+    ).group_by(FineTuningJob.tenant),
+    select(
+        literal("device_seconds"), FineTuningJob.tenant,
+        func.coalesce(func.sum(FineTuningJob.estimated_device_seconds), 0.0),
+    ).where(
+        and_(FineTuningJob.tenant.in_(bindparam("tenants", expanding=True)),
+             FineTuningJob.created_ns >= bindparam("month_start_ns")),
+    ).group_by(FineTuningJob.tenant),
+)  # fmt: skip
+
+
+class SubmissionWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        on_committed: Callable[[list[Submission]], None],
+        max_batch: int = MAX_BATCH,
+        write_timeout: float = WRITE_TIMEOUT_SECONDS,
+    ) -> None:
+        self.engine = engine
+        self.on_committed = on_committed
+        self.max_batch = max_batch
+        self.write_timeout = write_timeout
+        self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stopped = False
+
+    # --- the requests' side
+
+    def write(self, submission: Submission) -> None:
+        """Blocks until the submission is written or refused (``submission.refusal``);
+        raises ServiceUnavailable when it could not be written."""
+        self._ensure_started()
+        self._queue.put(submission)
+        if not submission._done.wait(self.write_timeout):
+            if submission._withdraw():
+                raise ServiceUnavailable("the job could not be recorded in time; retry",
+                                         code="database_busy")  # fmt: skip
+            submission._done.wait()  # taken: its transaction is ending, wait for the outcome
+        if submission._state == _FAILED:
+            raise ServiceUnavailable("the job could not be recorded; retry",
+                                     code="database_error")  # fmt: skip
+
+    def _ensure_started(self) -> None:
+        if self._stopped:  # nobody would take it
+            raise ServiceUnavailable("the gateway is stopping", code="shutting_down")
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._stopped:
+                raise ServiceUnavailable("the gateway is stopping", code="shutting_down")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="job-writer",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Writes what is queued, then ends the thread."""
+        with self._start_lock:
+            self._stopped = True
+            thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    # --- the writer's side
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch: list[Submission] = []
+            stopping = first is None
+            if first is not None and first._take():
+                batch.append(first)
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                elif more._take():
+                    batch.append(more)
+            if batch:
+                try:
+                    self._write(batch)
+                except Exception:  # the thread must outlive any batch
+                    log.exception("jobs.writer_failed", submissions=len(batch))
+                    _fail(batch)
+            if stopping:
+                return
+
+    def _write(self, batch: list[Submission]) -> None:
+        """One transaction for the batch. If it fails and holds more than one submission,
+        each is tried again alone, so one that cannot be written (say, an audit event the
+        trail refuses) fails only its own request."""
+        started = time.perf_counter()
+        try:
+            with Session(self.engine) as session:
+                accepted = _decide(session, batch)
+                if accepted:
+                    session.execute(
+                        insert(FineTuningJob), [_column_values(item.job) for item in accepted]
+                    )
+                    session.execute(insert(JobEvent), [
+                        {"job_id": item.job.id, "created_at": item.job.created_at,
+                         "level": "info", "type": "message", "message": message,
+                         "data": None}
+                        for item in accepted for message in item.messages
+                    ])  # fmt: skip
+                    for item in accepted:
+                        chain.enqueue(session, **item.audit)
+                session.commit()
+        except Exception:
+            if len(batch) > 1:
+                log.warning("jobs.batch_failed", submissions=len(batch), retry="one_by_one")
+                for item in batch:
+                    self._write([item])
+                return
+            log.exception("jobs.submission_not_written", job_id=batch[0].job.id)
+            _fail(batch)
+            return
+        metrics.AUDIT_EVENTS.inc(len(accepted))
+        for item in batch:
+            item._done.set()
+        if accepted:
+            try:
+                self.on_committed(accepted)
+            except Exception:  # the jobs are written; a follow-up must not undo the answers
+                log.exception("jobs.after_commit_failed", jobs=len(accepted))
+        log.debug("jobs.batch_written", submissions=len(batch), accepted=len(accepted),
+                  ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
+
+
+def _fail(batch: list[Submission]) -> None:
+    for item in batch:
+        if not item._done.is_set():
+            item._state = _FAILED
+            item._done.set()
+
+
+def _column_values(job: FineTuningJob) -> dict[str, Any]:
+    return {key: getattr(job, key) for key in _JOB_ATTRIBUTES}
+
+
+def _lock_tenants(session: Session, tenants: list[str]) -> None:
+    """On PostgreSQL, serialises each tenant's quota decisions across gateways (SQLite
+    already runs one write transaction at a time). Sorted, so batches never deadlock."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for tenant in sorted(tenants):
+        key = int.from_bytes(hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big",
+                             signed=True)  # fmt: skip
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _decide(session: Session, batch: list[Submission]) -> list[Submission]:
+    """Re-checks and quotas for the whole batch, in order; returns those accepted."""
+    tenants = sorted({item.job.tenant for item in batch})
+    _lock_tenants(session, tenants)
+    rows = session.execute(_FIGURES, {
+        "base_models": sorted({item.job.base_model for item in batch}),
+        "source_ids": sorted({sid for item in batch for sid in item.source_ids}),
+        "file_ids": sorted({fid for item in batch for fid in item.file_ids}),
+        "tenants": tenants,
+        "month_start_ns": month_start(time.time()) * 1_000_000_000,
+    }).all()  # fmt: skip
+    found: dict[str, dict[str, float]] = {}
+    for kind, key, figure in rows:
+        found.setdefault(kind, {})[key] = float(figure or 0.0)
+    active_bases = found.get("base_model_active", {})
+    approved = found.get("source_approved", {})
+    erased = found.get("file_erased", {})
+    active_jobs = found.get("active_jobs", {})
+    device_seconds = {
+        tenant: found.get("device_seconds", {}).get(tenant, 0.0) for tenant in tenants
+    }
+
+    accepted = []
+    for item in batch:
+        job = item.job
+        item.refusal = item.refused_gate = None  # decided afresh when a batch is retried
+        if job.base_model not in active_bases:
+            item._refuse(InvalidRequest(
+                f"base model {job.base_model} was retired", code="base_model_retired",
+                param="model", details={"base_model": job.base_model, "status": "retired"},
+            ), gate="model")  # fmt: skip
+            continue
+        revoked = [sid for sid in item.source_ids if sid not in approved]
+        if revoked:
+            item._refuse(Forbidden(
+                f"data source {revoked[0]} is no longer approved",
+                code="data_source_not_approved", details={"data_source": revoked[0]},
+            ), gate="data_source_approved")  # fmt: skip
+            continue
+        gone = [fid for fid in item.file_ids if fid in erased]
+        if gone:
+            item._refuse(InvalidRequest(f"file {gone[0]} was erased", code="file_not_usable",
+                                        details={"file_id": gone[0]}), gate="file")  # fmt: skip
+            continue
+        active = int(active_jobs.get(job.tenant, 0))
+        if active >= item.quota_concurrent_jobs:
+            item._refuse(TooManyRequests(
+                f"{active} jobs are active; the tenant's limit is "
+                f"{item.quota_concurrent_jobs}",
+                details={"quota": "concurrent_jobs", "limit": item.quota_concurrent_jobs,
+                         "current": active},
+            ), gate="quota")  # fmt: skip
+            continue
+        used = device_seconds[job.tenant] / 3600
+        requested = round(job.estimated_device_seconds / 3600, 6)
+        limit = item.quota_device_hours_per_month
+        if used + requested > limit:
+            item._refuse(TooManyRequests(
+                f"this job needs about {requested:.3f} device-hours; {used:.3f} of the "
+                f"tenant's {limit:g} this month are used",
+                details={"quota": "device_hours_per_month", "limit": limit,
+                         "used": round(used, 6), "requested": requested},
+            ), gate="quota")  # fmt: skip
+            continue
+        job.decisions = [
+            *item._gate_decisions,
+            {
+                "kind": "gate",
+                "gate": "quota",
+                "passed": True,
+                "active_jobs": active,
+                "device_hours_used": round(used, 6),
+            },
+        ]
+        active_jobs[job.tenant] = active + 1
+        device_seconds[job.tenant] += job.estimated_device_seconds
+        accepted.append(item)
+    return accepted
