@@ -30,6 +30,7 @@ async def readyz(request: Request) -> JSONResponse:
         "database": False,
         "policy": state.policy.loaded,
         "audit_sequencer": state.sequencer_healthy,
+        "job_writer": state.job_writer is not None and state.job_writer.healthy,
     }
     try:
         await run_in_threadpool(_ping, read_only(state.engine))

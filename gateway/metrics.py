@@ -33,6 +33,12 @@ AUTHZ_DECISIONS = Counter(
 AUDIT_EVENTS = Counter(
     "tunegate_audit_events_total", "Audit events appended (committed or not)", registry=REGISTRY
 )
+JOB_WRITE_BATCH = Histogram(
+    "tunegate_job_write_batch_submissions",
+    "Job submissions written per transaction by the group writer",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
 POLICY_RELOADS = Counter(
     "tunegate_policy_refreshes_total", "Policy changes applied from the database", ["kind"],
     registry=REGISTRY,

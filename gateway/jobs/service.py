@@ -1,9 +1,10 @@
 """Governed fine-tuning job submission and the job's OpenAI-shaped views. Never commits.
 
 A submission passes, in order, every gate below; the job row, its first events and its
-audit event land in the request's one transaction, or nothing does. A refusal is answered
-with a machine-readable reason and audited in a transaction of its own (the request's is
-rolled back with the refusal):
+audit event land in one transaction, or nothing does: the group writer's
+(gateway.jobs.writer), which also makes the last re-checks and the quota decision. A
+refusal is answered with a machine-readable reason and audited in a transaction of its
+own:
 
 1. policy: ``use`` on a parent fine-tuned model (when continuing one), ``train`` on the base
    model, ``train`` on every file's data source (class rules, e.g. no restricted data for

@@ -177,6 +177,12 @@ class SubmissionWriter:
                                                 daemon=True)  # fmt: skip
                 self._thread.start()
 
+    @property
+    def healthy(self) -> bool:
+        """Not stopped, and its thread (started on the first submission) still running."""
+        thread = self._thread
+        return not self._stopped and (thread is None or thread.is_alive())
+
     def stop(self, timeout: float = 30.0) -> None:
         """Writes what is queued, then ends the thread."""
         with self._start_lock:
@@ -244,6 +250,7 @@ class SubmissionWriter:
             _fail(batch)
             return
         metrics.AUDIT_EVENTS.inc(len(accepted))
+        metrics.JOB_WRITE_BATCH.observe(len(batch))
         for item in batch:
             item._done.set()
         if accepted:

@@ -161,6 +161,18 @@ class TestGroupedWrites:
         written = _job_ids(client)
         assert taken.job.id in written and abandoned.job.id not in written
 
+    def test_a_stopped_writer_answers_at_once(self, client, people, ready):
+        """Not a request left waiting for a writer nobody runs any more."""
+        writer = SubmissionWriter(client.app.state.gateway.engine,
+                                  on_committed=lambda _: None)  # fmt: skip
+        writer.write(_submission(client, people, ready))
+        writer.stop()
+        late = _submission(client, people, ready)
+        with pytest.raises(ServiceUnavailable) as refused:
+            writer.write(late)
+        assert refused.value.code == "shutting_down"
+        assert late.job.id not in _job_ids(client)
+
 
 def _submission(client, people, ready) -> Submission:
     """A real submission's job and audit event (as the service would build them), ready to

@@ -111,6 +111,13 @@ class TestSequencerHealth:
         assert response.status_code == 503
         assert response.json()["checks"]["audit_sequencer"] is False
 
+    def test_not_ready_when_the_job_writer_is_gone(self, gateway_settings):
+        with TestClient(create_app(gateway_settings)) as client:
+            client.app.state.gateway.job_writer.stop()
+            response = client.get("/readyz")
+            assert response.status_code == 503
+            assert response.json()["checks"]["job_writer"] is False
+
 
 class TestRequestSize:
     def test_an_oversized_body_is_refused_by_its_declared_length(self, client, token):
