@@ -98,7 +98,11 @@ class GatewayState:
         ).start()  # fmt: skip
         state.executor = make_executor(settings, engine)
         state.executor.start()
-        state.job_writer = SubmissionWriter(engine, on_committed=state._jobs_written)
+        state.job_writer = SubmissionWriter(
+            engine, on_committed=state._jobs_written,
+            quota_concurrent_jobs=settings.quota_concurrent_jobs,
+            quota_device_hours_per_month=settings.quota_device_hours_per_month,
+        )  # fmt: skip
         return state
 
     def _jobs_written(self, submissions: list[Submission]) -> None:

@@ -252,12 +252,10 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
         audit=audit,
         source_ids=list(sources),
         file_ids=[file.id for file in files],
-        quota_concurrent_jobs=state.settings.quota_concurrent_jobs,
-        quota_device_hours_per_month=state.settings.quota_device_hours_per_month,
     )  # fmt: skip
     state.job_writer.write(submission)
     if submission.refusal is not None:
-        gates.refuse(submission.refusal, gate=submission.refused_gate or "quota")
+        gates.refuse(submission.refusal, gate=submission.refused_gate)
     log.info("job.submitted", job_id=job.id, base_model=base.name,
              training_sha256=training.sha256,
              estimated_device_hours=estimate["device_hours"])  # fmt: skip

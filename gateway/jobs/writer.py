@@ -74,8 +74,6 @@ class Submission:
     audit: dict[str, Any]  # chain.enqueue's keyword arguments
     source_ids: list[str]
     file_ids: list[str]
-    quota_concurrent_jobs: int
-    quota_device_hours_per_month: float
     refusal: GatewayError | None = None
     refused_gate: str | None = None
     _gate_decisions: list[dict[str, Any]] = field(default_factory=list)
@@ -143,11 +141,15 @@ class SubmissionWriter:
         engine: Engine,
         *,
         on_committed: Callable[[list[Submission]], None],
+        quota_concurrent_jobs: int,
+        quota_device_hours_per_month: float,
         max_batch: int = MAX_BATCH,
         write_timeout: float = WRITE_TIMEOUT_SECONDS,
     ) -> None:
         self.engine = engine
         self.on_committed = on_committed
+        self.quota_concurrent_jobs = quota_concurrent_jobs
+        self.quota_device_hours_per_month = quota_device_hours_per_month
         self.max_batch = max_batch
         self.write_timeout = write_timeout
         self._queue: queue.SimpleQueue[Submission | None] = queue.SimpleQueue()
@@ -233,7 +235,8 @@ class SubmissionWriter:
         started = time.perf_counter()
         try:
             with Session(self.engine) as session:
-                accepted = _decide(session, batch)
+                accepted = _decide(session, batch, concurrent_jobs=self.quota_concurrent_jobs,
+                                   device_hours_per_month=self.quota_device_hours_per_month)
                 if accepted:
                     session.execute(
                         _INSERT_JOBS, [_column_values(item.job) for item in accepted]
@@ -291,7 +294,10 @@ def _lock_tenants(session: Session, tenants: list[str]) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _decide(session: Session, batch: list[Submission]) -> list[Submission]:
+def _decide(
+    session: Session, batch: list[Submission], *, concurrent_jobs: int,
+    device_hours_per_month: float,
+) -> list[Submission]:  # fmt: skip
     """Re-checks and quotas for the whole batch, in order; returns those accepted."""
     tenants = sorted({item.job.tenant for item in batch})
     _lock_tenants(session, tenants)
@@ -336,17 +342,17 @@ def _decide(session: Session, batch: list[Submission]) -> list[Submission]:
                                         details={"file_id": gone[0]}), gate="file")  # fmt: skip
             continue
         active = int(active_jobs.get(job.tenant, 0))
-        if active >= item.quota_concurrent_jobs:
+        if active >= concurrent_jobs:
             item._refuse(TooManyRequests(
                 f"{active} jobs are active; the tenant's limit is "
-                f"{item.quota_concurrent_jobs}",
-                details={"quota": "concurrent_jobs", "limit": item.quota_concurrent_jobs,
+                f"{concurrent_jobs}",
+                details={"quota": "concurrent_jobs", "limit": concurrent_jobs,
                          "current": active},
             ), gate="quota")  # fmt: skip
             continue
         used = device_seconds[job.tenant] / 3600
         requested = round(job.estimated_device_seconds / 3600, 6)
-        limit = item.quota_device_hours_per_month
+        limit = device_hours_per_month
         if used + requested > limit:
             item._refuse(TooManyRequests(
                 f"this job needs about {requested:.3f} device-hours; {used:.3f} of the "

@@ -21,6 +21,7 @@ from gateway.jobs.writer import Submission, SubmissionWriter
 from tests.gateway.conftest import TINY_BASE
 
 PURPOSE = "support-assistant"
+UNLIMITED = {"quota_concurrent_jobs": 10**6, "quota_device_hours_per_month": 1e9}
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ class TestGroupedWrites:
         """A batch whose transaction fails is retried one by one: only the submission
         that cannot be written fails (here: an audit event the trail refuses, a float)."""
         engine = client.app.state.gateway.engine
-        writer = SubmissionWriter(engine, on_committed=lambda _: None)
+        writer = SubmissionWriter(engine, on_committed=lambda _: None, **UNLIMITED)
         first, bad, last = (_submission(client, people, ready) for _ in range(3))
         bad.audit["details"] = {"fraction": 0.5}
         outcomes: dict[str, object] = {}
@@ -145,7 +146,8 @@ class TestGroupedWrites:
         self, client, people, ready
     ):
         engine = client.app.state.gateway.engine
-        writer = SubmissionWriter(engine, on_committed=lambda _: None, write_timeout=0.3)
+        writer = SubmissionWriter(engine, on_committed=lambda _: None, write_timeout=0.3,
+                                  **UNLIMITED)  # fmt: skip
         taken, abandoned = _submission(client, people, ready), _submission(client, people, ready)
         try:
             with _writes_held(engine, tenant="default"):
@@ -164,7 +166,7 @@ class TestGroupedWrites:
     def test_a_stopped_writer_answers_at_once(self, client, people, ready):
         """Not a request left waiting for a writer nobody runs any more."""
         writer = SubmissionWriter(client.app.state.gateway.engine,
-                                  on_committed=lambda _: None)  # fmt: skip
+                                  on_committed=lambda _: None, **UNLIMITED)  # fmt: skip
         writer.write(_submission(client, people, ready))
         writer.stop()
         late = _submission(client, people, ready)
@@ -194,7 +196,6 @@ def _submission(client, people, ready) -> Submission:
         audit={"actor": "bob", "tenant": "default", "action": "job.created",
                "resource": f"job:{job.id}", "decision": "allow", "details": {}},
         source_ids=[ready["source"]["id"]], file_ids=[ready["training"]["id"]],
-        quota_concurrent_jobs=10**6, quota_device_hours_per_month=1e9,
     )  # fmt: skip
 
 

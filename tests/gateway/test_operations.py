@@ -103,20 +103,15 @@ class TestStartUp:
         Settings(env="prod", jwt_secret="x" * 32, audit_signing_key=tmp_path / "k.pem")
 
 
-class TestSequencerHealth:
-    def test_not_ready_when_the_audit_sequencer_is_gone(self, gateway_settings):
+class TestBackgroundThreadsHealth:
+    @pytest.mark.parametrize(("part", "check"), [("sequencer", "audit_sequencer"),
+                                                 ("job_writer", "job_writer")])  # fmt: skip
+    def test_not_ready_when_a_background_thread_is_gone(self, gateway_settings, part, check):
         with TestClient(create_app(gateway_settings)) as client:
-            client.app.state.gateway.sequencer.stop()
+            getattr(client.app.state.gateway, part).stop()
             response = client.get("/readyz")
         assert response.status_code == 503
-        assert response.json()["checks"]["audit_sequencer"] is False
-
-    def test_not_ready_when_the_job_writer_is_gone(self, gateway_settings):
-        with TestClient(create_app(gateway_settings)) as client:
-            client.app.state.gateway.job_writer.stop()
-            response = client.get("/readyz")
-            assert response.status_code == 503
-            assert response.json()["checks"]["job_writer"] is False
+        assert response.json()["checks"][check] is False
 
 
 class TestRequestSize:
