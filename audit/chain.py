@@ -150,9 +150,14 @@ def event_record(
     now."""
     ts = now_ts() if ts is None else ts
     check_event(
-        ts=ts, actor=actor, tenant=tenant, action=action, resource=resource,
-        decision=decision, policy_version=policy_version,
-    )  # fmt: skip
+        ts=ts,
+        actor=actor,
+        tenant=tenant,
+        action=action,
+        resource=resource,
+        decision=decision,
+        policy_version=policy_version,
+    )
     return EventRecord(
         ts, actor, tenant, action, resource, decision, policy_version, encode_details(details)
     )
@@ -165,9 +170,14 @@ def queued_record(row: Sequence) -> EventRecord:
     queue_id, ts, actor, tenant, action, resource, decision, policy_version, details = row
     try:
         check_event(
-            ts=ts, actor=actor, tenant=tenant, action=action, resource=resource,
-            decision=decision, policy_version=policy_version,
-        )  # fmt: skip
+            ts=ts,
+            actor=actor,
+            tenant=tenant,
+            action=action,
+            resource=resource,
+            decision=decision,
+            policy_version=policy_version,
+        )
         if not isinstance(details, str) or encode_details(json.loads(details)) != details:
             raise InvalidEventError("details are not the canonical JSON of an object")
     except (InvalidEventError, ValueError) as exc:
@@ -216,16 +226,33 @@ def chain_events(
     for size, record in enumerate(records, start):
         seq = size + 1
         body = event_body(
-            seq=seq, ts=record.ts, actor=record.actor, tenant=record.tenant,
-            action=record.action, resource=record.resource, decision=record.decision,
-            policy_version=record.policy_version, details_json=record.details_json,
-        )  # fmt: skip
+            seq=seq,
+            ts=record.ts,
+            actor=record.actor,
+            tenant=record.tenant,
+            action=record.action,
+            resource=record.resource,
+            decision=record.decision,
+            policy_version=record.policy_version,
+            details_json=record.details_json,
+        )
         digest = chain_hash(prev_hash, body)
         frontier_append(frontier, size, leaf_hash(body), keep)
         events.append(
-            (seq, record.ts, record.actor, record.tenant, record.action, record.resource,
-             record.decision, record.policy_version, body, prev_hash, digest)
-        )  # fmt: skip
+            (
+                seq,
+                record.ts,
+                record.actor,
+                record.tenant,
+                record.action,
+                record.resource,
+                record.decision,
+                record.policy_version,
+                body,
+                prev_hash,
+                digest,
+            )
+        )
         checkpoint = None
         if sign_every and seq % sign_every == 0:
             checkpoint = signer.sign(seq, frontier_root(frontier), record.ts)
@@ -279,9 +306,15 @@ def append(
     to now; tests pass one for fixed vectors. With ``signer`` and ``checkpoint_every``,
     the append that brings the size to a multiple of it also signs a checkpoint."""
     record = event_record(
-        actor=actor, tenant=tenant, action=action, resource=resource, decision=decision,
-        policy_version=policy_version, details=details, ts=ts,
-    )  # fmt: skip
+        actor=actor,
+        tenant=tenant,
+        action=action,
+        resource=resource,
+        decision=decision,
+        policy_version=policy_version,
+        details=details,
+        ts=ts,
+    )
     _check_checkpoint_every(checkpoint_every)
     dialect, cursor = driver_cursor(session)
     try:
@@ -311,16 +344,30 @@ def enqueue(
     InvalidEventError here, in the caller's transaction), takes no lock, never commits.
     ``ts`` (default now) is the event's time, kept as given when it is chained."""
     record = event_record(
-        actor=actor, tenant=tenant, action=action, resource=resource, decision=decision,
-        policy_version=policy_version, details=details, ts=ts,
-    )  # fmt: skip
+        actor=actor,
+        tenant=tenant,
+        action=action,
+        resource=resource,
+        decision=decision,
+        policy_version=policy_version,
+        details=details,
+        ts=ts,
+    )
     dialect, cursor = driver_cursor(session)
     try:
         cursor.execute(
             sql(dialect, "enqueue"),
-            (record.ts, record.actor, record.tenant, record.action, record.resource,
-             record.decision, record.policy_version, record.details_json),
-        )  # fmt: skip
+            (
+                record.ts,
+                record.actor,
+                record.tenant,
+                record.action,
+                record.resource,
+                record.decision,
+                record.policy_version,
+                record.details_json,
+            ),
+        )
         return int(cursor.fetchone()[0])
     finally:
         cursor.close()
@@ -405,9 +452,12 @@ def flush(
     its own transactions: on SQLite, call it before the caller's session has begun one,
     or it waits on the caller's own write lock."""
     return sequence(
-        engine, signer=signer, checkpoint_every=checkpoint_every, max_batch=max_batch,
+        engine,
+        signer=signer,
+        checkpoint_every=checkpoint_every,
+        max_batch=max_batch,
         max_batches=None,
-    )  # fmt: skip
+    )
 
 
 def pending(session: Session) -> int:
@@ -447,6 +497,11 @@ def sign_checkpoint(session: Session, signer: Signer) -> Checkpoint:
 def _insert_checkpoint(cursor, dialect: str, checkpoint: Checkpoint) -> None:
     cursor.execute(
         sql(dialect, "insert_checkpoint"),
-        (checkpoint.tree_size, checkpoint.root_hash, checkpoint.ts, checkpoint.key_id,
-         checkpoint.signature),
-    )  # fmt: skip
+        (
+            checkpoint.tree_size,
+            checkpoint.root_hash,
+            checkpoint.ts,
+            checkpoint.key_id,
+            checkpoint.signature,
+        ),
+    )

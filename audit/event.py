@@ -25,9 +25,17 @@ BODY_VERSION = 1
 BODY_HEAD = '{"action":%s,"actor":%s,"decision":%s,"details":'
 BODY_TAIL = ',"policy_version":%s,"resource":%s,"seq":%d,"tenant":%s,"ts":%s,"v":1}'
 EVENT_KEYS = (
-    "action", "actor", "decision", "details", "policy_version", "resource", "seq", "tenant",
-    "ts", "v",
-)  # fmt: skip
+    "action",
+    "actor",
+    "decision",
+    "details",
+    "policy_version",
+    "resource",
+    "seq",
+    "tenant",
+    "ts",
+    "v",
+)
 
 # Column limits (characters), as audit.models declares them.
 FIELD_LIMITS = {
@@ -41,11 +49,27 @@ FIELD_LIMITS = {
 MAX_DETAILS_BYTES = 4096
 FORBIDDEN_DETAIL_KEYS = frozenset(
     {
-        "password", "passwd", "secret", "client_secret", "token", "access_token",
-        "refresh_token", "id_token", "authorization", "cookie", "api_key", "apikey",
-        "private_key", "email", "phone", "content", "file_content", "contents", "data_bytes",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "authorization",
+        "cookie",
+        "api_key",
+        "apikey",
+        "private_key",
+        "email",
+        "phone",
+        "content",
+        "file_content",
+        "contents",
+        "data_bytes",
     }
-)  # fmt: skip
+)
 
 
 class InvalidEventError(ValueError):

@@ -56,9 +56,18 @@ from audit.merkle import (
 DEFAULT_CHUNK = 1 << 16
 FETCH_BATCH = 8192
 EVENT_COLUMNS = (
-    "seq", "ts", "actor", "tenant", "action", "resource", "decision", "policy_version",
-    "body", "prev_hash", "hash",
-)  # fmt: skip
+    "seq",
+    "ts",
+    "actor",
+    "tenant",
+    "action",
+    "resource",
+    "decision",
+    "policy_version",
+    "body",
+    "prev_hash",
+    "hash",
+)
 SELECT_ROWS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM audit_events"  # noqa: S608 (constants)
 
 
@@ -464,11 +473,10 @@ def _read_snapshot(dbapi, dialect: str) -> _Snapshot:
             head_seq, head_hash, frontier = cursor.fetchone()[0] or 0, None, None
         else:
             head_seq, head_hash, frontier = int(head[0]), bytes(head[1]), bytes(head[2])
-        cursor.execute(
-            "SELECT seq, body FROM audit_events WHERE seq < 1 OR seq > ? ORDER BY seq LIMIT 100"
-            .replace("?", "%s" if dialect == "postgresql" else "?"),
-            (head_seq,),
-        )  # fmt: skip
+        strays_query = "SELECT seq, body FROM audit_events WHERE seq < 1 OR seq > ? ORDER BY seq"
+        if dialect == "postgresql":
+            strays_query = strays_query.replace("?", "%s")
+        cursor.execute(strays_query + " LIMIT 100", (head_seq,))
         strays = [tuple(row) for row in cursor.fetchall()]
         cursor.execute(
             "SELECT tree_size, root_hash, ts, key_id, signature FROM audit_checkpoints "

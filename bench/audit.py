@@ -49,22 +49,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import structlog  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from sqlalchemy import MetaData, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-from sqlmodel import Session  # noqa: E402
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
 
-from audit.chain import append, driver_cursor, enqueue, sql  # noqa: E402
-from audit.checkpoints import Signer  # noqa: E402
-from audit.event import encode_details, event_body  # noqa: E402
-from audit.hashing import CHAIN_PREFIX, GENESIS_HASH, chain_hash, leaf_hash  # noqa: E402
-from audit.merkle import frontier_root, levels, pack_frontier, prefix_frontier  # noqa: E402
-from audit.models import AuditEvent  # noqa: E402
-from audit.sequencer import AuditSequencer  # noqa: E402
-from audit.verify import EVENT_COLUMNS, verify_chain, verify_rows  # noqa: E402
-from gateway import migrations  # noqa: E402
-from gateway.db import make_engine  # noqa: E402
+from audit.chain import append, driver_cursor, enqueue, sql
+from audit.checkpoints import Signer
+from audit.event import encode_details, event_body
+from audit.hashing import CHAIN_PREFIX, GENESIS_HASH, chain_hash, leaf_hash
+from audit.merkle import frontier_root, levels, pack_frontier, prefix_frontier
+from audit.models import AuditEvent
+from audit.sequencer import AuditSequencer
+from audit.verify import EVENT_COLUMNS, verify_chain, verify_rows
+from gateway import migrations
+from gateway.db import make_engine
 
 LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CHECKPOINT_EVERY = 1000
@@ -159,14 +159,28 @@ def plain_inserter(engine, table):
     def work(w: int, i: int) -> None:
         n = w * STRIDE + i
         fields = event_fields(n)
-        body = event_body(seq=n + 1, ts=ts, details_json=encode_details(fields.pop("details")),
-                          **fields)  # fmt: skip
+        body = event_body(
+            seq=n + 1, ts=ts, details_json=encode_details(fields.pop("details")), **fields
+        )
         digest = hashlib.sha256(body).digest()  # rows need a distinct hash; nothing chained
         with Session(engine) as session:
             _, cursor = driver_cursor(session)
-            cursor.execute(statement, (n + 1, ts, fields["actor"], fields["tenant"],
-                           fields["action"], fields["resource"], fields["decision"],
-                           fields["policy_version"], body, GENESIS_HASH, digest))  # fmt: skip
+            cursor.execute(
+                statement,
+                (
+                    n + 1,
+                    ts,
+                    fields["actor"],
+                    fields["tenant"],
+                    fields["action"],
+                    fields["resource"],
+                    fields["decision"],
+                    fields["policy_version"],
+                    body,
+                    GENESIS_HASH,
+                    digest,
+                ),
+            )
             cursor.close()
             session.commit()
 
@@ -222,8 +236,12 @@ def bench_appends(
 
     def chained(w: int, i: int) -> None:
         with Session(engine) as session:
-            append(session, **event_fields(w * STRIDE + i), signer=signer,
-                   checkpoint_every=CHECKPOINT_EVERY)  # fmt: skip
+            append(
+                session,
+                **event_fields(w * STRIDE + i),
+                signer=signer,
+                checkpoint_every=CHECKPOINT_EVERY,
+            )
             session.commit()
 
     # warm both paths (connections, statement caches), then measure each in turn
@@ -330,9 +348,21 @@ def build_rows(count: int, signer: Signer):
         details = encode_details(fields.pop("details"))
         body = event_body(seq=i + 1, ts=ts, details_json=details, **fields)
         digest = chain_hash(prev, body)
-        rows.append((i + 1, ts, fields["actor"], fields["tenant"], fields["action"],
-                     fields["resource"], fields["decision"], fields["policy_version"], body,
-                     prev, digest))  # fmt: skip
+        rows.append(
+            (
+                i + 1,
+                ts,
+                fields["actor"],
+                fields["tenant"],
+                fields["action"],
+                fields["resource"],
+                fields["decision"],
+                fields["policy_version"],
+                body,
+                prev,
+                digest,
+            )
+        )
         prev = digest
     tree = levels([leaf_hash(row[8]) for row in rows])
     checkpoints = [
@@ -398,8 +428,10 @@ def raw_hashlib(rows) -> float:
 def bench_verify(databases: Databases, backends: list[str], count: int) -> None:
     signer = Signer(Ed25519PrivateKey.generate())
     (rows, head, checkpoints), build_s = timed(lambda: build_rows(count, signer))
-    print(f"verify  built {count:,} chained rows in {build_s:.1f}s "
-          f"(body {sum(len(r[8]) for r in rows[:1000]) // 1000} bytes on average)")  # fmt: skip
+    print(
+        f"verify  built {count:,} chained rows in {build_s:.1f}s "
+        f"(body {sum(len(r[8]) for r in rows[:1000]) // 1000} bytes on average)"
+    )
 
     raw_rate = count / raw_hashlib(rows)
     print(
@@ -409,8 +441,10 @@ def bench_verify(databases: Databases, backends: list[str], count: int) -> None:
     def line(what: str, seconds: float, result) -> None:
         assert result.ok, result
         rate = count / seconds
-        print(f"verify  {what:58s} {rate:11,.0f} ev/s  ratio to raw {rate / raw_rate:.2f}"
-              f"  {'meets' if rate >= 500_000 else 'below'} 500k goal")  # fmt: skip
+        print(
+            f"verify  {what:58s} {rate:11,.0f} ev/s  ratio to raw {rate / raw_rate:.2f}"
+            f"  {'meets' if rate >= 500_000 else 'below'} 500k goal"
+        )
 
     head_seq, head_hash, frontier = head
     for merkle in (False, True):
@@ -428,12 +462,20 @@ def bench_verify(databases: Databases, backends: list[str], count: int) -> None:
         engine.dispose()
         for workers in (1, 2):
             for merkle in (False, True):
-                result, seconds = timed(lambda w=workers, m=merkle, e=engine: verify_chain(
-                    e, workers=w, check_checkpoints=m,
-                    public_key_pem=signer.public_key_pem() if m else None))  # fmt: skip
+                result, seconds = timed(
+                    lambda w=workers, m=merkle, e=engine: verify_chain(
+                        e,
+                        workers=w,
+                        check_checkpoints=m,
+                        public_key_pem=signer.public_key_pem() if m else None,
+                    )
+                )
                 label = "+ merkle/checkpoints/signatures" if merkle else "chain + columns"
-                line(f"{backend} end to end, {workers} worker{'s' if workers > 1 else ''}, {label}",
-                     seconds, result)  # fmt: skip
+                line(
+                    f"{backend} end to end, {workers} worker{'s' if workers > 1 else ''}, {label}",
+                    seconds,
+                    result,
+                )
                 if merkle:
                     assert result.checkpoints_checked == len(checkpoints)
 
@@ -444,9 +486,11 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--append-seconds", type=float, default=10.0)
     parser.add_argument(
-        "--drain-limit", type=float, default=60.0,
+        "--drain-limit",
+        type=float,
+        default=60.0,
         help="seconds to wait for the sequencer to chain the backlog before giving up",
-    )  # fmt: skip
+    )
     parser.add_argument("--postgres", default=os.environ.get("TUNEGATE_TEST_POSTGRES_URL"))
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--skip-append", action="store_true", help="skip append and enqueue")

@@ -32,15 +32,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policies.enforcer import PolicyEngine, build_casbin_enforcer, casbin_decide  # noqa: E402
-from policies.store import read_seed  # noqa: E402
-from policies.vocabulary import Rule  # noqa: E402
+from policies.enforcer import PolicyEngine, build_casbin_enforcer, casbin_decide
+from policies.store import read_seed
+from policies.vocabulary import Rule
 
 DS_ACTIONS = ("read", "train", "upload")
-ROLE_MIX = (("ml-engineer", 0.70), ("data-owner", 0.15), ("compliance-officer", 0.10),
-            ("admin", 0.05))
-CLASS_MIX = (("class:public", 0.4), ("class:internal", 0.3), ("class:confidential", 0.25),
-             ("class:restricted", 0.05))
+ROLE_MIX = (
+    ("ml-engineer", 0.70),
+    ("data-owner", 0.15),
+    ("compliance-officer", 0.10),
+    ("admin", 0.05),
+)
+CLASS_MIX = (
+    ("class:public", 0.4),
+    ("class:internal", 0.3),
+    ("class:confidential", 0.25),
+    ("class:restricted", 0.05),
+)
 
 
 def _pick(rng: random.Random, mix) -> str:
@@ -54,13 +62,15 @@ def _pick(rng: random.Random, mix) -> str:
 
 class PolicySet:
     def __init__(self, *, users: int, datasources: int, rules: int, seed: int) -> None:
-        rng = random.Random(seed)  # noqa: S311
+        rng = random.Random(seed)
         # Ten tenants: a fifth of the users in "default", the rest spread over nine more.
         self.tenants = ["default"] + [f"t{i}" for i in range(1, 10)]
         self.users = [f"user:u{i:05d}" for i in range(users)]
         self.ds = [f"ds:d{i:04d}" for i in range(datasources)]
-        self.home = {u: ("default" if rng.random() < 0.2 else rng.choice(self.tenants[1:]))
-                     for u in self.users}
+        self.home = {
+            u: ("default" if rng.random() < 0.2 else rng.choice(self.tenants[1:]))
+            for u in self.users
+        }
         out: set[Rule] = set(read_seed())
         for tenant in self.tenants:  # a role hierarchy in every tenant
             out.add(Rule.g("role:lead", "role:ml-engineer", tenant))
@@ -95,7 +105,7 @@ class PolicySet:
         return f"{len(self.rules)} rules ({by['p']} p, {by['g']} g, {by['g2']} g2)"
 
     def requests(self, n: int, seed: int) -> list[tuple]:
-        rng = random.Random(seed)  # noqa: S311
+        rng = random.Random(seed)
         out = []
         for _ in range(n):
             u = rng.choice(self.users)
@@ -144,8 +154,9 @@ def _plain_worker(chunk: list[tuple]) -> list[tuple]:
     return out
 
 
-def run_plain(rules: list[Rule], requests: list[tuple], tenants: list[str],
-              workers: int) -> tuple[list[tuple], float]:
+def run_plain(
+    rules: list[Rule], requests: list[tuple], tenants: list[str], workers: int
+) -> tuple[list[tuple], float]:
     """Decide ``requests`` with a plain Enforcer in ``workers`` forked processes. Casbin
     builds a tenant's role graph on its first check there (seconds at 100k rules); that is
     done once, before forking, and timed apart from the checks."""
@@ -184,13 +195,18 @@ def compare(label: str, pset: PolicySet, n: int, workers: int, seed: int) -> tup
     errors = sum(1 for f in fast if f.error)
     speedup = statistics.median(plain_ms) * 1e3 / statistics.median(fast_us)
     print(f"{label}: {pset.counts()}; fast path built in {build_s:.2f} s")
-    print(f"  plain casbin.Enforcer: {n} requests, p50 {pct(plain_ms, .5):.1f} ms, "
-          f"p99 {pct(plain_ms, .99):.1f} ms ({workers} processes, {wall:.0f} s; "
-          f"load and first check per tenant before that: {setup_s:.0f} s)")
-    print(f"  fast path, same requests: p50 {pct(fast_us, .5):.1f} us, "
-          f"p99 {pct(fast_us, .99):.1f} us; speedup (p50) {speedup:,.0f}x")
-    print(f"  identical decisions and deciding rules: {same}/{n} "
-          f"(allowed {allowed}, errors {errors})")
+    print(
+        f"  plain casbin.Enforcer: {n} requests, p50 {pct(plain_ms, 0.5):.1f} ms, "
+        f"p99 {pct(plain_ms, 0.99):.1f} ms ({workers} processes, {wall:.0f} s; "
+        f"load and first check per tenant before that: {setup_s:.0f} s)"
+    )
+    print(
+        f"  fast path, same requests: p50 {pct(fast_us, 0.5):.1f} us, "
+        f"p99 {pct(fast_us, 0.99):.1f} us; speedup (p50) {speedup:,.0f}x"
+    )
+    print(
+        f"  identical decisions and deciding rules: {same}/{n} (allowed {allowed}, errors {errors})"
+    )
     return same == n and errors == 0, speedup
 
 
@@ -212,37 +228,58 @@ def main() -> int:
         args.small_rules, args.small_checks, args.large_checks = 2_000, 100, 30
 
     t_start = time.perf_counter()
-    large = PolicySet(users=args.users, datasources=args.datasources, rules=args.rules,
-                      seed=args.seed)
-    small = PolicySet(users=max(1, args.users * args.small_rules // args.rules),
-                      datasources=args.datasources, rules=args.small_rules, seed=args.seed)
-    print(f"authz bench: {args.users} users, {args.datasources} data sources, "
-          f"{len(large.tenants)} tenants, {large.counts()}")
+    large = PolicySet(
+        users=args.users, datasources=args.datasources, rules=args.rules, seed=args.seed
+    )
+    small = PolicySet(
+        users=max(1, args.users * args.small_rules // args.rules),
+        datasources=args.datasources,
+        rules=args.small_rules,
+        seed=args.seed,
+    )
+    print(
+        f"authz bench: {args.users} users, {args.datasources} data sources, "
+        f"{len(large.tenants)} tenants, {large.counts()}"
+    )
 
     engine = PolicyEngine(large.rules)
     requests = large.requests(args.requests, args.seed + 7)
     time_fast(engine, requests[:2000])  # warm up
     fast, fast_us = time_fast(engine, requests)
-    p50, p99 = pct(fast_us, .5), pct(fast_us, .99)
+    p50, p99 = pct(fast_us, 0.5), pct(fast_us, 0.99)
     allowed = sum(1 for d in fast if d.allowed)
     errors = sum(1 for d in fast if d.error)
     over = sum(1 for t in fast_us if t > 1000.0)
     # A rare max far above p99 is a full garbage-collector pass over this process's heap
     # (the harness holds every Decision), not the engine.
-    print(f"fast path @ {len(large.rules)} rules: {len(requests)} requests, p50 {p50:.1f} us, "
-          f"p99 {p99:.1f} us, max {max(fast_us):.0f} us, {over} over 1 ms "
-          f"(allowed {allowed}, errors {errors})")
+    print(
+        f"fast path @ {len(large.rules)} rules: {len(requests)} requests, p50 {p50:.1f} us, "
+        f"p99 {p99:.1f} us, max {max(fast_us):.0f} us, {over} over 1 ms "
+        f"(allowed {allowed}, errors {errors})"
+    )
 
-    ok_small, _ = compare(f"plain vs fast @ {args.small_rules} rules", small, args.small_checks,
-                          args.workers, args.seed + 11)
-    ok_large, speedup = compare(f"plain vs fast @ {args.rules} rules", large, args.large_checks,
-                                args.workers, args.seed + 13)
+    ok_small, _ = compare(
+        f"plain vs fast @ {args.small_rules} rules",
+        small,
+        args.small_checks,
+        args.workers,
+        args.seed + 11,
+    )
+    ok_large, speedup = compare(
+        f"plain vs fast @ {args.rules} rules",
+        large,
+        args.large_checks,
+        args.workers,
+        args.seed + 13,
+    )
     ok_p99 = p99 <= 1000.0
-    print(f"RESULT: fast p50 {p50:.1f} us, p99 {p99:.1f} us (goal <= 1000 us: "
-          f"{'met' if ok_p99 else 'MISSED'}); identical to plain casbin: "
-          f"{'yes' if ok_small and ok_large and errors == 0 else 'NO'}; "
-          f"speedup @ {args.rules} rules {speedup:,.0f}x; "
-          f"total {time.perf_counter() - t_start:.0f} s")
+    print(
+        f"RESULT: fast p50 {p50:.1f} us, p99 {p99:.1f} us (goal <= 1000 us: "
+        f"{'met' if ok_p99 else 'MISSED'}); identical to plain casbin: "
+        f"{'yes' if ok_small and ok_large and errors == 0 else 'NO'}; "
+        f"speedup @ {args.rules} rules {speedup:,.0f}x; "
+        f"total {time.perf_counter() - t_start:.0f} s"
+    )
     return 0 if ok_p99 and ok_small and ok_large and errors == 0 else 1
 
 

@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-from fastapi import Request  # noqa: E402  (module level: the bare route's annotation resolves here)
+import httpx
+from fastapi import Request
 
 CLIENTS = 50
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,9 +68,15 @@ def bare_app():
         def write() -> dict:
             now_ns = time.time_ns()
             with Session(engine, expire_on_commit=False) as session:
-                job = FineTuningJob(**{**template, "id": f"ftjob-{secrets.token_hex(8)}",
-                                       "created_at": now_ns // 10**9, "created_ns": now_ns,
-                                       "training_file": body["training_file"]})
+                job = FineTuningJob(
+                    **{
+                        **template,
+                        "id": f"ftjob-{secrets.token_hex(8)}",
+                        "created_at": now_ns // 10**9,
+                        "created_ns": now_ns,
+                        "training_file": body["training_file"],
+                    }
+                )
                 session.add(job)
                 session.commit()
                 return job.model_dump()
@@ -104,7 +110,8 @@ def start_server(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]
     port = _free_port()
     process = subprocess.Popen(  # noqa: S603 (our own script, fixed arguments)
         [sys.executable, __file__, "--serve", kind, "--port", str(port)],
-        env={**os.environ, **env}, cwd=ROOT,
+        env={**os.environ, **env},
+        cwd=ROOT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -137,10 +144,15 @@ def prepare(workdir: Path, database_url: str) -> dict:
     models = workdir / "import"
     build_tiny_model(models / "tiny", seed=0)
     settings = Settings(
-        database_url=database_url, artifact_dir=workdir / "artifacts", env="dev",
-        model_import_roots=[models], local_workers=0, ingest_workers=0,
-        quota_concurrent_jobs=10**9, quota_device_hours_per_month=1e12,
-    )  # fmt: skip
+        database_url=database_url,
+        artifact_dir=workdir / "artifacts",
+        env="dev",
+        model_import_roots=[models],
+        local_workers=0,
+        ingest_workers=0,
+        quota_concurrent_jobs=10**9,
+        quota_device_hours_per_month=1e12,
+    )
     prepare_database(settings)
 
     def headers(sub: str, *roles: str) -> dict:
@@ -148,30 +160,70 @@ def prepare(workdir: Path, database_url: str) -> dict:
         return {"Authorization": f"Bearer {token}"}
 
     with TestClient(create_app(settings)) as client:
-        ok = client.post("/v1/base_models", headers=headers("ada", "admin"), json={
-            "name": "tiny", "license": "apache-2.0", "source": {"directory": str(models / "tiny")}})
+        ok = client.post(
+            "/v1/base_models",
+            headers=headers("ada", "admin"),
+            json={
+                "name": "tiny",
+                "license": "apache-2.0",
+                "source": {"directory": str(models / "tiny")},
+            },
+        )
         assert ok.status_code == 201, ok.text
-        source = client.post("/v1/data_sources", headers=headers("dora", "data-owner"), json={
-            "name": "bench", "classification": "internal", "allowed_purposes": ["bench"],
-            "owner": "dora", "retention_days": 30, "pii_action": "block", "min_examples": 10,
-        }).json()  # fmt: skip
-        client.post(f"/v1/data_sources/{source['id']}/approve",
-                    headers=headers("carol", "compliance-officer"))
-        lines = [json.dumps({"messages": [
-            {"role": "user", "content": f"What is the status of order {i}?"},
-            {"role": "assistant", "content": f"Order {i} ships within {i % 9 + 1} days."}]})
-            for i in range(200)]  # fmt: skip
+        source = client.post(
+            "/v1/data_sources",
+            headers=headers("dora", "data-owner"),
+            json={
+                "name": "bench",
+                "classification": "internal",
+                "allowed_purposes": ["bench"],
+                "owner": "dora",
+                "retention_days": 30,
+                "pii_action": "block",
+                "min_examples": 10,
+            },
+        ).json()
+        client.post(
+            f"/v1/data_sources/{source['id']}/approve",
+            headers=headers("carol", "compliance-officer"),
+        )
+        lines = [
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"What is the status of order {i}?"},
+                        {
+                            "role": "assistant",
+                            "content": f"Order {i} ships within {i % 9 + 1} days.",
+                        },
+                    ]
+                }
+            )
+            for i in range(200)
+        ]
         file = client.post(
-            "/v1/files", headers=headers("dora", "data-owner"),
+            "/v1/files",
+            headers=headers("dora", "data-owner"),
             data={"purpose": "fine-tune", "data_source": source["id"]},
             files={"file": ("train.jsonl", ("\n".join(lines) + "\n").encode())},
-        ).json()  # fmt: skip
-        client.post("/v1/policies/rules", headers=headers("ada", "admin"), json={"rules": [
-            {"ptype": "p", "values": ["user:bob", "default", f"ds:{source['id']}", "train",
-                                      "allow"]}]})  # fmt: skip
-        template = client.post("/v1/fine_tuning/jobs", headers=headers("bob", "ml-engineer"),
-                               json={"model": "tiny", "training_file": file["id"],
-                                     "purpose": "bench"}).json()  # fmt: skip
+        ).json()
+        client.post(
+            "/v1/policies/rules",
+            headers=headers("ada", "admin"),
+            json={
+                "rules": [
+                    {
+                        "ptype": "p",
+                        "values": ["user:bob", "default", f"ds:{source['id']}", "train", "allow"],
+                    }
+                ]
+            },
+        )
+        template = client.post(
+            "/v1/fine_tuning/jobs",
+            headers=headers("bob", "ml-engineer"),
+            json={"model": "tiny", "training_file": file["id"], "purpose": "bench"},
+        ).json()
     from sqlmodel import Session
 
     from gateway.db import make_engine
@@ -192,9 +244,13 @@ def prepare(workdir: Path, database_url: str) -> dict:
             "BENCH_JOB_TEMPLATE": json.dumps(row),
         },
         "headers": headers("bob", "ml-engineer"),
-        "body": {"model": "tiny", "training_file": file["id"], "purpose": "bench",
-                 "hyperparameters": {"n_epochs": 1}},
-    }  # fmt: skip
+        "body": {
+            "model": "tiny",
+            "training_file": file["id"],
+            "purpose": "bench",
+            "hyperparameters": {"n_epochs": 1},
+        },
+    }
 
 
 # --- load --------------------------------------------------------------------------------------
@@ -244,8 +300,11 @@ def check_recorded(database_url: str, accepted: list[str]) -> tuple[int, int]:
     chain.flush(engine)
     with Session(engine) as session:
         rows = set(session.scalars(select(FineTuningJob.id)).all())
-        audited = set(session.scalars(
-            select(AuditEvent.resource).where(AuditEvent.action == "job.created")).all())
+        audited = set(
+            session.scalars(
+                select(AuditEvent.resource).where(AuditEvent.action == "job.created")
+            ).all()
+        )
     engine.dispose()
     missing_rows = sum(1 for job in accepted if job not in rows)
     missing_events = sum(1 for job in accepted if f"job:{job}" not in audited)
@@ -255,8 +314,9 @@ def check_recorded(database_url: str, accepted: list[str]) -> tuple[int, int]:
 def _database_url(kind: str, workdir: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{workdir / 'bench.db'}"
-    base = os.environ.get("TUNEGATE_TEST_POSTGRES_URL",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    base = os.environ.get(
+        "TUNEGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
     import psycopg
     from sqlalchemy.engine import make_url
 
@@ -277,17 +337,37 @@ def run(args: argparse.Namespace) -> None:
             setup = prepare(workdir, database_url)
             process, base = start_server(kind, setup["env"])
             try:
-                asyncio.run(load(base, headers=setup["headers"], body=setup["body"],
-                                 seconds=2, clients=args.clients))  # warm-up
+                asyncio.run(
+                    load(
+                        base,
+                        headers=setup["headers"],
+                        body=setup["body"],
+                        seconds=2,
+                        clients=args.clients,
+                    )
+                )  # warm-up
                 # Latency without queueing: with 50 clients in a closed loop, Little's law
                 # makes p50 about 50 / throughput whatever the server does per request.
                 # Measured first, before the load piles up thousands of queued jobs for
                 # the quota check to count (the bench lifts the quotas).
-                alone = asyncio.run(load(
-                    base, headers=setup["headers"], body=setup["body"],
-                    seconds=args.single_client_seconds, clients=1))  # fmt: skip
-                result = asyncio.run(load(base, headers=setup["headers"], body=setup["body"],
-                                          seconds=args.seconds, clients=args.clients))
+                alone = asyncio.run(
+                    load(
+                        base,
+                        headers=setup["headers"],
+                        body=setup["body"],
+                        seconds=args.single_client_seconds,
+                        clients=1,
+                    )
+                )
+                result = asyncio.run(
+                    load(
+                        base,
+                        headers=setup["headers"],
+                        body=setup["body"],
+                        seconds=args.seconds,
+                        clients=args.clients,
+                    )
+                )
                 result["alone"] = alone
             finally:
                 process.terminate()
@@ -299,19 +379,25 @@ def run(args: argparse.Namespace) -> None:
     if set(bare["statuses"]) != {200}:  # a failing baseline would flatter the ratio
         raise SystemExit(f"the bare baseline did not insert: statuses {bare['statuses']}")
     label = f"gateway[{args.database}, {args.clients} clients, {args.seconds:g}s]"
-    print(f"{label} governed submit: {ours['rate']:,.0f} req/s, p50 {ours['p50_ms']:.1f} ms, "
-          f"p99 {ours['p99_ms']:.1f} ms | bare insert: {bare['rate']:,.0f} req/s, "
-          f"p50 {bare['p50_ms']:.1f} ms, p99 {bare['p99_ms']:.1f} ms | ratio "
-          f"{ours['rate'] / bare['rate']:.2f} (goal >= 0.5) | p99 goal <= 50 ms: "
-          f"{'met' if ours['p99_ms'] <= 50 else 'not met'}")
-    print(f"{label} one client alone: governed p50 {ours['alone']['p50_ms']:.1f} ms, p99 "
-          f"{ours['alone']['p99_ms']:.1f} ms | bare p50 {bare['alone']['p50_ms']:.1f} ms, "
-          f"p99 {bare['alone']['p99_ms']:.1f} ms")
+    print(
+        f"{label} governed submit: {ours['rate']:,.0f} req/s, p50 {ours['p50_ms']:.1f} ms, "
+        f"p99 {ours['p99_ms']:.1f} ms | bare insert: {bare['rate']:,.0f} req/s, "
+        f"p50 {bare['p50_ms']:.1f} ms, p99 {bare['p99_ms']:.1f} ms | ratio "
+        f"{ours['rate'] / bare['rate']:.2f} (goal >= 0.5) | p99 goal <= 50 ms: "
+        f"{'met' if ours['p99_ms'] <= 50 else 'not met'}"
+    )
+    print(
+        f"{label} one client alone: governed p50 {ours['alone']['p50_ms']:.1f} ms, p99 "
+        f"{ours['alone']['p99_ms']:.1f} ms | bare p50 {bare['alone']['p50_ms']:.1f} ms, "
+        f"p99 {bare['alone']['p99_ms']:.1f} ms"
+    )
     server_errors = sum(n for status, n in ours["statuses"].items() if status >= 500)
     rows, events = ours["missing"]
-    print(f"{label} load check: {ours['requests']} submissions, statuses {ours['statuses']}, "
-          f"5xx {server_errors}; accepted {len(ours['accepted'])}: missing job rows {rows}, "
-          f"missing job.created events {events}")
+    print(
+        f"{label} load check: {ours['requests']} submissions, statuses {ours['statuses']}, "
+        f"5xx {server_errors}; accepted {len(ours['accepted'])}: missing job rows {rows}, "
+        f"missing job.created events {events}"
+    )
 
 
 def main() -> None:

@@ -34,11 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import structlog  # noqa: E402
+import structlog
 
-from gateway.datasets import IngestLimits, ScanPool, ingest  # noqa: E402
-from gateway.datasets.pii import RECOGNISER_SET_VERSION, luhn_valid  # noqa: E402
-from tests.datasets.pii_metrics import format_table, load_labelled, score  # noqa: E402
+from gateway.datasets import IngestLimits, ScanPool, ingest
+from gateway.datasets.pii import RECOGNISER_SET_VERSION, luhn_valid
+from tests.datasets.pii_metrics import format_table, load_labelled, score
 
 MB = 1_000_000
 GENERATOR_VERSION = 1  # bump when generate() changes, so cached files are remade

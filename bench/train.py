@@ -34,10 +34,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-from transformers import logging as transformers_logging  # noqa: E402
+import torch
+from transformers import logging as transformers_logging
 
-from trainer.base_models import (  # noqa: E402
+from trainer.base_models import (
     MANIFEST_NAME,
     OOD_TEXT_PATH,
     TinyModelShape,
@@ -46,11 +46,11 @@ from trainer.base_models import (  # noqa: E402
     load_base_model,
     verify_manifest,
 )
-from trainer.data import IGNORE_INDEX, tokenize_file  # noqa: E402
-from trainer.evaluate import mean_target_loss  # noqa: E402
-from trainer.modeling import use_segmented_attention  # noqa: E402
-from trainer.recipe import attention_and_mlp_linears, train  # noqa: E402
-from trainer.spec import EvalSpec, Hyperparameters, LoraSpec, TrainSpec  # noqa: E402
+from trainer.data import IGNORE_INDEX, tokenize_file
+from trainer.evaluate import mean_target_loss
+from trainer.modeling import use_segmented_attention
+from trainer.recipe import attention_and_mlp_linears, train
+from trainer.spec import EvalSpec, Hyperparameters, LoraSpec, TrainSpec
 
 SHAPES = {
     # ~30M parameters with its own small vocabulary.

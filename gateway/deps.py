@@ -183,9 +183,12 @@ class Authorize:
         return await self.decide(request, principal, state, values)
 
     async def decide(
-        self, request: Request, principal: Principal, state: GatewayState,
+        self,
+        request: Request,
+        principal: Principal,
+        state: GatewayState,
         values: dict[str, str],
-    ) -> Authorized:  # fmt: skip
+    ) -> Authorized:
         """Deciding is in-memory and takes microseconds: it runs on the event loop. Only a
         denial, which is written to the audit trail, goes to a worker thread."""
         route = getattr(request.scope.get("route"), "path", request.url.path)
@@ -211,10 +214,15 @@ class Authorize:
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(
                 functools.partial(
-                    state.record_denial, principal=principal, obj=obj, act=self.act,
-                    decision=decision, route=route, method=method,
+                    state.record_denial,
+                    principal=principal,
+                    obj=obj,
+                    act=self.act,
+                    decision=decision,
+                    route=route,
+                    method=method,
                 )
-            )  # fmt: skip
+            )
         raise PermissionDenied(
             f"{principal.subject} may not {self.act} {obj}"
             if decision.error is None

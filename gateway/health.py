@@ -13,8 +13,7 @@ router = APIRouter(tags=["operations"])
 
 # Only these paths may skip authorization; tests/gateway/test_route_authz.py enforces it.
 UNAUTHENTICATED_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json",
-     "/redoc"}
+    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
 )
 
 
@@ -35,7 +34,7 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await run_in_threadpool(_ping, read_only(state.engine))
         checks["database"] = True
-    except Exception:  # noqa: BLE001 - any failure means not ready
+    except Exception:
         checks["database"] = False
     ready = all(checks.values())
     return JSONResponse(

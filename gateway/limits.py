@@ -101,9 +101,7 @@ def _message(max_bytes: int) -> str:
 
 
 async def _refuse(send: Send, max_bytes: int) -> None:
-    body = json.dumps(
-        error_body(code=PayloadTooLarge.code, message=_message(max_bytes))
-    ).encode()
+    body = json.dumps(error_body(code=PayloadTooLarge.code, message=_message(max_bytes))).encode()
     await send(
         {
             "type": "http.response.start",

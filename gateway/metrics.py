@@ -23,11 +23,15 @@ HTTP_LATENCY = Histogram(
     registry=REGISTRY,
 )
 AUTHN_FAILURES = Counter(
-    "tunegate_authn_failures_total", "Refused bearer tokens by reason", ["reason"],
+    "tunegate_authn_failures_total",
+    "Refused bearer tokens by reason",
+    ["reason"],
     registry=REGISTRY,
 )
 AUTHZ_DECISIONS = Counter(
-    "tunegate_authz_decisions_total", "Authorization decisions by outcome", ["decision"],
+    "tunegate_authz_decisions_total",
+    "Authorization decisions by outcome",
+    ["decision"],
     registry=REGISTRY,
 )
 AUDIT_EVENTS = Counter(
@@ -40,7 +44,9 @@ JOB_WRITE_BATCH = Histogram(
     registry=REGISTRY,
 )
 POLICY_RELOADS = Counter(
-    "tunegate_policy_refreshes_total", "Policy changes applied from the database", ["kind"],
+    "tunegate_policy_refreshes_total",
+    "Policy changes applied from the database",
+    ["kind"],
     registry=REGISTRY,
 )
 
@@ -67,6 +73,4 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
             HTTP_REQUESTS.labels(route=route, method=method, status=str(status["code"])).inc()
-            HTTP_LATENCY.labels(route=route, method=method).observe(
-                time.perf_counter() - started
-            )
+            HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - started)

@@ -3,11 +3,11 @@
 from sqlmodel import SQLModel
 
 import audit.models  # noqa: F401
-import gateway.base_models.models  # noqa: F401
-import gateway.data_sources.models  # noqa: F401
-import gateway.erasure.models  # noqa: F401
-import gateway.files.models  # noqa: F401
-import gateway.jobs.models  # noqa: F401
+import gateway.base_models.models
+import gateway.data_sources.models
+import gateway.erasure.models
+import gateway.files.models
+import gateway.jobs.models
 import gateway.registry.models  # noqa: F401
 import policies.models  # noqa: F401
 

@@ -557,8 +557,11 @@ def mint_dev_token(
     if isinstance(roles, str):
         raise TokenMintingError("roles must be a list of role names, not one string")
     roles = list(roles)
-    checks = (("sub", sub, SUB_PATTERN), ("tenant", tenant, TENANT_PATTERN),
-              *(("role", role, NAME_PATTERN) for role in roles))  # fmt: skip
+    checks = (
+        ("sub", sub, SUB_PATTERN),
+        ("tenant", tenant, TENANT_PATTERN),
+        *(("role", role, NAME_PATTERN) for role in roles),
+    )
     for name, value, pattern in checks:
         if not (isinstance(value, str) and pattern.fullmatch(value)):
             raise TokenMintingError(f"{name} must match {pattern.pattern}")

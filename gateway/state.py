@@ -93,16 +93,18 @@ class GatewayState:
         # lock) are holding.
         state.sequencer_engine = make_engine(settings.database_url, pool_size=2, max_overflow=2)
         state.sequencer = AuditSequencer(
-            state.sequencer_engine, signer=state.signer,
+            state.sequencer_engine,
+            signer=state.signer,
             checkpoint_every=settings.audit_checkpoint_every,
-        ).start()  # fmt: skip
+        ).start()
         state.executor = make_executor(settings, engine)
         state.executor.start()
         state.job_writer = SubmissionWriter(
-            engine, on_committed=state._jobs_written,
+            engine,
+            on_committed=state._jobs_written,
             quota_concurrent_jobs=settings.quota_concurrent_jobs,
             quota_device_hours_per_month=settings.quota_device_hours_per_month,
-        )  # fmt: skip
+        )
         return state
 
     def _jobs_written(self, submissions: list[Submission]) -> None:

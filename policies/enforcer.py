@@ -126,8 +126,16 @@ class _Snapshot:
     ``wild`` indexes p rules whose obj has a ``*`` by (obj before the *, sub, tenant, act);
     ``groups`` is tenant -> member -> roles (g); ``classes`` is obj -> classes (g2)."""
 
-    __slots__ = ("version", "version_id", "rules", "exact", "wild", "wild_lengths", "groups",
-                 "classes")
+    __slots__ = (
+        "version",
+        "version_id",
+        "rules",
+        "exact",
+        "wild",
+        "wild_lengths",
+        "groups",
+        "classes",
+    )
 
     def __init__(self) -> None:
         self.version = store.EMPTY_HASH
@@ -282,8 +290,9 @@ def _reach(
     return seen
 
 
-def _decide(snap: _Snapshot, sub: str, tenant: str, obj: str, act: str,
-            extra: Sequence[str]) -> Decision:
+def _decide(
+    snap: _Snapshot, sub: str, tenant: str, obj: str, act: str, extra: Sequence[str]
+) -> Decision:
     subjects = _reach(snap.groups.get(tenant), sub, extra)
     objects = _reach(snap.classes, obj) if snap.classes else (obj,)
     tenants = (tenant, GLOBAL_TENANT) if tenant != GLOBAL_TENANT else (tenant,)
@@ -349,8 +358,9 @@ class PolicyEngine:
     """The gateway's decision point: loads the rules from the database, decides fast, and
     follows changes other processes commit (:meth:`refresh`). Thread-safe."""
 
-    def __init__(self, rules: Iterable[Any] | None = None, *, version: str | None = None,
-                 version_id: int = 0) -> None:
+    def __init__(
+        self, rules: Iterable[Any] | None = None, *, version: str | None = None, version_id: int = 0
+    ) -> None:
         self._write_lock = threading.Lock()
         self._loaded = rules is not None
         self._snap = _Snapshot()
@@ -393,8 +403,9 @@ class PolicyEngine:
 
     # ---- deciding
 
-    def decide(self, sub: str, tenant: str, obj: str, act: str,
-               extra_roles: Iterable[str] = ()) -> Decision:
+    def decide(
+        self, sub: str, tenant: str, obj: str, act: str, extra_roles: Iterable[str] = ()
+    ) -> Decision:
         """Decide ``(sub, tenant, obj, act)``. ``extra_roles`` are role names from the
         caller's token (``ml-engineer`` or ``role:ml-engineer``); each counts as a membership
         of ``sub`` in ``tenant`` for this request (names that are not legal role names are
@@ -416,7 +427,7 @@ class PolicyEngine:
             return _decide(snap, sub, tenant, obj, act, extra)
         except PolicyError as exc:
             return Decision(False, None, snap.version, exc.reason, exc.field)
-        except Exception as exc:  # noqa: BLE001 - any failure must deny
+        except Exception as exc:
             log.exception("authorization decision failed")
             return Decision(False, None, snap.version, "internal", f"{type(exc).__name__}: {exc}")
 
@@ -430,8 +441,9 @@ class PolicyEngine:
         self._snap = builder.finish(version or store.ruleset_hash(rules), version_id)
         self._loaded = True
 
-    def apply_changes(self, added: Iterable[Any], removed: Iterable[Any], *, version: str,
-                      version_id: int) -> None:
+    def apply_changes(
+        self, added: Iterable[Any], removed: Iterable[Any], *, version: str, version_id: int
+    ) -> None:
         """Apply one change (rules validated). Raises KeyError, leaving the engine as it was,
         when an added rule is already held or a removed one is not."""
         added = [parse_rule(r) for r in added]
@@ -500,8 +512,9 @@ class PolicyEngine:
                 return RefreshResult(False, False, snap.version, snap.version_id)
             if head.id < snap.version_id:
                 return self._full_load(conn)
-            newer = store.versions_after(conn, after_id=snap.version_id,
-                                         limit=MAX_INCREMENTAL_VERSIONS + 1)
+            newer = store.versions_after(
+                conn, after_id=snap.version_id, limit=MAX_INCREMENTAL_VERSIONS + 1
+            )
             if not newer or len(newer) > MAX_INCREMENTAL_VERSIONS:
                 return self._full_load(conn)
             try:
@@ -552,7 +565,7 @@ class Refresher(threading.Thread):
             try:
                 self.engine.refresh(self.bind)
                 self.last_error = None
-            except Exception as exc:  # noqa: BLE001 - keep polling; readiness can look here
+            except Exception as exc:
                 self.last_error = exc
                 log.warning("policy refresh failed: %s", exc)
             self._stop_event.wait(self.interval)
@@ -563,7 +576,11 @@ class Refresher(threading.Thread):
 
 
 def casbin_decide(
-    enforcer: casbin.Enforcer, sub: str, tenant: str, obj: str, act: str,
+    enforcer: casbin.Enforcer,
+    sub: str,
+    tenant: str,
+    obj: str,
+    act: str,
     extra_roles: Iterable[str] = (),
 ) -> tuple[bool, tuple[str, ...] | None]:
     """The reference decision: a plain Casbin ``enforce_ex``, with the token roles added as

@@ -256,8 +256,9 @@ def _version_info(row: Any, *, with_changes: bool = True) -> PolicyVersionInfo:
 
 def _check_actor(actor: Any) -> str:
     if not isinstance(actor, str) or not actor or len(actor) > 256 or not actor.isprintable():
-        raise PolicyValidationError("bad_actor", "actor must be 1..256 printable characters",
-                                    field="actor")
+        raise PolicyValidationError(
+            "bad_actor", "actor must be 1..256 printable characters", field="actor"
+        )
     return actor
 
 
@@ -412,8 +413,14 @@ def list_rules(
     given = {
         name: value
         for name, value in {
-            "sub": sub, "member": member, "role": role, "tenant": tenant, "obj": obj,
-            "act": act, "eft": eft, "class": class_,
+            "sub": sub,
+            "member": member,
+            "role": role,
+            "tenant": tenant,
+            "obj": obj,
+            "act": act,
+            "eft": eft,
+            "class": class_,
         }.items()
         if value is not None
     }
@@ -493,8 +500,9 @@ def change_rules(
     Nothing is written when it raises."""
     actor = _check_actor(actor)
     if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
-        raise PolicyValidationError("bad_reason", "reason must be text of at most 2000 characters",
-                                    field="reason")
+        raise PolicyValidationError(
+            "bad_reason", "reason must be text of at most 2000 characters", field="reason"
+        )
     added = _parse_all(add, "add")
     removed = _parse_all(remove, "remove")
     both = set(added) & set(removed)

@@ -178,9 +178,7 @@ def _check_string(value: Any, field: str, *, max_length: int = MAX_VALUE_LENGTH)
     if len(value) > max_length:
         raise _fail("too_long", field, f"{field} is longer than {max_length} characters")
     if not _VALUE_RE.fullmatch(value):
-        raise _fail(
-            "bad_chars", field, f"{field} may only contain letters, digits and . _ @ : - *"
-        )
+        raise _fail("bad_chars", field, f"{field} may only contain letters, digits and . _ @ : - *")
     return value
 
 

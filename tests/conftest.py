@@ -168,9 +168,12 @@ def live_server():
 
     def start(settings) -> str:
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_level="warning",
+            create_app(settings),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
             lifespan="on",
-        )  # fmt: skip
+        )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -331,8 +331,12 @@ def setup(spec: TrainSpec) -> Run:
         for parameter in trainable:
             dist.broadcast(parameter.data, src=0)
         torch.manual_seed(spec.seed * 1_000_003 + parallel.rank)
-        log.info("run.data_parallel", rank=parallel.rank, world_size=parallel.world_size,
-                 backend=parallel.backend)  # fmt: skip
+        log.info(
+            "run.data_parallel",
+            rank=parallel.rank,
+            world_size=parallel.world_size,
+            backend=parallel.backend,
+        )
     return run
 
 

@@ -31,9 +31,14 @@ TimeFilter = Annotated[
 
 def _filters(actor, action, resource, tenant, decision, since, until) -> dict:
     return {
-        "actor": actor, "action": action, "resource": resource, "tenant": tenant,
-        "decision": decision, "since": since, "until": until,
-    }  # fmt: skip
+        "actor": actor,
+        "action": action,
+        "resource": resource,
+        "tenant": tenant,
+        "decision": decision,
+        "since": since,
+        "until": until,
+    }
 
 
 @router.get("/events", response_model=AuditEventsPage)
@@ -51,9 +56,12 @@ def list_audit_events(
     until: TimeFilter = None,
 ) -> AuditEventsPage:
     page = service.list_events(
-        session, authorized=authorized, after=after, limit=limit,
+        session,
+        authorized=authorized,
+        after=after,
+        limit=limit,
         filters=_filters(actor, action, resource, tenant, decision, since, until),
-    )  # fmt: skip
+    )
     return AuditEventsPage(
         data=page.events, has_more=page.next_after is not None, next_after=page.next_after
     )
@@ -84,9 +92,11 @@ def export_audit_events(
     until: TimeFilter = None,
 ) -> StreamingResponse:
     lines = service.export_events(
-        session, authorized=authorized, after=after,
+        session,
+        authorized=authorized,
+        after=after,
         filters=_filters(actor, action, resource, tenant, decision, since, until),
-    )  # fmt: skip
+    )
     return StreamingResponse(lines, media_type="application/x-ndjson")
 
 

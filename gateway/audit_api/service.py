@@ -66,8 +66,10 @@ def record_allowed(
     details: Mapping[str, Any] | None = None,
 ) -> int:
     """The audit event of a governed change, carrying the decision that allowed it."""
-    return record(session, **allowed_event(authorized=authorized, action=action,
-                                           resource=resource, details=details))  # fmt: skip
+    return record(
+        session,
+        **allowed_event(authorized=authorized, action=action, resource=resource, details=details),
+    )
 
 
 def allowed_event(

@@ -22,9 +22,7 @@ class RegisteredBaseModel(SQLModel, table=True):
     source: str = Field(sa_column=Column(Text, nullable=False))
     manifest_sha256: str = Field(sa_column=Column(String(64), nullable=False))
     architecture: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
-    parameter_count: int | None = Field(
-        default=None, sa_column=Column(BigInteger, nullable=True)
-    )
+    parameter_count: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     registered_by: str = Field(sa_column=Column(String(128), nullable=False))
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     retired_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))

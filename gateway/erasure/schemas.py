@@ -15,14 +15,16 @@ class ErasureRequestCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subject: FreeText = Field(
-        min_length=3, max_length=320,
+        min_length=3,
+        max_length=320,
         description="the data subject's identifier as it appears in the data, e.g. an email "
         "address; only a salted hash of it is kept",
-    )  # fmt: skip
+    )
     reference: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9._:/#-]{1,128}$",
+        None,
+        pattern=r"^[A-Za-z0-9._:/#-]{1,128}$",
         description="your ticket or case number (must not itself identify the person)",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="after")
     def _subject_is_not_blank(self) -> ErasureRequestCreate:

@@ -65,10 +65,13 @@ def find_files(state: GatewayState, *, tenant: str, subject: str) -> dict[str, A
     with Session(read_only(state.engine)) as session:
         rows = session.scalars(
             select(TrainingFile)
-            .where(TrainingFile.tenant == tenant, TrainingFile.content_deleted_at.is_(None),
-                   TrainingFile.content_sha256.is_not(None))
+            .where(
+                TrainingFile.tenant == tenant,
+                TrainingFile.content_deleted_at.is_(None),
+                TrainingFile.content_sha256.is_not(None),
+            )
             .order_by(TrainingFile.created_at, TrainingFile.id)
-        ).all()  # fmt: skip
+        ).all()
     for row in rows:
         path = stored_content(settings, row)
         if path is None:
@@ -80,13 +83,15 @@ def find_files(state: GatewayState, *, tenant: str, subject: str) -> dict[str, A
         found = by_path[key]
         if found is None or not found.count:
             continue
-        matches.append({
-            "file_id": row.id,
-            "data_source": row.data_source_id,
-            "content_sha256": row.content_sha256,
-            "matching_lines": found.count,
-            "line_numbers": found.lines[:SHOWN_LINES],
-        })  # fmt: skip
+        matches.append(
+            {
+                "file_id": row.id,
+                "data_source": row.data_source_id,
+                "content_sha256": row.content_sha256,
+                "matching_lines": found.count,
+                "line_numbers": found.lines[:SHOWN_LINES],
+            }
+        )
     return {"files": matches, "scanned_files": scanned}
 
 
@@ -109,10 +114,17 @@ def create(
     )
     session.add(request)
     session.flush()
-    request.findings = {**findings, "models": flag_models(
-        session, tenant=principal.tenant, file_ids=[m["file_id"] for m in findings["files"]],
-        reason="erasure_requested", ref=request.id, authorized=authorized,
-    )}  # fmt: skip
+    request.findings = {
+        **findings,
+        "models": flag_models(
+            session,
+            tenant=principal.tenant,
+            file_ids=[m["file_id"] for m in findings["files"]],
+            reason="erasure_requested",
+            ref=request.id,
+            authorized=authorized,
+        ),
+    }
     session.add(ErasureSalt(request_id=request.id, salt=salt))
     session.flush()
     record_allowed(
@@ -131,9 +143,11 @@ def create(
         },
     )
     log.info(
-        "erasure.requested", request_id=request.id, files=len(findings["files"]),
+        "erasure.requested",
+        request_id=request.id,
+        files=len(findings["files"]),
         scanned_files=findings["scanned_files"],
-    )  # fmt: skip
+    )
     return request
 
 
@@ -174,11 +188,18 @@ def decide(
     stopped_jobs: list[str] = []
     if erased:
         erased_ids = [item["file_id"] for item in erased]
-        stopped_jobs = _stop_jobs_on(session, authorized=authorized, request_id=request.id,
-                                     file_ids=erased_ids)  # fmt: skip
+        stopped_jobs = _stop_jobs_on(
+            session, authorized=authorized, request_id=request.id, file_ids=erased_ids
+        )
         # Versions registered since the request was made are flagged too.
-        flag_models(session, tenant=principal.tenant, file_ids=erased_ids,
-                    reason="erasure_requested", ref=request.id, authorized=authorized)
+        flag_models(
+            session,
+            tenant=principal.tenant,
+            file_ids=erased_ids,
+            reason="erasure_requested",
+            ref=request.id,
+            authorized=authorized,
+        )
     if body.destroy_salt:
         salt = session.get(ErasureSalt, request.id)
         if salt is not None:
@@ -211,8 +232,12 @@ def decide(
             "salt_destroyed": request.salt_destroyed,
         },
     )
-    log.info("erasure.decided", request_id=request.id, decision=request.decision,
-             erased_files=len(erased))  # fmt: skip
+    log.info(
+        "erasure.decided",
+        request_id=request.id,
+        decision=request.decision,
+        erased_files=len(erased),
+    )
     return request
 
 
@@ -222,12 +247,14 @@ def _stop_jobs_on(
     """Jobs not yet finished that read an erased file are stopped: a queued one at once,
     a running one asked to stop (and its worker refuses to register the result)."""
     jobs = session.scalars(
-        select(FineTuningJob).where(
+        select(FineTuningJob)
+        .where(
             FineTuningJob.tenant == authorized.principal.tenant,
             FineTuningJob.status.in_(ACTIVE_STATUSES),
             (FineTuningJob.training_file.in_(file_ids))
             | (FineTuningJob.validation_file.in_(file_ids)),
-        ).with_for_update()
+        )
+        .with_for_update()
     ).all()
     for job in jobs:
         if job.status != "running" and job.lease_owner is None:
@@ -235,14 +262,22 @@ def _stop_jobs_on(
             job.finished_at = int(time.time())
         else:
             job.cancel_requested = True
-        add_event(session, job_id=job.id, level="warn",
-                  message=f"Stopped: its data was erased (erasure request {request_id})")
+        add_event(
+            session,
+            job_id=job.id,
+            level="warn",
+            message=f"Stopped: its data was erased (erasure request {request_id})",
+        )
         session.add(job)
     return [job.id for job in jobs]
 
 
 def list_in_tenant(
-    session: Session, *, authorized: Authorized, status: str | None, after: str | None,
+    session: Session,
+    *,
+    authorized: Authorized,
+    status: str | None,
+    after: str | None,
     limit: int,
 ) -> tuple[list[ErasureRequest], str | None]:
     query = select(ErasureRequest).where(ErasureRequest.tenant == authorized.principal.tenant)

@@ -136,8 +136,9 @@ class _Relay:
     """The task's thread that passes rank 0's events to ``on_event`` and the task's stop
     to the channel."""
 
-    def __init__(self, channel: Any, on_event: Callable[[Any], None],
-                 should_stop: Callable[[], bool]) -> None:  # fmt: skip
+    def __init__(
+        self, channel: Any, on_event: Callable[[Any], None], should_stop: Callable[[], bool]
+    ) -> None:
         self.channel, self.on_event, self.should_stop = channel, on_event, should_stop
         self._stop_sent = False
         self._closed = threading.Event()
@@ -235,8 +236,9 @@ def train_on_workers(
             failure_config=FailureConfig(max_failures=0),
         ),
     )
-    log.info("job.ray_train_started", job_id=job_id, workers=settings.ray_train_workers,
-             use_gpu=use_gpu)  # fmt: skip
+    log.info(
+        "job.ray_train_started", job_id=job_id, workers=settings.ray_train_workers, use_gpu=use_gpu
+    )
     relay = _Relay(channel, on_event or (lambda event: None), should_stop or (lambda: False))
     relay.start()
     try:
@@ -393,11 +395,16 @@ class RayExecutor:
             with Session(self.engine) as session:
                 job = locked_if_ours(session, job_id, worker_id)
                 if job.status == "running" and not job.cancel_requested:
-                    if not requeue(session, job=job, reason="executor_stopped",
-                                   worker_id=worker_id):  # fmt: skip
+                    if not requeue(
+                        session, job=job, reason="executor_stopped", worker_id=worker_id
+                    ):
                         job.status, job.lease_owner, job.lease_expires_at = "queued", None, None
-                        add_event(session, job_id=job.id, level="warn",
-                                  message="Job handed back: the executor stopped")  # fmt: skip
+                        add_event(
+                            session,
+                            job_id=job.id,
+                            level="warn",
+                            message="Job handed back: the executor stopped",
+                        )
                         # Starting over on another worker does not use up an attempt.
                         job.attempts = max(0, job.attempts - 1)
                     session.add(job)

@@ -61,9 +61,14 @@ def list_files(
     order: Literal["asc", "desc"] = "desc",
 ) -> FilesPage:
     rows, has_more = service.list_visible(
-        session, authorized=authorized, purpose=purpose, data_source=data_source, after=after,
-        limit=limit, order=order,
-    )  # fmt: skip
+        session,
+        authorized=authorized,
+        purpose=purpose,
+        data_source=data_source,
+        after=after,
+        limit=limit,
+        order=order,
+    )
     data = [FilePublic.model_validate(row) for row in rows]
     return FilesPage(
         data=data,

@@ -104,9 +104,10 @@ async def upload(
     purpose = upload.fields["purpose"]
     if purpose not in PURPOSES:
         raise InvalidRequest(
-            f"purpose must be one of {', '.join(PURPOSES)}", code="invalid_purpose",
+            f"purpose must be one of {', '.join(PURPOSES)}",
+            code="invalid_purpose",
             param="purpose",
-        )  # fmt: skip
+        )
     source = await run_in_threadpool(
         _usable_source, state, tenant=principal.tenant, data_source_id=upload.fields["data_source"]
     )
@@ -119,9 +120,12 @@ async def upload(
     pool = await run_in_threadpool(state.scan_pool)
     try:
         ingesting = await run_in_threadpool(
-            IngestSession, dest_dir=directory, pii_action=source.pii_action, limits=limits,
+            IngestSession,
+            dest_dir=directory,
+            pii_action=source.pii_action,
+            limits=limits,
             pool=pool,
-        )  # fmt: skip
+        )
         try:
             async for block in upload.file_blocks():
                 await run_in_threadpool(ingesting.feed, block)
@@ -131,20 +135,36 @@ async def upload(
             raise
     except IngestError as exc:
         raise _ingest_error(exc) from None
-    on_rollback(session, lambda: _discard_unreferenced(
-        state, tenant=principal.tenant, data_source_id=source.id, directory=directory,
-        result=result,
-    ))  # fmt: skip
+    on_rollback(
+        session,
+        lambda: _discard_unreferenced(
+            state,
+            tenant=principal.tenant,
+            data_source_id=source.id,
+            directory=directory,
+            result=result,
+        ),
+    )
     return await run_in_threadpool(
-        _record_upload, session, authorized=authorized, data_source_id=source.id,
-        purpose=purpose, filename=upload.filename or "upload.jsonl", result=result,
-    )  # fmt: skip
+        _record_upload,
+        session,
+        authorized=authorized,
+        data_source_id=source.id,
+        purpose=purpose,
+        filename=upload.filename or "upload.jsonl",
+        result=result,
+    )
 
 
 def _record_upload(
-    session: Session, *, authorized: Authorized, data_source_id: str, purpose: str,
-    filename: str, result: IngestResult,
-) -> TrainingFile:  # fmt: skip
+    session: Session,
+    *,
+    authorized: Authorized,
+    data_source_id: str,
+    purpose: str,
+    filename: str,
+    result: IngestResult,
+) -> TrainingFile:
     principal = authorized.principal
     # Checked again in the transaction that records the file: a source revoked while the
     # bytes were streaming gets nothing new.
@@ -156,8 +176,10 @@ def _record_upload(
     if usable is not None and not usable.path.is_file():
         # An erasure of identical bytes in this source removed them after they were
         # stored: recording a file over missing content would hand out a broken file.
-        raise Conflict("the upload raced an erasure of the same content; upload it again",
-                       code="upload_raced_erasure")
+        raise Conflict(
+            "the upload raced an erasure of the same content; upload it again",
+            code="upload_raced_erasure",
+        )
     if result.redacted is not None and result.stored is not None:
         # The source redacts: what is kept is the redacted derivative. The upload's own
         # bytes (with the personal data) are not kept; the lineage keeps their hash.
@@ -205,9 +227,13 @@ def _record_upload(
         },
     )
     log.info(
-        "file.uploaded", file_id=row.id, data_source=source.id, sha256=row.sha256,
-        status=row.status, examples=report.examples,
-    )  # fmt: skip
+        "file.uploaded",
+        file_id=row.id,
+        data_source=source.id,
+        sha256=row.sha256,
+        status=row.status,
+        examples=report.examples,
+    )
     return row
 
 
@@ -215,8 +241,10 @@ def _pii_counts(report: dict[str, Any]) -> list[dict[str, Any]]:
     # A list of {type, findings}: a kind's name ("email", "secret") as a key would read
     # as a value of that kind to the audit trail's content guard.
     pii = report.get("pii") or {}
-    return [{"type": kind, "findings": entry["findings"]}
-            for kind, entry in (pii.get("by_type") or {}).items()]
+    return [
+        {"type": kind, "findings": entry["findings"]}
+        for kind, entry in (pii.get("by_type") or {}).items()
+    ]
 
 
 def _lineage_summary(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -224,8 +252,7 @@ def _lineage_summary(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     return {
         key: lineage[key]
-        for key in ("input_sha256", "output_sha256", "recogniser_set", "settings",
-                    "redacted_lines")
+        for key in ("input_sha256", "output_sha256", "recogniser_set", "settings", "redacted_lines")
     }
 
 
@@ -235,9 +262,13 @@ def _remove_content(path: Path) -> None:
 
 
 def _discard_unreferenced(
-    state: GatewayState, *, tenant: str, data_source_id: str, directory: Path,
+    state: GatewayState,
+    *,
+    tenant: str,
+    data_source_id: str,
+    directory: Path,
     result: IngestResult,
-) -> None:  # fmt: skip
+) -> None:
     """After a failed record: remove what this upload stored unless a recorded file of the
     same source (committed earlier, with the same bytes) still points at it."""
     for stored in (result.stored, result.redacted):
@@ -294,25 +325,39 @@ def open_content(
 ) -> tuple[TrainingFile, Path]:
     row = get_visible(session, authorized=authorized, file_id=file_id)
     if row.content_deleted_at is not None:
-        raise Gone("this file's content was erased", code="content_erased",
-                   details={"erasure_request": row.erasure_request_id})
+        raise Gone(
+            "this file's content was erased",
+            code="content_erased",
+            details={"erasure_request": row.erasure_request_id},
+        )
     path = stored_content(session.info["gateway"].settings, row)
     if path is None:
-        raise Conflict("this file was refused and its content was not kept",
-                       code="file_not_stored", details={"status": row.status})
+        raise Conflict(
+            "this file was refused and its content was not kept",
+            code="file_not_stored",
+            details={"status": row.status},
+        )
     if not path.is_file():
         log.error("file.content_missing", file_id=row.id, content_sha256=row.content_sha256)
         raise Gone("this file's content is missing from the store", code="content_missing")
     record_allowed(
-        session, authorized=authorized, action="file.content_read",
+        session,
+        authorized=authorized,
+        action="file.content_read",
         details={"file_id": row.id, "content_sha256": row.content_sha256},
-    )  # fmt: skip
+    )
     return row, path
 
 
 def list_visible(
-    session: Session, *, authorized: Authorized, purpose: str | None,
-    data_source: str | None, after: str | None, limit: int, order: str,
+    session: Session,
+    *,
+    authorized: Authorized,
+    purpose: str | None,
+    data_source: str | None,
+    after: str | None,
+    limit: int,
+    order: str,
 ) -> tuple[list[TrainingFile], bool]:
     """The tenant's files whose data source the caller may read, newest first by default
     (OpenAI's order), ``after`` a file id as the cursor."""
@@ -323,7 +368,10 @@ def list_visible(
     def may_read(row: TrainingFile) -> bool:
         if row.data_source_id not in readable:
             readable[row.data_source_id] = policy.decide(
-                principal.subject, principal.tenant, f"ds:{row.data_source_id}", VISIBLE_WITH,
+                principal.subject,
+                principal.tenant,
+                f"ds:{row.data_source_id}",
+                VISIBLE_WITH,
                 extra_roles=principal.roles,
             ).allowed
         return readable[row.data_source_id]
@@ -354,10 +402,14 @@ def list_visible(
 def _beyond(cursor: tuple[int, str], newest_first: bool) -> Any:
     created_at, file_id = cursor
     if newest_first:
-        return or_(TrainingFile.created_at < created_at,
-                   and_(TrainingFile.created_at == created_at, TrainingFile.id < file_id))
-    return or_(TrainingFile.created_at > created_at,
-               and_(TrainingFile.created_at == created_at, TrainingFile.id > file_id))
+        return or_(
+            TrainingFile.created_at < created_at,
+            and_(TrainingFile.created_at == created_at, TrainingFile.id < file_id),
+        )
+    return or_(
+        TrainingFile.created_at > created_at,
+        and_(TrainingFile.created_at == created_at, TrainingFile.id > file_id),
+    )
 
 
 def erase_content(
@@ -374,14 +426,18 @@ def erase_content(
     path = stored_content(settings, row)
     erased = [row]
     if row.content_sha256 is not None:
-        erased = list(session.scalars(
-            select(TrainingFile).where(
-                TrainingFile.tenant == row.tenant,
-                TrainingFile.data_source_id == row.data_source_id,
-                TrainingFile.content_sha256 == row.content_sha256,
-                TrainingFile.content_deleted_at.is_(None),
-            ).with_for_update()
-        ).all()) or [row]  # fmt: skip
+        erased = list(
+            session.scalars(
+                select(TrainingFile)
+                .where(
+                    TrainingFile.tenant == row.tenant,
+                    TrainingFile.data_source_id == row.data_source_id,
+                    TrainingFile.content_sha256 == row.content_sha256,
+                    TrainingFile.content_deleted_at.is_(None),
+                )
+                .with_for_update()
+            ).all()
+        ) or [row]
     deleted_at = now_ts()
     for each in erased:
         each.status = "deleted"

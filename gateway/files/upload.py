@@ -88,8 +88,9 @@ class MultipartUpload:
         self._name = name
         if name == FILE_FIELD:
             if self._file_started:
-                raise InvalidRequest("send one file per upload", code="multiple_files",
-                                     param=FILE_FIELD)
+                raise InvalidRequest(
+                    "send one file per upload", code="multiple_files", param=FILE_FIELD
+                )
             self._file_started = self._in_file = True
             raw_name = options.get(b"filename", b"") or b"upload.jsonl"
             self.filename = _clean_filename(raw_name)
@@ -105,8 +106,9 @@ class MultipartUpload:
         if len(self._value) > MAX_FIELD_BYTES:
             raise InvalidRequest(
                 f"form field {self._name!r} is over {MAX_FIELD_BYTES} bytes",
-                code="field_too_large", param=self._name,
-            )  # fmt: skip
+                code="field_too_large",
+                param=self._name,
+            )
 
     def _on_part_end(self) -> None:
         if self._in_file:
@@ -180,8 +182,9 @@ class MultipartUpload:
             where = "before the file part" if self._file_started else ""
             raise InvalidRequest(
                 f"form field {missing[0]!r} is required {where}".rstrip(),
-                code="missing_field", param=missing[0],
-            )  # fmt: skip
+                code="missing_field",
+                param=missing[0],
+            )
         return self.fields
 
     async def file_blocks(self) -> AsyncIterator[bytes]:
@@ -189,12 +192,14 @@ class MultipartUpload:
         if not self._file_started:
             await self.read_fields(())
         if not self._file_started:
-            raise InvalidRequest("the 'file' part is missing", code="missing_field",
-                                 param=FILE_FIELD)
+            raise InvalidRequest(
+                "the 'file' part is missing", code="missing_field", param=FILE_FIELD
+            )
         while True:
             more = False if self._file_ended else await self._read_more()
-            if self._file_data and (not more or self._file_ended
-                                    or self._file_pending >= BLOCK_BYTES):
+            if self._file_data and (
+                not more or self._file_ended or self._file_pending >= BLOCK_BYTES
+            ):
                 block = b"".join(self._file_data)
                 self._file_data.clear()
                 self._file_pending = 0

@@ -17,11 +17,17 @@ def add_event(
     job_id: str,
     message: str,
     level: str = "info",
-    type: str = "message",  # noqa: A002 - OpenAI's field name
+    type: str = "message",
     data: dict[str, Any] | None = None,
     at: int | None = None,
 ) -> JobEvent:
-    event = JobEvent(job_id=job_id, created_at=at or int(time.time()), level=level, type=type,
-                     message=message, data=data)  # fmt: skip
+    event = JobEvent(
+        job_id=job_id,
+        created_at=at or int(time.time()),
+        level=level,
+        type=type,
+        message=message,
+        data=data,
+    )
     session.add(event)
     return event

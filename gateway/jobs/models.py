@@ -33,8 +33,9 @@ class FineTuningJob(SQLModel, table=True):
     __table_args__ = (
         # Covering the monthly quota's SUM and the active-jobs COUNT: both are answered
         # from the index alone, so a submission's quota check stays fast as jobs pile up.
-        Index("ix_fine_tuning_jobs_tenant_created", "tenant", "created_ns",
-              "estimated_device_seconds"),
+        Index(
+            "ix_fine_tuning_jobs_tenant_created", "tenant", "created_ns", "estimated_device_seconds"
+        ),
         Index("ix_fine_tuning_jobs_tenant_status", "tenant", "status"),
         Index("ix_fine_tuning_jobs_status", "status"),
     )
@@ -69,13 +70,9 @@ class FineTuningJob(SQLModel, table=True):
     estimated_device_seconds: float = Field(sa_column=Column(Float, nullable=False))
     status: str = Field(sa_column=Column(String(24), nullable=False))
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-    fine_tuned_model: str | None = Field(
-        default=None, sa_column=Column(String(128), nullable=True)
-    )
+    fine_tuned_model: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
     trained_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    estimated_finish: int | None = Field(
-        default=None, sa_column=Column(BigInteger, nullable=True)
-    )
+    estimated_finish: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     finished_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     result_files: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     compute: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -97,9 +94,10 @@ class JobEvent(SQLModel, table=True):
 
     seq: int | None = Field(
         default=None,
-        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                         autoincrement=True),
-    )  # fmt: skip
+        sa_column=Column(
+            BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
     job_id: str = Field(
         sa_column=Column(String(32), ForeignKey("fine_tuning_jobs.id"), nullable=False)
     )

@@ -50,9 +50,12 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobsPage:
     jobs, has_more = service.list_visible(
-        session, authorized=authorized, after=after, limit=limit,
+        session,
+        authorized=authorized,
+        after=after,
+        limit=limit,
         metadata=_metadata_filters(request),
-    )  # fmt: skip
+    )
     return JobsPage(data=[JobPublic.of(job) for job in jobs], has_more=has_more)
 
 
@@ -147,14 +150,19 @@ def list_job_checkpoints(
     )
     data = [
         JobCheckpointPublic(
-            id=row.id, created_at=row.created_at, fine_tuning_job_id=row.job_id,
+            id=row.id,
+            created_at=row.created_at,
+            fine_tuning_job_id=row.job_id,
             fine_tuned_model_checkpoint=f"{row.job_id}:ckpt-step-{row.step}",
-            metrics={"step": row.step, **row.metrics}, step_number=row.step,
+            metrics={"step": row.step, **row.metrics},
+            step_number=row.step,
             adapter_sha256=row.adapter_sha256,
         )
         for row in rows
-    ]  # fmt: skip
+    ]
     return JobCheckpointsPage(
-        data=data, has_more=has_more,
-        first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
-    )  # fmt: skip
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )

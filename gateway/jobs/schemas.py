@@ -13,8 +13,7 @@ from gateway.data_sources.schemas import Purpose
 JOB_ID: Final = re.compile(r"^ftjob-[0-9a-f]{16}$")
 Auto = Literal["auto"]
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")]
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64,
-                                               pattern=r"^[^\x00]*$")]  # fmt: skip
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00]*$")]
 MetadataValue = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
 
 
@@ -159,8 +158,7 @@ class JobPublic(BaseModel):
             training_file=job.training_file,
             validation_file=job.validation_file,
             estimated_finish=job.estimated_finish,
-            method={"type": "supervised",
-                    "supervised": {"hyperparameters": job.hyperparameters}},
+            method={"type": "supervised", "supervised": {"hyperparameters": job.hyperparameters}},
             metadata=job.user_metadata,
             user_provided_suffix=job.suffix,
             purpose=job.purpose,
@@ -173,7 +171,7 @@ class JobPublic(BaseModel):
             decisions=job.decisions,
             created_by=job.created_by,
             cancel_requested=job.cancel_requested,
-        )  # fmt: skip
+        )
 
 
 class JobsPage(BaseModel):
@@ -193,8 +191,14 @@ class JobEventPublic(BaseModel):
 
     @classmethod
     def of(cls, event: Any) -> JobEventPublic:
-        return cls(id=f"ftevent-{event.seq}", created_at=event.created_at, level=event.level,
-                   message=event.message, type=event.type, data=event.data)  # fmt: skip
+        return cls(
+            id=f"ftevent-{event.seq}",
+            created_at=event.created_at,
+            level=event.level,
+            message=event.message,
+            type=event.type,
+            data=event.data,
+        )
 
 
 class JobEventsPage(BaseModel):

@@ -85,11 +85,16 @@ class _Gates:
         self.session = session
         self.state = state
         self.authorized = authorized
-        self.decisions: list[dict[str, Any]] = [{
-            "kind": "policy", "object": authorized.obj, "action": authorized.act,
-            "allowed": True, "policy_version": authorized.policy_version,
-            "rule": list(authorized.rule) if authorized.rule else None,
-        }]  # fmt: skip
+        self.decisions: list[dict[str, Any]] = [
+            {
+                "kind": "policy",
+                "object": authorized.obj,
+                "action": authorized.act,
+                "allowed": True,
+                "policy_version": authorized.policy_version,
+                "rule": list(authorized.rule) if authorized.rule else None,
+            }
+        ]
 
     def allow(self, obj: str, act: str) -> None:
         principal = self.authorized.principal
@@ -99,20 +104,28 @@ class _Gates:
         if not decision.allowed:
             self._release()
             self.state.record_denial(
-                principal=principal, obj=obj, act=act, decision=decision,
-                route=self.authorized.route, method=self.authorized.method,
-            )  # fmt: skip
+                principal=principal,
+                obj=obj,
+                act=act,
+                decision=decision,
+                route=self.authorized.route,
+                method=self.authorized.method,
+            )
             raise PermissionDenied(
                 f"{principal.subject} may not {act} {obj}",
                 code="permission_denied" if decision.error is None else "authorization_error",
-                details={"object": obj, "action": act,
-                         "policy_version": decision.policy_version},
-            )  # fmt: skip
-        self.decisions.append({
-            "kind": "policy", "object": obj, "action": act, "allowed": True,
-            "policy_version": decision.policy_version,
-            "rule": list(decision.rule) if decision.rule else None,
-        })  # fmt: skip
+                details={"object": obj, "action": act, "policy_version": decision.policy_version},
+            )
+        self.decisions.append(
+            {
+                "kind": "policy",
+                "object": obj,
+                "action": act,
+                "allowed": True,
+                "policy_version": decision.policy_version,
+                "rule": list(decision.rule) if decision.rule else None,
+            }
+        )
 
     def passed(self, gate: str, **figures: Any) -> None:
         self.decisions.append({"kind": "gate", "gate": gate, "passed": True, **figures})
@@ -162,37 +175,57 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
     with Session(read_only(state.engine), expire_on_commit=False) as reads:
         parent, base = _resolve_model(reads, gates, body=body, tenant=principal.tenant)
         lora = _lora_for(reads, gates, body=body, parent=parent)
-        training = _usable_file(reads, gates, tenant=principal.tenant,
-                                file_id=body.training_file, param="training_file")  # fmt: skip
+        training = _usable_file(
+            reads, gates, tenant=principal.tenant, file_id=body.training_file, param="training_file"
+        )
         validation = None
         if body.validation_file is not None:
             validation = _usable_file(
-                reads, gates, tenant=principal.tenant, file_id=body.validation_file,
+                reads,
+                gates,
+                tenant=principal.tenant,
+                file_id=body.validation_file,
                 param="validation_file",
-            )  # fmt: skip
+            )
         files = [file for file in (training, validation) if file is not None]
         sources: dict[str, DataSource] = {}
         for file in files:
             if file.data_source_id in sources:
                 continue
             source = state.usable_rows.data_source(
-                reads, principal.tenant, file.data_source_id,
-                read=functools.partial(get_source, reads, tenant=principal.tenant,
-                                       data_source_id=file.data_source_id),
-            )  # fmt: skip
+                reads,
+                principal.tenant,
+                file.data_source_id,
+                read=functools.partial(
+                    get_source, reads, tenant=principal.tenant, data_source_id=file.data_source_id
+                ),
+            )
             gates.allow(f"ds:{source.id}", "train")
             _check_source(gates, source=source, purpose=purpose)
             sources[source.id] = source
-        _check_data(state, gates, training=training, validation=validation,
-                    source=sources[training.data_source_id])  # fmt: skip
+        _check_data(
+            state,
+            gates,
+            training=training,
+            validation=validation,
+            source=sources[training.data_source_id],
+        )
         hyperparameters = body.requested_hyperparameters.model_dump()
-        estimate = _estimate(state, base=base, training=training,
-                             hyperparameters=hyperparameters)  # fmt: skip
+        estimate = _estimate(state, base=base, training=training, hyperparameters=hyperparameters)
         job_id = new_job_id()
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-        spec = _train_spec(state, job_id=job_id, base=base, parent=parent, training=training,
-                           validation=validation, hyperparameters=hyperparameters, lora=lora,
-                           body=body, seed=seed)  # fmt: skip
+        spec = _train_spec(
+            state,
+            job_id=job_id,
+            base=base,
+            parent=parent,
+            training=training,
+            validation=validation,
+            hyperparameters=hyperparameters,
+            lora=lora,
+            body=body,
+            seed=seed,
+        )
 
     now_ns = time.time_ns()
     job = FineTuningJob(
@@ -233,32 +266,43 @@ def create(session: Session, *, authorized: Authorized, body: JobCreate) -> Fine
             "parent_model": job.parent_model_id,
             "purpose": purpose,
             "files": [
-                {"file_id": f.id, "data_source": f.data_source_id, "sha256": f.sha256,
-                 "content_sha256": f.content_sha256}
+                {
+                    "file_id": f.id,
+                    "data_source": f.data_source_id,
+                    "sha256": f.sha256,
+                    "content_sha256": f.content_sha256,
+                }
                 for f in files
             ],
-            "policy_versions": sorted({d["policy_version"] for d in gates.decisions
-                                       if d["kind"] == "policy"}),
+            "policy_versions": sorted(
+                {d["policy_version"] for d in gates.decisions if d["kind"] == "policy"}
+            ),
             # The quota gate is decided by the writer; the event exists only if it passed.
             "gates": [*(d["gate"] for d in gates.decisions if d["kind"] == "gate"), "quota"],
             # The trail takes integers only: whole seconds.
             "estimated_device_seconds": round(estimate["seconds"] or 0),
         },
-    )  # fmt: skip
+    )
     submission = Submission(
         job=job,
-        messages=[f"Validated training file {training.id} ({training.examples} examples)",
-                  f"Fine-tuning job {job.id} created and queued"],
+        messages=[
+            f"Validated training file {training.id} ({training.examples} examples)",
+            f"Fine-tuning job {job.id} created and queued",
+        ],
         audit=audit,
         source_ids=list(sources),
         file_ids=[file.id for file in files],
-    )  # fmt: skip
+    )
     state.job_writer.write(submission)
     if submission.refusal is not None:
         gates.refuse(submission.refusal, gate=submission.refused_gate)
-    log.info("job.submitted", job_id=job.id, base_model=base.name,
-             training_sha256=training.sha256,
-             estimated_device_hours=estimate["device_hours"])  # fmt: skip
+    log.info(
+        "job.submitted",
+        job_id=job.id,
+        base_model=base.name,
+        training_sha256=training.sha256,
+        estimated_device_hours=estimate["device_hours"],
+    )
     return job
 
 
@@ -270,26 +314,32 @@ def _resolve_model(
     if body.model.startswith("ft:"):
         parent = session.get(ModelVersion, body.model)
         if parent is None or parent.tenant != tenant:
-            raise NotFound(f"model {body.model!r} not found", code="model_not_found",
-                           param="model")  # fmt: skip
+            raise NotFound(f"model {body.model!r} not found", code="model_not_found", param="model")
         gates.allow(f"model:{parent.id}", "use")
         if parent.status == "retired":
-            gates.refuse(InvalidRequest(f"model {parent.id} is retired", code="model_retired",
-                                        param="model"), gate="model")  # fmt: skip
+            gates.refuse(
+                InvalidRequest(
+                    f"model {parent.id} is retired", code="model_retired", param="model"
+                ),
+                gate="model",
+            )
         base_name = parent.base_model
     try:
         base = gates.state.usable_rows.base_model(
             session, base_name, read=lambda: base_models.get(session, name=base_name)
         )
     except NotFound:
-        raise NotFound(f"model {body.model!r} not found", code="model_not_found",
-                       param="model") from None  # fmt: skip
+        raise NotFound(
+            f"model {body.model!r} not found", code="model_not_found", param="model"
+        ) from None
     gates.allow(f"base:{base.name}", "train")
     try:
         base_models.require_active(base)
     except Conflict as exc:
-        gates.refuse(InvalidRequest(exc.message, code=exc.code, param="model",
-                                    details=exc.details), gate="model")  # fmt: skip
+        gates.refuse(
+            InvalidRequest(exc.message, code=exc.code, param="model", details=exc.details),
+            gate="model",
+        )
     return parent, base
 
 
@@ -302,10 +352,15 @@ def _lora_for(
     parent_job = session.get(FineTuningJob, parent.job_id)
     inherited = parent_job.lora if parent_job is not None else requested
     if "lora" in body.model_fields_set and requested != inherited:
-        gates.refuse(InvalidRequest(
-            "continuing a fine-tuned model keeps its adapter's LoRA configuration",
-            code="lora_mismatch", param="lora", details={"parent_r": inherited.get("r")},
-        ), gate="model")  # fmt: skip
+        gates.refuse(
+            InvalidRequest(
+                "continuing a fine-tuned model keeps its adapter's LoRA configuration",
+                code="lora_mismatch",
+                param="lora",
+                details={"parent_r": inherited.get("r")},
+            ),
+            gate="model",
+        )
     return inherited
 
 
@@ -314,19 +369,24 @@ def _usable_file(
 ) -> TrainingFile:
     try:
         file = gates.state.usable_rows.training_file(
-            session, tenant, file_id,
+            session,
+            tenant,
+            file_id,
             read=lambda: get_in_tenant_file(session, tenant=tenant, file_id=file_id),
-        )  # fmt: skip
+        )
     except NotFound:
-        raise NotFound(f"file {file_id!r} not found", code="file_not_found",
-                       param=param) from None  # fmt: skip
+        raise NotFound(f"file {file_id!r} not found", code="file_not_found", param=param) from None
     path = stored_content(gates.state.settings, file)
     if file.status != "processed" or path is None or not path.is_file():
-        gates.refuse(InvalidRequest(
-            f"file {file.id} is {file.status}: only processed files can be trained on",
-            code="file_not_usable", param=param, details={"file_id": file.id,
-                                                          "status": file.status},
-        ), gate="file")  # fmt: skip
+        gates.refuse(
+            InvalidRequest(
+                f"file {file.id} is {file.status}: only processed files can be trained on",
+                code="file_not_usable",
+                param=param,
+                details={"file_id": file.id, "status": file.status},
+            ),
+            gate="file",
+        )
     if file.purpose != "fine-tune":
         gates.refuse(
             InvalidRequest(
@@ -343,8 +403,9 @@ def _check_source(gates: _Gates, *, source: DataSource, purpose: str) -> None:
     try:
         require_usable(source)
     except Conflict as exc:
-        gates.refuse(Forbidden(exc.message, code=exc.code, details=exc.details),
-                     gate="data_source_approved")  # fmt: skip
+        gates.refuse(
+            Forbidden(exc.message, code=exc.code, details=exc.details), gate="data_source_approved"
+        )
     try:
         require_purpose(source, purpose)
     except Forbidden as exc:
@@ -359,14 +420,24 @@ def _check_source(gates: _Gates, *, source: DataSource, purpose: str) -> None:
 
 
 def _check_data(
-    state: GatewayState, gates: _Gates, *, training: TrainingFile,
-    validation: TrainingFile | None, source: DataSource,
-) -> None:  # fmt: skip
+    state: GatewayState,
+    gates: _Gates,
+    *,
+    training: TrainingFile,
+    validation: TrainingFile | None,
+    source: DataSource,
+) -> None:
     minimum = min_examples_gate(examples=training.examples, minimum=source.min_examples)
     if not minimum.passed:
-        gates.refuse(InvalidRequest(minimum.message, code=minimum.code or "too_few_examples",
-                                    param="training_file", details=minimum.details),
-                     gate=minimum.gate)  # fmt: skip
+        gates.refuse(
+            InvalidRequest(
+                minimum.message,
+                code=minimum.code or "too_few_examples",
+                param="training_file",
+                details=minimum.details,
+            ),
+            gate=minimum.gate,
+        )
     gates.passed(minimum.gate, **minimum.details)
     if validation is None:
         return
@@ -378,19 +449,27 @@ def _check_data(
         training_fingerprint=fingerprint_path(training_path),
         validation_fingerprint=fingerprint_path(validation_path),
     )
-    figures = {key: overlap.details[key]
-               for key in ("overlapping_lines", "max_overlapping_lines")}  # fmt: skip
+    figures = {key: overlap.details[key] for key in ("overlapping_lines", "max_overlapping_lines")}
     if not overlap.passed:
-        gates.refuse(InvalidRequest(overlap.message, code=overlap.code or overlap.gate,
-                                    param="validation_file", details=figures),
-                     gate=overlap.gate)  # fmt: skip
+        gates.refuse(
+            InvalidRequest(
+                overlap.message,
+                code=overlap.code or overlap.gate,
+                param="validation_file",
+                details=figures,
+            ),
+            gate=overlap.gate,
+        )
     gates.passed(overlap.gate, **figures)
 
 
 def _estimate(
-    state: GatewayState, *, base: RegisteredBaseModel, training: TrainingFile,
+    state: GatewayState,
+    *,
+    base: RegisteredBaseModel,
+    training: TrainingFile,
     hyperparameters: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Tokens x epochs -> FLOPs -> device-hours on the configured device. Token counts are
     the upload's approximation (recounted with the base model's tokenizer at run time)."""
     settings = state.settings
@@ -401,8 +480,11 @@ def _estimate(
         base_learning_rate=BASE_LEARNING_RATE,
     )
     processed = tokens * resolved.n_epochs
-    flops = (FLOPS_PER_PARAMETER_TOKEN * base.parameter_count * processed
-             if base.parameter_count else None)  # fmt: skip
+    flops = (
+        FLOPS_PER_PARAMETER_TOKEN * base.parameter_count * processed
+        if base.parameter_count
+        else None
+    )
     seconds = flops / (settings.estimate_device_flops * settings.estimate_mfu) if flops else None
     return {
         "training_tokens": tokens,
@@ -420,10 +502,18 @@ def _estimate(
 
 
 def _train_spec(
-    state: GatewayState, *, job_id: str, base: RegisteredBaseModel,
-    parent: ModelVersion | None, training: TrainingFile, validation: TrainingFile | None,
-    hyperparameters: dict[str, Any], lora: dict[str, Any], body: JobCreate, seed: int,
-) -> dict[str, Any]:  # fmt: skip
+    state: GatewayState,
+    *,
+    job_id: str,
+    base: RegisteredBaseModel,
+    parent: ModelVersion | None,
+    training: TrainingFile,
+    validation: TrainingFile | None,
+    hyperparameters: dict[str, Any],
+    lora: dict[str, Any],
+    body: JobCreate,
+    seed: int,
+) -> dict[str, Any]:
     settings = state.settings
     evaluation = body.evaluation.model_dump()
     spec: dict[str, Any] = {
@@ -441,8 +531,9 @@ def _train_spec(
     try:
         return TrainSpec.from_dict(spec).to_dict()
     except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"the job cannot be run as asked: {exc}",
-                             code="invalid_training_spec") from None  # fmt: skip
+        raise InvalidRequest(
+            f"the job cannot be run as asked: {exc}", code="invalid_training_spec"
+        ) from None
 
 
 # --- the job's lifecycle ----------------------------------------------------------------------
@@ -463,8 +554,7 @@ def cancel(session: Session, *, authorized: Authorized, job_id: str) -> FineTuni
     """A job no worker holds yet is cancelled at once; a running one is asked to stop
     (its worker checks between steps and records the cancellation)."""
     state: GatewayState = session.info["gateway"]
-    job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id,
-                        for_update=True)  # fmt: skip
+    job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id, for_update=True)
     if job.status in FINAL_STATUSES:
         raise Conflict(f"the job is already {job.status}", code="job_not_cancellable")
     if job.status != "running" and job.lease_owner is None:
@@ -478,8 +568,13 @@ def cancel(session: Session, *, authorized: Authorized, job_id: str) -> FineTuni
         action = "job.cancel_requested"
     session.add(job)
     session.flush()
-    record_allowed(session, authorized=authorized, action=action, resource=f"job:{job.id}",
-                   details={"job_id": job.id, "status": job.status})  # fmt: skip
+    record_allowed(
+        session,
+        authorized=authorized,
+        action=action,
+        resource=f"job:{job.id}",
+        details={"job_id": job.id, "status": job.status},
+    )
     executor = getattr(state, "executor", None)
     if executor is not None:
         after_commit(session, lambda: executor.cancel(job.id))
@@ -487,9 +582,13 @@ def cancel(session: Session, *, authorized: Authorized, job_id: str) -> FineTuni
 
 
 def list_visible(
-    session: Session, *, authorized: Authorized, after: str | None, limit: int,
+    session: Session,
+    *,
+    authorized: Authorized,
+    after: str | None,
+    limit: int,
     metadata: dict[str, str],
-) -> tuple[list[FineTuningJob], bool]:  # fmt: skip
+) -> tuple[list[FineTuningJob], bool]:
     """The tenant's jobs, newest first; ``metadata`` filters on exact key/value pairs."""
     principal = authorized.principal
     policy = session.info["gateway"].policy
@@ -509,8 +608,13 @@ def list_visible(
         for job in rows:
             if any((job.user_metadata or {}).get(k) != v for k, v in metadata.items()):
                 continue
-            if policy.decide(principal.subject, principal.tenant, f"job:{job.id}", "read",
-                             extra_roles=principal.roles).allowed:  # fmt: skip
+            if policy.decide(
+                principal.subject,
+                principal.tenant,
+                f"job:{job.id}",
+                "read",
+                extra_roles=principal.roles,
+            ).allowed:
                 visible.append(job)
         if len(rows) < batch:
             break
@@ -546,10 +650,14 @@ def events_since(state: GatewayState, *, job_id: str, after_seq: int) -> tuple[l
     """For the event stream: events after ``after_seq`` in order, and the job's status,
     from a read-only snapshot of their own (the request's session is long closed)."""
     with Session(read_only(state.engine)) as session:
-        rows = list(session.scalars(
-            select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
-            .order_by(JobEvent.seq).limit(500)
-        ).all())  # fmt: skip
+        rows = list(
+            session.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+                .order_by(JobEvent.seq)
+                .limit(500)
+            ).all()
+        )
         status = session.scalar(select(FineTuningJob.status).where(FineTuningJob.id == job_id))
     return rows, status or "failed"
 
@@ -562,8 +670,9 @@ def list_checkpoints(
     if after is not None:
         anchor = session.get(JobCheckpoint, after)
         if anchor is None or anchor.job_id != job.id:
-            raise InvalidRequest("not a checkpoint of this job", code="invalid_cursor",
-                                 param="after")  # fmt: skip
+            raise InvalidRequest(
+                "not a checkpoint of this job", code="invalid_cursor", param="after"
+            )
         query = query.where(JobCheckpoint.step < anchor.step)
     rows = list(session.scalars(query.order_by(JobCheckpoint.step.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit

@@ -35,25 +35,45 @@ class UsableRows:
         self._rows: dict[type, OrderedDict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def base_model(self, session: Session, name: str,
-                   read: Callable[[], RegisteredBaseModel]) -> RegisteredBaseModel:  # fmt: skip
-        return self._get(session, RegisteredBaseModel, name, read,
-                         usable=lambda row: row.status == "active")  # fmt: skip
+    def base_model(
+        self, session: Session, name: str, read: Callable[[], RegisteredBaseModel]
+    ) -> RegisteredBaseModel:
+        return self._get(
+            session, RegisteredBaseModel, name, read, usable=lambda row: row.status == "active"
+        )
 
-    def training_file(self, session: Session, tenant: str, file_id: str,
-                      read: Callable[[], TrainingFile]) -> TrainingFile:  # fmt: skip
+    def training_file(
+        self, session: Session, tenant: str, file_id: str, read: Callable[[], TrainingFile]
+    ) -> TrainingFile:
         # Keyed with the tenant: a hit must never hand one tenant another's row.
-        return self._get(session, TrainingFile, f"{tenant}/{file_id}", read,
-                         usable=lambda row: row.status == "processed"
-                         and row.content_deleted_at is None)  # fmt: skip
+        return self._get(
+            session,
+            TrainingFile,
+            f"{tenant}/{file_id}",
+            read,
+            usable=lambda row: row.status == "processed" and row.content_deleted_at is None,
+        )
 
-    def data_source(self, session: Session, tenant: str, data_source_id: str,
-                    read: Callable[[], DataSource]) -> DataSource:  # fmt: skip
-        return self._get(session, DataSource, f"{tenant}/{data_source_id}", read,
-                         usable=lambda row: row.status == "approved")  # fmt: skip
+    def data_source(
+        self, session: Session, tenant: str, data_source_id: str, read: Callable[[], DataSource]
+    ) -> DataSource:
+        return self._get(
+            session,
+            DataSource,
+            f"{tenant}/{data_source_id}",
+            read,
+            usable=lambda row: row.status == "approved",
+        )
 
-    def _get(self, session: Session, model: type[Row], key: str, read: Callable[[], Row],
-             *, usable: Callable[[Row], bool]) -> Row:  # fmt: skip
+    def _get(
+        self,
+        session: Session,
+        model: type[Row],
+        key: str,
+        read: Callable[[], Row],
+        *,
+        usable: Callable[[Row], bool],
+    ) -> Row:
         with self._lock:
             rows = self._rows.setdefault(model, OrderedDict())
             row = rows.get(key)

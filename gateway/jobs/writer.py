@@ -121,18 +121,25 @@ _FIGURES = union_all(
         TrainingFile.id.in_(bindparam("file_ids", expanding=True)),
         TrainingFile.content_deleted_at.is_not(None),
     ),
-    select(literal("active_jobs"), FineTuningJob.tenant, func.count() * 1.0).where(
+    select(literal("active_jobs"), FineTuningJob.tenant, func.count() * 1.0)
+    .where(
         FineTuningJob.tenant.in_(bindparam("tenants", expanding=True)),
         FineTuningJob.status.in_(ACTIVE_STATUSES),
-    ).group_by(FineTuningJob.tenant),
+    )
+    .group_by(FineTuningJob.tenant),
     select(
-        literal("device_seconds"), FineTuningJob.tenant,
+        literal("device_seconds"),
+        FineTuningJob.tenant,
         func.coalesce(func.sum(FineTuningJob.estimated_device_seconds), 0.0),
-    ).where(
-        and_(FineTuningJob.tenant.in_(bindparam("tenants", expanding=True)),
-             FineTuningJob.created_ns >= bindparam("month_start_ns")),
-    ).group_by(FineTuningJob.tenant),
-)  # fmt: skip
+    )
+    .where(
+        and_(
+            FineTuningJob.tenant.in_(bindparam("tenants", expanding=True)),
+            FineTuningJob.created_ns >= bindparam("month_start_ns"),
+        ),
+    )
+    .group_by(FineTuningJob.tenant),
+)
 
 
 class SubmissionWriter:
@@ -166,12 +173,12 @@ class SubmissionWriter:
         self._queue.put(submission)
         if not submission._done.wait(self.write_timeout):
             if submission._withdraw():
-                raise ServiceUnavailable("the job could not be recorded in time; retry",
-                                         code="database_busy")  # fmt: skip
+                raise ServiceUnavailable(
+                    "the job could not be recorded in time; retry", code="database_busy"
+                )
             submission._done.wait()  # taken: its transaction is ending, wait for the outcome
         if submission._state == _FAILED:
-            raise ServiceUnavailable("the job could not be recorded; retry",
-                                     code="database_error")  # fmt: skip
+            raise ServiceUnavailable("the job could not be recorded; retry", code="database_error")
 
     def _ensure_started(self) -> None:
         if self._stopped:  # nobody would take it
@@ -182,8 +189,7 @@ class SubmissionWriter:
             if self._stopped:
                 raise ServiceUnavailable("the gateway is stopping", code="shutting_down")
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="job-writer",
-                                                daemon=True)  # fmt: skip
+                self._thread = threading.Thread(target=self._run, name="job-writer", daemon=True)
                 self._thread.start()
 
     @property
@@ -235,18 +241,29 @@ class SubmissionWriter:
         started = time.perf_counter()
         try:
             with Session(self.engine) as session:
-                accepted = _decide(session, batch, concurrent_jobs=self.quota_concurrent_jobs,
-                                   device_hours_per_month=self.quota_device_hours_per_month)
+                accepted = _decide(
+                    session,
+                    batch,
+                    concurrent_jobs=self.quota_concurrent_jobs,
+                    device_hours_per_month=self.quota_device_hours_per_month,
+                )
                 if accepted:
+                    session.execute(_INSERT_JOBS, [_column_values(item.job) for item in accepted])
                     session.execute(
-                        _INSERT_JOBS, [_column_values(item.job) for item in accepted]
+                        _INSERT_EVENTS,
+                        [
+                            {
+                                "job_id": item.job.id,
+                                "created_at": item.job.created_at,
+                                "level": "info",
+                                "type": "message",
+                                "message": message,
+                                "data": None,
+                            }
+                            for item in accepted
+                            for message in item.messages
+                        ],
                     )
-                    session.execute(_INSERT_EVENTS, [
-                        {"job_id": item.job.id, "created_at": item.job.created_at,
-                         "level": "info", "type": "message", "message": message,
-                         "data": None}
-                        for item in accepted for message in item.messages
-                    ])  # fmt: skip
                     for item in accepted:
                         chain.enqueue(session, **item.audit)
                 session.commit()
@@ -268,8 +285,12 @@ class SubmissionWriter:
                 self.on_committed(accepted)
             except Exception:  # the jobs are written; a follow-up must not undo the answers
                 log.exception("jobs.after_commit_failed", jobs=len(accepted))
-        log.debug("jobs.batch_written", submissions=len(batch), accepted=len(accepted),
-                  ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
+        log.debug(
+            "jobs.batch_written",
+            submissions=len(batch),
+            accepted=len(accepted),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
 
 
 def _fail(batch: list[Submission]) -> None:
@@ -289,25 +310,32 @@ def _lock_tenants(session: Session, tenants: list[str]) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return
     for tenant in sorted(tenants):
-        key = int.from_bytes(hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big",
-                             signed=True)  # fmt: skip
+        key = int.from_bytes(
+            hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big", signed=True
+        )
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _decide(
-    session: Session, batch: list[Submission], *, concurrent_jobs: int,
+    session: Session,
+    batch: list[Submission],
+    *,
+    concurrent_jobs: int,
     device_hours_per_month: float,
-) -> list[Submission]:  # fmt: skip
+) -> list[Submission]:
     """Re-checks and quotas for the whole batch, in order; returns those accepted."""
     tenants = sorted({item.job.tenant for item in batch})
     _lock_tenants(session, tenants)
-    rows = session.execute(_FIGURES, {
-        "base_models": sorted({item.job.base_model for item in batch}),
-        "source_ids": sorted({sid for item in batch for sid in item.source_ids}),
-        "file_ids": sorted({fid for item in batch for fid in item.file_ids}),
-        "tenants": tenants,
-        "month_start_ns": month_start(time.time()) * 1_000_000_000,
-    }).all()  # fmt: skip
+    rows = session.execute(
+        _FIGURES,
+        {
+            "base_models": sorted({item.job.base_model for item in batch}),
+            "source_ids": sorted({sid for item in batch for sid in item.source_ids}),
+            "file_ids": sorted({fid for item in batch for fid in item.file_ids}),
+            "tenants": tenants,
+            "month_start_ns": month_start(time.time()) * 1_000_000_000,
+        },
+    ).all()
     found: dict[str, dict[str, float]] = {}
     for kind, key, figure in rows:
         found.setdefault(kind, {})[key] = float(figure or 0.0)
@@ -324,42 +352,69 @@ def _decide(
         job = item.job
         item.refusal = item.refused_gate = None  # decided afresh when a batch is retried
         if job.base_model not in active_bases:
-            item._refuse(InvalidRequest(
-                f"base model {job.base_model} was retired", code="base_model_retired",
-                param="model", details={"base_model": job.base_model, "status": "retired"},
-            ), gate="model")  # fmt: skip
+            item._refuse(
+                InvalidRequest(
+                    f"base model {job.base_model} was retired",
+                    code="base_model_retired",
+                    param="model",
+                    details={"base_model": job.base_model, "status": "retired"},
+                ),
+                gate="model",
+            )
             continue
         revoked = [sid for sid in item.source_ids if sid not in approved]
         if revoked:
-            item._refuse(Forbidden(
-                f"data source {revoked[0]} is no longer approved",
-                code="data_source_not_approved", details={"data_source": revoked[0]},
-            ), gate="data_source_approved")  # fmt: skip
+            item._refuse(
+                Forbidden(
+                    f"data source {revoked[0]} is no longer approved",
+                    code="data_source_not_approved",
+                    details={"data_source": revoked[0]},
+                ),
+                gate="data_source_approved",
+            )
             continue
         gone = [fid for fid in item.file_ids if fid in erased]
         if gone:
-            item._refuse(InvalidRequest(f"file {gone[0]} was erased", code="file_not_usable",
-                                        details={"file_id": gone[0]}), gate="file")  # fmt: skip
+            item._refuse(
+                InvalidRequest(
+                    f"file {gone[0]} was erased",
+                    code="file_not_usable",
+                    details={"file_id": gone[0]},
+                ),
+                gate="file",
+            )
             continue
         active = int(active_jobs.get(job.tenant, 0))
         if active >= concurrent_jobs:
-            item._refuse(TooManyRequests(
-                f"{active} jobs are active; the tenant's limit is "
-                f"{concurrent_jobs}",
-                details={"quota": "concurrent_jobs", "limit": concurrent_jobs,
-                         "current": active},
-            ), gate="quota")  # fmt: skip
+            item._refuse(
+                TooManyRequests(
+                    f"{active} jobs are active; the tenant's limit is {concurrent_jobs}",
+                    details={
+                        "quota": "concurrent_jobs",
+                        "limit": concurrent_jobs,
+                        "current": active,
+                    },
+                ),
+                gate="quota",
+            )
             continue
         used = device_seconds[job.tenant] / 3600
         requested = round(job.estimated_device_seconds / 3600, 6)
         limit = device_hours_per_month
         if used + requested > limit:
-            item._refuse(TooManyRequests(
-                f"this job needs about {requested:.3f} device-hours; {used:.3f} of the "
-                f"tenant's {limit:g} this month are used",
-                details={"quota": "device_hours_per_month", "limit": limit,
-                         "used": round(used, 6), "requested": requested},
-            ), gate="quota")  # fmt: skip
+            item._refuse(
+                TooManyRequests(
+                    f"this job needs about {requested:.3f} device-hours; {used:.3f} of the "
+                    f"tenant's {limit:g} this month are used",
+                    details={
+                        "quota": "device_hours_per_month",
+                        "limit": limit,
+                        "used": round(used, 6),
+                        "requested": requested,
+                    },
+                ),
+                gate="quota",
+            )
             continue
         job.decisions = [
             *item._gate_decisions,

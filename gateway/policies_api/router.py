@@ -38,9 +38,16 @@ def list_policy_rules(
     after: Cursor = None,
 ) -> RulesPage:
     page = service.list_rules(
-        session, authorized=authorized, tenant=tenant, ptype=ptype, sub=sub, obj=obj,
-        act=act, limit=limit, after=after,
-    )  # fmt: skip
+        session,
+        authorized=authorized,
+        tenant=tenant,
+        ptype=ptype,
+        sub=sub,
+        obj=obj,
+        act=act,
+        limit=limit,
+        after=after,
+    )
     return RulesPage(
         data=[
             RulePublic(id=item.id, ptype=item.rule.ptype, values=list(item.rule.values))

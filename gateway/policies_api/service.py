@@ -51,8 +51,12 @@ def _refuse_admin_lockout(rules: Sequence[Rule]) -> None:
     # The store keeps a tenant from losing its last admin membership; a deny on the
     # policy itself for the admin role would lock every admin out just as surely.
     for rule in rules:
-        if rule.ptype == "p" and rule.values[0] == store.ADMIN_ROLE and rule.values[2] == "policy" \
-                and rule.values[4] == DENY:
+        if (
+            rule.ptype == "p"
+            and rule.values[0] == store.ADMIN_ROLE
+            and rule.values[2] == "policy"
+            and rule.values[4] == DENY
+        ):
             raise Conflict(
                 "a deny on the policy for role:admin would lock every admin out",
                 code="last_admin",
@@ -114,20 +118,31 @@ def list_rules(
     own = authorized.principal.tenant
     if tenant not in (None, own, GLOBAL_TENANT):
         raise InvalidRequest(
-            f"tenant must be {own!r} or {GLOBAL_TENANT!r}", code="tenant_not_visible",
+            f"tenant must be {own!r} or {GLOBAL_TENANT!r}",
+            code="tenant_not_visible",
             param="tenant",
         )
     try:
         return store.list_rules(
-            session, ptype=ptype, tenant=tenant or own, sub=sub, obj=obj, act=act,
-            limit=limit, after=after,
-        )  # fmt: skip
+            session,
+            ptype=ptype,
+            tenant=tenant or own,
+            sub=sub,
+            obj=obj,
+            act=act,
+            limit=limit,
+            after=after,
+        )
     except PolicyError as exc:
         raise policy_error(exc) from None
 
 
 def list_versions(
-    session: Session, *, authorized: Authorized, limit: int, before: int | None,
+    session: Session,
+    *,
+    authorized: Authorized,
+    limit: int,
+    before: int | None,
     with_changes: bool,
 ) -> tuple[list[dict], int | None]:
     """Versions are global (one rule set), but what they changed is shown only for the
@@ -146,9 +161,7 @@ def _rule_visible_in(rule: Rule, tenant: str) -> bool:
     return field is not None and rule.values[field] in (tenant, GLOBAL_TENANT)
 
 
-def _version_seen_from(
-    version: store.PolicyVersionInfo, tenant: str, with_changes: bool
-) -> dict:
+def _version_seen_from(version: store.PolicyVersionInfo, tenant: str, with_changes: bool) -> dict:
     added = [r for r in version.added if _rule_visible_in(r, tenant)]
     removed = [r for r in version.removed if _rule_visible_in(r, tenant)]
     touches_tenant = bool(added or removed)

@@ -47,13 +47,28 @@ MAX_EVENTS = 2000
 MAX_SCANNED = 20_000
 PAGE = 1000
 DATA_SOURCE_FIELDS = (
-    "id", "name", "description", "classification", "contains_personal_data", "legal_basis",
-    "allowed_purposes", "owner", "retention_days", "pii_action", "min_examples", "status",
-)  # fmt: skip
+    "id",
+    "name",
+    "description",
+    "classification",
+    "contains_personal_data",
+    "legal_basis",
+    "allowed_purposes",
+    "owner",
+    "retention_days",
+    "pii_action",
+    "min_examples",
+    "status",
+)
 APPROVAL_FIELDS = (
-    "proposed_by", "proposed_at", "approved_by", "approved_at", "approval_policy_version",
-    "revoked_by", "revoked_at",
-)  # fmt: skip
+    "proposed_by",
+    "proposed_at",
+    "approved_by",
+    "approved_at",
+    "approval_policy_version",
+    "revoked_by",
+    "revoked_at",
+)
 
 
 # --- building ---------------------------------------------------------------------------
@@ -93,25 +108,33 @@ def _preparation(row: TrainingFile | None, entry: dict[str, Any]) -> dict[str, A
     ]
     redaction = service.lineage_file(entry, row)["redaction"]
     if redaction is not None:
-        steps.append({
-            "step": "redaction",
-            "input_sha256": redaction.get("input_sha256"),
-            "output_sha256": redaction.get("output_sha256"),
-            "recogniser_set": redaction.get("recogniser_set"),
-            "settings": redaction.get("settings"),
-            "redacted_lines": redaction.get("redacted_lines"),
-        })  # fmt: skip
+        steps.append(
+            {
+                "step": "redaction",
+                "input_sha256": redaction.get("input_sha256"),
+                "output_sha256": redaction.get("output_sha256"),
+                "recogniser_set": redaction.get("recogniser_set"),
+                "settings": redaction.get("settings"),
+                "redacted_lines": redaction.get("redacted_lines"),
+            }
+        )
     if row.content_deleted_at is not None:
-        steps.append({
-            "step": "erasure",
-            "content_deleted_at": row.content_deleted_at,
-            "erasure_request_id": row.erasure_request_id,
-        })  # fmt: skip
+        steps.append(
+            {
+                "step": "erasure",
+                "content_deleted_at": row.content_deleted_at,
+                "erasure_request_id": row.erasure_request_id,
+            }
+        )
     return {"file_id": file_id, "role": entry.get("role"), "steps": steps}
 
 
 def _events(
-    session: Session, *, tenant: str, resource: str, keep: Callable[[dict], bool],
+    session: Session,
+    *,
+    tenant: str,
+    resource: str,
+    keep: Callable[[dict], bool],
     limit: int,
 ) -> tuple[list[dict], bool]:
     """The tenant's events on `resource` that `keep` accepts; True when the scan stopped
@@ -119,8 +142,7 @@ def _events(
     found: list[dict] = []
     after, scanned = 0, 0
     while True:
-        page = query.list_events(session, after=after, limit=PAGE, tenant=tenant,
-                                 resource=resource)  # fmt: skip
+        page = query.list_events(session, after=after, limit=PAGE, tenant=tenant, resource=resource)
         scanned += len(page.events)
         found.extend(event for event in page.events if keep(event))
         if page.next_after is None:
@@ -131,7 +153,11 @@ def _events(
 
 
 def _concerning(
-    session: Session, *, row: ModelVersion, job_id: str, file_ids: set[str],
+    session: Session,
+    *,
+    row: ModelVersion,
+    job_id: str,
+    file_ids: set[str],
     data_sources: Iterable[str],
 ) -> tuple[list[dict], list[str], bool]:
     """Every event about this model, its job, its files and its data sources, oldest
@@ -148,14 +174,18 @@ def _concerning(
         (service.policy_object(row.id), everything),
         (f"job:{job_id}", everything),
         *((f"ds:{source}", about_files) for source in sorted(data_sources)),
-        *((f"erasure:{flag['ref']}", everything) for flag in row.flags
-          if flag.get("reason") == "erasure_requested"),
-    ]  # fmt: skip
+        *(
+            (f"erasure:{flag['ref']}", everything)
+            for flag in row.flags
+            if flag.get("reason") == "erasure_requested"
+        ),
+    ]
     by_seq: dict[int, dict] = {}
     truncated = False
     for resource, keep in scopes:
-        events, cut = _events(session, tenant=row.tenant, resource=resource, keep=keep,
-                              limit=MAX_EVENTS)  # fmt: skip
+        events, cut = _events(
+            session, tenant=row.tenant, resource=resource, keep=keep, limit=MAX_EVENTS
+        )
         truncated = truncated or cut
         by_seq.update((event["seq"], event) for event in events)
     ordered = [by_seq[seq] for seq in sorted(by_seq)]
@@ -164,8 +194,14 @@ def _concerning(
     return ordered, [resource for resource, _ in scopes], truncated
 
 
-def _audit_section(session: Session, *, row: ModelVersion, job_id: str, file_ids: set[str],
-                   data_sources: Iterable[str]) -> dict[str, Any]:  # fmt: skip
+def _audit_section(
+    session: Session,
+    *,
+    row: ModelVersion,
+    job_id: str,
+    file_ids: set[str],
+    data_sources: Iterable[str],
+) -> dict[str, Any]:
     state = session.info["gateway"]
     checkpoint = query.latest_checkpoint(session, state.signer)
     events, scopes, truncated = _concerning(
@@ -179,8 +215,10 @@ def _audit_section(session: Session, *, row: ModelVersion, job_id: str, file_ids
         proven.append({"event": event, "proof": query.inclusion_proof(session, event["seq"], size)})
     return {
         "checkpoint": checkpoint.to_json() if checkpoint is not None else None,
-        "public_key": {"key_id": state.signer.key_id,
-                       "pem": state.signer.public_key_pem().decode()},  # fmt: skip
+        "public_key": {
+            "key_id": state.signer.key_id,
+            "pem": state.signer.public_key_pem().decode(),
+        },
         "scopes": scopes,
         "truncated": truncated,
         "events": proven,
@@ -197,32 +235,39 @@ def build(session: Session, *, authorized: Authorized, model_id: str) -> dict[st
     lineage = service.build_lineage(session, row=row)
     file_rows = {
         file.id: file
-        for file in (session.get(TrainingFile, entry.get("file_id", ""))
-                     for entry in row.data_files)
+        for file in (
+            session.get(TrainingFile, entry.get("file_id", "")) for entry in row.data_files
+        )
         if file is not None and file.tenant == row.tenant
-    }  # fmt: skip
-    source_ids = sorted({
-        entry.get("data_source") or getattr(file_rows.get(entry.get("file_id", "")),
-                                            "data_source_id", None)
-        for entry in row.data_files
-    } - {None})  # fmt: skip
+    }
+    source_ids = sorted(
+        {
+            entry.get("data_source")
+            or getattr(file_rows.get(entry.get("file_id", "")), "data_source_id", None)
+            for entry in row.data_files
+        }
+        - {None}
+    )
     sources = [
-        source for source in (session.get(DataSource, source_id) for source_id in source_ids)
+        source
+        for source in (session.get(DataSource, source_id) for source_id in source_ids)
         if source is not None and source.tenant == row.tenant
-    ]  # fmt: skip
+    ]
     job_purpose = job.purpose if job is not None else row.purpose
 
     files = []
     for entry in row.data_files:
         file = file_rows.get(entry.get("file_id", ""))
-        files.append({
-            **service.lineage_file(entry, file),
-            "bytes": file.bytes if file else None,
-            "content_bytes": file.content_bytes if file else None,
-            "uploaded_by": file.created_by if file else None,
-            "uploaded_at": file.created_at if file else None,
-            "datasheet": file.report if file else None,
-        })  # fmt: skip
+        files.append(
+            {
+                **service.lineage_file(entry, file),
+                "bytes": file.bytes if file else None,
+                "content_bytes": file.content_bytes if file else None,
+                "uploaded_by": file.created_by if file else None,
+                "uploaded_at": file.created_at if file else None,
+                "datasheet": file.report if file else None,
+            }
+        )
 
     dossier = {
         "format": DOSSIER_FORMAT,
@@ -246,11 +291,14 @@ def build(session: Session, *, authorized: Authorized, model_id: str) -> dict[st
             "purpose": row.purpose,
             "job_purpose": job_purpose,
             "data_sources": [
-                {"data_source": source.id, "name": source.name,
-                 "allowed_purposes": source.allowed_purposes,
-                 "purpose_allowed": job_purpose in source.allowed_purposes}
+                {
+                    "data_source": source.id,
+                    "name": source.name,
+                    "allowed_purposes": source.allowed_purposes,
+                    "purpose_allowed": job_purpose in source.allowed_purposes,
+                }
                 for source in sources
-            ],  # fmt: skip
+            ],
         },
         "data": {
             "data_sources": [
@@ -260,8 +308,7 @@ def build(session: Session, *, authorized: Authorized, model_id: str) -> dict[st
             "files": files,
         },
         "preparation": [
-            _preparation(file_rows.get(entry.get("file_id", "")), entry)
-            for entry in row.data_files
+            _preparation(file_rows.get(entry.get("file_id", "")), entry) for entry in row.data_files
         ],
         "training": {
             "hyperparameters": row.hyperparameters,
@@ -269,7 +316,9 @@ def build(session: Session, *, authorized: Authorized, model_id: str) -> dict[st
             "seed": row.seed,
             "library_versions": row.library_versions,
             "compute": row.compute,
-            "job": None if job is None else {
+            "job": None
+            if job is None
+            else {
                 "id": job.id,
                 "status": job.status,
                 "model": job.model,
@@ -288,10 +337,12 @@ def build(session: Session, *, authorized: Authorized, model_id: str) -> dict[st
         },
         "approvals": {
             "data_sources": [
-                {"data_source": source.id,
-                 **{field: getattr(source, field) for field in APPROVAL_FIELDS}}
+                {
+                    "data_source": source.id,
+                    **{field: getattr(source, field) for field in APPROVAL_FIELDS},
+                }
                 for source in sources
-            ],  # fmt: skip
+            ],
             "training_request": {
                 "requested_by": row.requested_by,
                 "job_id": row.job_id,
@@ -303,7 +354,8 @@ def build(session: Session, *, authorized: Authorized, model_id: str) -> dict[st
                 "override_reason": row.promotion_override_reason,
                 "override_reason_sha256": (
                     hashlib.sha256(row.promotion_override_reason.encode()).hexdigest()
-                    if row.promotion_override_reason is not None else None
+                    if row.promotion_override_reason is not None
+                    else None
                 ),
             },
             "retirement": {"retired_by": row.retired_by, "retired_at": row.retired_at},
@@ -311,10 +363,12 @@ def build(session: Session, *, authorized: Authorized, model_id: str) -> dict[st
         "lineage": lineage,
         "flags": row.flags,
         "audit": _audit_section(
-            session, row=row, job_id=row.job_id,
+            session,
+            row=row,
+            job_id=row.job_id,
             file_ids={entry.get("file_id") for entry in row.data_files},
             data_sources=[source.id for source in sources],
-        ),  # fmt: skip
+        ),
     }
     audit = dossier["audit"]
     record_allowed(
@@ -372,17 +426,28 @@ def _evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
         lines += ["Against the baselines:", ""]
         lines += _table(
             ["system", "exact match", "token F1", "loss", "perplexity"],
-            ([name, *(metrics.get(key) for key in ("exact_match", "token_f1", "loss",
-                                                   "perplexity"))]
-             for name, metrics in systems.items() if isinstance(metrics, dict)),
-        )  # fmt: skip
+            (
+                [
+                    name,
+                    *(
+                        metrics.get(key)
+                        for key in ("exact_match", "token_f1", "loss", "perplexity")
+                    ),
+                ]
+                for name, metrics in systems.items()
+                if isinstance(metrics, dict)
+            ),
+        )
     verdict = report.get("verdict")
     if isinstance(verdict, dict) and isinstance(verdict.get("checks"), list):
         lines += _table(
             ["check", "passed", "value", "threshold"],
-            ([check.get("name"), check.get("passed"), check.get("value"), check.get("threshold")]
-             for check in verdict["checks"] if isinstance(check, dict)),
-        )  # fmt: skip
+            (
+                [check.get("name"), check.get("passed"), check.get("value"), check.get("threshold")]
+                for check in verdict["checks"]
+                if isinstance(check, dict)
+            ),
+        )
     return [*lines, "Full report:", "", *_json_block(report)]
 
 
@@ -400,47 +465,110 @@ def render_markdown(dossier: dict[str, Any]) -> str:
         "",
         "## 1. General description",
         "",
-        *_table(["field", "value"], [
-            ["model", general["model_id"]], ["provider (tenant)", general["provider"]],
-            ["status", general["status"]], ["created (epoch s)", general["created_at"]],
-            ["base model", general["base_model"]],
-            ["base manifest sha256", general["base_manifest_sha256"]],
-            ["parent model", general["parent_model_id"]],
-            ["adapter sha256", general["adapter_sha256"]],
-            ["fine-tuning job", general["job_id"]], ["requested by", general["requested_by"]],
-        ]),  # fmt: skip
+        *_table(
+            ["field", "value"],
+            [
+                ["model", general["model_id"]],
+                ["provider (tenant)", general["provider"]],
+                ["status", general["status"]],
+                ["created (epoch s)", general["created_at"]],
+                ["base model", general["base_model"]],
+                ["base manifest sha256", general["base_manifest_sha256"]],
+                ["parent model", general["parent_model_id"]],
+                ["adapter sha256", general["adapter_sha256"]],
+                ["fine-tuning job", general["job_id"]],
+                ["requested by", general["requested_by"]],
+            ],
+        ),
         "Adapter files:",
         "",
-        *_table(["file", "sha256", "bytes"],
-                ([f.get("relative_path"), f.get("sha256"), f.get("bytes")]
-                 for f in general["adapter_files"])),  # fmt: skip
+        *_table(
+            ["file", "sha256", "bytes"],
+            (
+                [f.get("relative_path"), f.get("sha256"), f.get("bytes")]
+                for f in general["adapter_files"]
+            ),
+        ),
         "## 2. Intended purpose",
         "",
         f"Trained for the purpose {_code(purpose['job_purpose'])}.",
         "",
-        *_table(["data source", "name", "allowed purposes", "purpose allowed"],
-                ([s["data_source"], s["name"], ", ".join(s["allowed_purposes"]),
-                  s["purpose_allowed"]] for s in purpose["data_sources"])),  # fmt: skip
+        *_table(
+            ["data source", "name", "allowed purposes", "purpose allowed"],
+            (
+                [
+                    s["data_source"],
+                    s["name"],
+                    ", ".join(s["allowed_purposes"]),
+                    s["purpose_allowed"],
+                ]
+                for s in purpose["data_sources"]
+            ),
+        ),
         "## 3. Data",
         "",
         "### Data sources",
         "",
-        *_table(["id", "name", "classification", "personal data", "legal basis", "owner",
-                 "retention (days)", "PII action", "status"],
-                ([s["id"], s["name"], s["classification"], s["contains_personal_data"],
-                  s["legal_basis"], s["owner"], s["retention_days"], s["pii_action"],
-                  s["status"]] for s in data["data_sources"])),  # fmt: skip
+        *_table(
+            [
+                "id",
+                "name",
+                "classification",
+                "personal data",
+                "legal basis",
+                "owner",
+                "retention (days)",
+                "PII action",
+                "status",
+            ],
+            (
+                [
+                    s["id"],
+                    s["name"],
+                    s["classification"],
+                    s["contains_personal_data"],
+                    s["legal_basis"],
+                    s["owner"],
+                    s["retention_days"],
+                    s["pii_action"],
+                    s["status"],
+                ]
+                for s in data["data_sources"]
+            ),
+        ),
         "### File versions",
         "",
-        *_table(["file", "role", "data source", "sha256 (as uploaded)",
-                 "content sha256 (trained on)", "examples", "status"],
-                ([f["file_id"], f["role"], f["data_source"], f["sha256"], f["content_sha256"],
-                  f["examples"], f["status"]] for f in data["files"])),  # fmt: skip
+        *_table(
+            [
+                "file",
+                "role",
+                "data source",
+                "sha256 (as uploaded)",
+                "content sha256 (trained on)",
+                "examples",
+                "status",
+            ],
+            (
+                [
+                    f["file_id"],
+                    f["role"],
+                    f["data_source"],
+                    f["sha256"],
+                    f["content_sha256"],
+                    f["examples"],
+                    f["status"],
+                ]
+                for f in data["files"]
+            ),
+        ),
     ]
     for file in data["files"]:
         if file.get("datasheet") is not None:
-            lines += [f"Datasheet of {_code(file['file_id'])}:", "",
-                      *_json_block(file["datasheet"])]  # fmt: skip
+            lines += [
+                f"Datasheet of {_code(file['file_id'])}:",
+                "",
+                *_json_block(file["datasheet"]),
+            ]
     lines += ["## 4. Data preparation", ""]
     for prepared in dossier["preparation"]:
         lines += [f"### {_code(prepared['file_id'])}", ""]
@@ -455,64 +583,120 @@ def render_markdown(dossier: dict[str, Any]) -> str:
                     f"lines {_cell(rest.get('redacted_lines'))}"
                 )
             else:
-                lines.append(f"- {name}: " + ", ".join(
-                    f"{key} {_cell(value)}" for key, value in rest.items()))  # fmt: skip
+                lines.append(
+                    f"- {name}: "
+                    + ", ".join(f"{key} {_cell(value)}" for key, value in rest.items())
+                )
         lines.append("")
     training = dossier["training"]
     lines += [
         "## 5. Training",
         "",
-        *_table(["setting", "value"],
-                [*([key, value] for key, value in sorted(training["hyperparameters"].items())),
-                 ["seed", training["seed"]]]),  # fmt: skip
-        "LoRA:", "", *_json_block(training["lora"]),
-        "Library versions:", "", *_json_block(training["library_versions"]),
-        "Compute:", "", *_json_block(training["compute"]),
-        "Job:", "", *_json_block(training["job"]),
+        *_table(
+            ["setting", "value"],
+            [
+                *([key, value] for key, value in sorted(training["hyperparameters"].items())),
+                ["seed", training["seed"]],
+            ],
+        ),
+        "LoRA:",
+        "",
+        *_json_block(training["lora"]),
+        "Library versions:",
+        "",
+        *_json_block(training["library_versions"]),
+        "Compute:",
+        "",
+        *_json_block(training["compute"]),
+        "Job:",
+        "",
+        *_json_block(training["job"]),
         "## 6. Evaluation",
         "",
         *_evaluation_lines(dossier["evaluation"]),
         "## 7. Approvals",
         "",
-        *_table(["data source", "proposed by", "proposed at", "approved by", "approved at",
-                 "policy version", "revoked by", "revoked at"],
-                ([a["data_source"], a["proposed_by"], a["proposed_at"], a["approved_by"],
-                  a["approved_at"], a["approval_policy_version"], a["revoked_by"],
-                  a["revoked_at"]] for a in approvals["data_sources"])),  # fmt: skip
+        *_table(
+            [
+                "data source",
+                "proposed by",
+                "proposed at",
+                "approved by",
+                "approved at",
+                "policy version",
+                "revoked by",
+                "revoked at",
+            ],
+            (
+                [
+                    a["data_source"],
+                    a["proposed_by"],
+                    a["proposed_at"],
+                    a["approved_by"],
+                    a["approved_at"],
+                    a["approval_policy_version"],
+                    a["revoked_by"],
+                    a["revoked_at"],
+                ]
+                for a in approvals["data_sources"]
+            ),
+        ),
         f"Training requested by {_cell(approvals['training_request']['requested_by'])} "
         f"(job {_code(approvals['training_request']['job_id'])}). Decisions:",
         "",
-        *_table(["decision", "policy version", "details"],
-                ([d.get("name") or d.get("gate") or d.get("act") or d.get("action"),
-                  d.get("policy_version"),
-                  {k: v for k, v in d.items() if k not in ("policy_version",)}]
-                 for d in approvals["training_request"]["decisions"]
-                 if isinstance(d, dict))),  # fmt: skip
+        *_table(
+            ["decision", "policy version", "details"],
+            (
+                [
+                    d.get("name") or d.get("gate") or d.get("act") or d.get("action"),
+                    d.get("policy_version"),
+                    {k: v for k, v in d.items() if k not in ("policy_version",)},
+                ]
+                for d in approvals["training_request"]["decisions"]
+                if isinstance(d, dict)
+            ),
+        ),
     ]
     promotion = approvals["promotion"]
     if promotion["promoted_by"] is not None:
-        lines.append(f"Promoted to production by {_cell(promotion['promoted_by'])} at "
-                     f"{_cell(promotion['promoted_at'])} (epoch s).")  # fmt: skip
+        lines.append(
+            f"Promoted to production by {_cell(promotion['promoted_by'])} at "
+            f"{_cell(promotion['promoted_at'])} (epoch s)."
+        )
         if promotion["override_reason"] is not None:
-            lines += ["", "Override reason (sha256 "
-                      f"{_code(promotion['override_reason_sha256'])}):", "",
-                      "> " + "\n> ".join(promotion["override_reason"].splitlines() or [""])]
+            lines += [
+                "",
+                f"Override reason (sha256 {_code(promotion['override_reason_sha256'])}):",
+                "",
+                "> " + "\n> ".join(promotion["override_reason"].splitlines() or [""]),
+            ]
     else:
         lines.append("Not promoted.")
     retirement = approvals["retirement"]
     if retirement["retired_by"] is not None:
-        lines += ["", f"Retired by {_cell(retirement['retired_by'])} at "
-                      f"{_cell(retirement['retired_at'])} (epoch s)."]  # fmt: skip
+        lines += [
+            "",
+            f"Retired by {_cell(retirement['retired_by'])} at "
+            f"{_cell(retirement['retired_at'])} (epoch s).",
+        ]
     lineage = dossier["lineage"]
     lines += [
         "",
         "## 8. Lineage",
         "",
-        *_table(["version", "job", "requested by", "adapter sha256", "data files"],
-                ([v["id"], v["job_id"], v["requested_by"], v["adapter_sha256"],
-                  ", ".join(f"{f['file_id']} ({f['content_sha256']})"
-                            for f in v["data_files"])]
-                 for v in lineage["chain"])),  # fmt: skip
+        *_table(
+            ["version", "job", "requested by", "adapter sha256", "data files"],
+            (
+                [
+                    v["id"],
+                    v["job_id"],
+                    v["requested_by"],
+                    v["adapter_sha256"],
+                    ", ".join(f"{f['file_id']} ({f['content_sha256']})" for f in v["data_files"]),
+                ]
+                for v in lineage["chain"]
+            ),
+        ),
         f"Base model {_code(lineage['base_model']['name'])}, manifest sha256 "
         f"{_code(lineage['base_model']['manifest_sha256'])}.",
         "",
@@ -520,9 +704,10 @@ def render_markdown(dossier: dict[str, Any]) -> str:
         "",
     ]
     if dossier["flags"]:
-        lines += _table(["reason", "ref", "at", "via"],
-                        ([f.get("reason"), f.get("ref"), f.get("at"), f.get("via")]
-                         for f in dossier["flags"]))  # fmt: skip
+        lines += _table(
+            ["reason", "ref", "at", "via"],
+            ([f.get("reason"), f.get("ref"), f.get("at"), f.get("via")] for f in dossier["flags"]),
+        )
     else:
         lines += ["None.", ""]
     checkpoint = audit["checkpoint"] or {}
@@ -534,16 +719,40 @@ def render_markdown(dossier: dict[str, Any]) -> str:
         f"{_code(audit['public_key']['key_id'])}."
         + (" The event list was cut at its bound." if audit["truncated"] else ""),
         "",
-        *_table(["seq", "time", "action", "actor", "resource", "decision", "policy version",
-                 "leaf hash"],
-                ([e["event"]["seq"], e["event"]["ts"], e["event"]["action"],
-                  e["event"]["actor"], e["event"]["resource"], e["event"]["decision"],
-                  e["event"]["policy_version"], e["proof"]["leaf_hash"]]
-                 for e in audit["events"])),  # fmt: skip
+        *_table(
+            [
+                "seq",
+                "time",
+                "action",
+                "actor",
+                "resource",
+                "decision",
+                "policy version",
+                "leaf hash",
+            ],
+            (
+                [
+                    e["event"]["seq"],
+                    e["event"]["ts"],
+                    e["event"]["action"],
+                    e["event"]["actor"],
+                    e["event"]["resource"],
+                    e["event"]["decision"],
+                    e["event"]["policy_version"],
+                    e["proof"]["leaf_hash"],
+                ]
+                for e in audit["events"]
+            ),
+        ),
         "Checkpoint, public key and inclusion proofs (check each with "
         "`tunegate audit verify-proof`):",
         "",
-        *_json_block({"checkpoint": audit["checkpoint"], "public_key": audit["public_key"],
-                      "proofs": [e["proof"] for e in audit["events"]]}),  # fmt: skip
+        *_json_block(
+            {
+                "checkpoint": audit["checkpoint"],
+                "public_key": audit["public_key"],
+                "proofs": [e["proof"] for e in audit["events"]],
+            }
+        ),
     ]
     return "\n".join(lines)

@@ -48,9 +48,13 @@ def list_models(
     caller may read. `?status=production` answers which models, trained on which data file
     versions, are in production."""
     rows, next_after = service.list_visible(
-        session, authorized=authorized, status=status, flagged=flagged, after=after,
+        session,
+        authorized=authorized,
+        status=status,
+        flagged=flagged,
+        after=after,
         limit=limit,
-    )  # fmt: skip
+    )
     return ModelsPage(
         data=[_public(row) for row in rows],
         has_more=next_after is not None,
@@ -129,10 +133,12 @@ def promote_model(
 ) -> FineTunedModelPublic:
     return FineTunedModelPublic.model_validate(
         service.promote(
-            session, authorized=authorized, model_id=model_id,
+            session,
+            authorized=authorized,
+            model_id=model_id,
             override_reason=body.override_reason if body is not None else None,
         )
-    )  # fmt: skip
+    )
 
 
 @router.post("/{model_id}/retire", response_model=FineTunedModelPublic)

@@ -85,10 +85,12 @@ class ModelPromote(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     override_reason: FreeText | None = Field(
-        None, min_length=3, max_length=2000,
+        None,
+        min_length=3,
+        max_length=2000,
         description="why the model goes to production although its evaluation did not pass "
         "(or it is flagged); kept on the model, its hash in the audit trail",
-    )  # fmt: skip
+    )
 
 
 # --- lineage ----------------------------------------------------------------------------

@@ -68,8 +68,7 @@ def get_in_tenant(
     if FINE_TUNED_ID.match(model_id):
         row = session.get(ModelVersion, model_id, with_for_update=for_update)
     if row is None or row.tenant != tenant:
-        raise NotFound(f"model {model_id!r} not found", code="model_not_found",
-                       param="model_id")
+        raise NotFound(f"model {model_id!r} not found", code="model_not_found", param="model_id")
     return row
 
 
@@ -81,13 +80,19 @@ def get_visible(
     try:
         return base_models.get_visible(session, authorized=authorized, name=model_id)
     except NotFound:
-        raise NotFound(f"model {model_id!r} not found", code="model_not_found",
-                       param="model_id") from None
+        raise NotFound(
+            f"model {model_id!r} not found", code="model_not_found", param="model_id"
+        ) from None
 
 
 def _fine_tuned_visible(
-    session: Session, *, authorized: Authorized, status: str | None, flagged: bool | None,
-    after: str | None, limit: int,
+    session: Session,
+    *,
+    authorized: Authorized,
+    status: str | None,
+    flagged: bool | None,
+    after: str | None,
+    limit: int,
 ) -> tuple[list[ModelVersion], bool]:
     principal = authorized.principal
     policy = session.info["gateway"].policy
@@ -96,7 +101,10 @@ def _fine_tuned_visible(
         if flagged is not None and bool(row.flags) != flagged:
             return False
         return policy.decide(
-            principal.subject, principal.tenant, policy_object(row.id), VISIBLE_WITH,
+            principal.subject,
+            principal.tenant,
+            policy_object(row.id),
+            VISIBLE_WITH,
             extra_roles=principal.roles,
         ).allowed
 
@@ -120,8 +128,13 @@ def _row_id(row: RegisteredBaseModel | ModelVersion) -> str:
 
 
 def list_visible(
-    session: Session, *, authorized: Authorized, status: str | None, flagged: bool | None,
-    after: str | None, limit: int,
+    session: Session,
+    *,
+    authorized: Authorized,
+    status: str | None,
+    flagged: bool | None,
+    after: str | None,
+    limit: int,
 ) -> tuple[list[RegisteredBaseModel | ModelVersion], str | None]:
     """Base models and the tenant's fine-tuned versions the caller may read, in id order
     (base names never start with "ft:", so the two never collide). Base models carry no
@@ -137,9 +150,13 @@ def list_visible(
         more = more or next_base is not None
     if status != "active":
         tuned, tuned_more = _fine_tuned_visible(
-            session, authorized=authorized, status=status, flagged=flagged, after=after,
+            session,
+            authorized=authorized,
+            status=status,
+            flagged=flagged,
+            after=after,
             limit=limit,
-        )  # fmt: skip
+        )
         rows.extend(tuned)
         more = more or tuned_more
     rows.sort(key=_row_id)
@@ -168,9 +185,14 @@ def lineage_file(entry: dict[str, Any], row: TrainingFile | None) -> dict[str, A
     if redaction is None and row is not None and row.redaction is not None:
         redaction = {
             key: row.redaction.get(key)
-            for key in ("input_sha256", "output_sha256", "recogniser_set", "settings",
-                        "redacted_lines")
-        }  # fmt: skip
+            for key in (
+                "input_sha256",
+                "output_sha256",
+                "recogniser_set",
+                "settings",
+                "redacted_lines",
+            )
+        }
     return {
         "role": entry.get("role"),
         "file_id": entry.get("file_id"),
@@ -224,8 +246,12 @@ def chain_of(session: Session, row: ModelVersion) -> tuple[list[ModelVersion], s
     while current.parent_model_id is not None:
         parent_id = current.parent_model_id
         parent = session.get(ModelVersion, parent_id) if FINE_TUNED_ID.match(parent_id) else None
-        if (parent is None or parent.tenant != row.tenant or parent.id in seen
-                or len(chain) >= MAX_LINEAGE_DEPTH):  # fmt: skip
+        if (
+            parent is None
+            or parent.tenant != row.tenant
+            or parent.id in seen
+            or len(chain) >= MAX_LINEAGE_DEPTH
+        ):
             return chain, parent_id
         chain.append(parent)
         seen.add(parent.id)
@@ -236,9 +262,10 @@ def chain_of(session: Session, row: ModelVersion) -> tuple[list[ModelVersion], s
 def build_lineage(session: Session, *, row: ModelVersion) -> dict[str, Any]:
     chain, broken_at = chain_of(session, row)
     files = _files_by_id(
-        session, tenant=row.tenant,
+        session,
+        tenant=row.tenant,
         file_ids=(entry.get("file_id", "") for each in chain for entry in each.data_files),
-    )  # fmt: skip
+    )
     root = chain[-1]
     base = session.get(RegisteredBaseModel, root.base_model)
     return {
@@ -276,8 +303,11 @@ def promote(
     principal = authorized.principal
     row = get_in_tenant(session, tenant=principal.tenant, model_id=model_id, for_update=True)
     if row.status != "candidate":
-        raise Conflict(f"model is {row.status}, not a candidate", code="not_candidate",
-                       details={"status": row.status})
+        raise Conflict(
+            f"model is {row.status}, not a candidate",
+            code="not_candidate",
+            details={"status": row.status},
+        )
     if row.requested_by == principal.sub:
         raise Conflict(
             "four eyes: whoever asked for the training cannot promote the model",
@@ -290,12 +320,16 @@ def promote(
         needs_override.append("model_flagged")
     if needs_override and override_reason is None:
         raise Conflict(
-            "the evaluation did not pass" if needs_override[0] == "evaluation_not_passed"
+            "the evaluation did not pass"
+            if needs_override[0] == "evaluation_not_passed"
             else "the model is flagged for review",
             code=needs_override[0],
-            details={"verdict": row.verdict, "flags": len(row.flags),
-                     "hint": "promote with an override_reason to go ahead anyway"},
-        )  # fmt: skip
+            details={
+                "verdict": row.verdict,
+                "flags": len(row.flags),
+                "hint": "promote with an override_reason to go ahead anyway",
+            },
+        )
     row.status = "production"
     row.promoted_by = principal.sub
     row.promoted_at = int(time.time())
@@ -337,9 +371,12 @@ def retire(session: Session, *, authorized: Authorized, model_id: str) -> ModelV
         session,
         authorized=authorized,
         action="model.retired",
-        details={"model_id": row.id, "previous_status": previous,
-                 "adapter_sha256": row.adapter_sha256},
-    )  # fmt: skip
+        details={
+            "model_id": row.id,
+            "previous_status": previous,
+            "adapter_sha256": row.adapter_sha256,
+        },
+    )
     log.info("model.retired", model_id=row.id, previous_status=previous)
     return row
 
@@ -366,8 +403,13 @@ def _descendants(rows: Sequence[ModelVersion], roots: set[str]) -> dict[str, str
 
 
 def flag_models(
-    session: Session, *, tenant: str, data_source_id: str | None = None,
-    file_ids: Iterable[str] = (), reason: str, ref: str,
+    session: Session,
+    *,
+    tenant: str,
+    data_source_id: str | None = None,
+    file_ids: Iterable[str] = (),
+    reason: str,
+    ref: str,
     authorized: Authorized | None = None,
 ) -> list[str]:
     """Flags every version of the tenant trained on the data source or on one of the
@@ -381,9 +423,11 @@ def flag_models(
     if data_source_id is None and not wanted_files:
         return []
     rows = session.scalars(
-        select(ModelVersion).where(ModelVersion.tenant == tenant).order_by(ModelVersion.id)
+        select(ModelVersion)
+        .where(ModelVersion.tenant == tenant)
+        .order_by(ModelVersion.id)
         .with_for_update()
-    ).all()  # fmt: skip
+    ).all()
     direct: dict[str, str] = {}
     for row in rows:
         for entry in row.data_files:
@@ -393,8 +437,10 @@ def flag_models(
             if entry.get("file_id") in wanted_files:
                 direct[row.id] = f"file:{entry['file_id']}"
                 break
-    via = {**{child: f"parent:{parent}" for child, parent in
-              _descendants(rows, set(direct)).items()}, **direct}  # fmt: skip
+    via = {
+        **{child: f"parent:{parent}" for child, parent in _descendants(rows, set(direct)).items()},
+        **direct,
+    }
     at = now_ts()
     for row in rows:
         if row.id not in via:
@@ -404,14 +450,31 @@ def flag_models(
         flag = {"reason": reason, "ref": ref, "at": at, "via": via[row.id]}
         row.flags = [*row.flags, flag]  # a new list, so the JSON column sees the change
         session.add(row)
-        details = {"model_id": row.id, "reason": reason, "ref": ref, "via": via[row.id],
-                   "status": row.status}  # fmt: skip
+        details = {
+            "model_id": row.id,
+            "reason": reason,
+            "ref": ref,
+            "via": via[row.id],
+            "status": row.status,
+        }
         if authorized is not None:
-            record_allowed(session, authorized=authorized, action="model.flagged",
-                           resource=policy_object(row.id), details=details)  # fmt: skip
+            record_allowed(
+                session,
+                authorized=authorized,
+                action="model.flagged",
+                resource=policy_object(row.id),
+                details=details,
+            )
         else:
-            record(session, actor=SYSTEM_ACTOR, tenant=tenant, action="model.flagged",
-                   resource=policy_object(row.id), decision="allow", details=details)  # fmt: skip
+            record(
+                session,
+                actor=SYSTEM_ACTOR,
+                tenant=tenant,
+                action="model.flagged",
+                resource=policy_object(row.id),
+                decision="allow",
+                details=details,
+            )
     session.flush()
     flagged = sorted(via)
     if flagged:
@@ -439,8 +502,9 @@ def adapter_directory(settings: Any, row: ModelVersion) -> Path:
     directory = directory.resolve()
     if not directory.is_relative_to(store):
         log.error("model.artifact_outside_store", model_id=row.id)
-        raise Conflict("the model's artifacts are not in the artifact store",
-                       code="adapter_unavailable")
+        raise Conflict(
+            "the model's artifacts are not in the artifact store", code="adapter_unavailable"
+        )
     return directory
 
 
@@ -453,13 +517,18 @@ def _open_verified(directory: Path, row: ModelVersion) -> list[tuple[str, IO[byt
         for entry in row.adapter_files:
             relative = PurePosixPath(str(entry.get("relative_path", "")))
             if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-                raise Conflict("the model records an adapter file outside its directory",
-                               code="adapter_unavailable")
+                raise Conflict(
+                    "the model records an adapter file outside its directory",
+                    code="adapter_unavailable",
+                )
             path = (directory / relative).resolve()
             if not path.is_relative_to(directory) or not path.is_file():
                 log.error("model.adapter_file_missing", model_id=row.id, file=str(relative))
-                raise Gone("an adapter file is missing from the artifact store",
-                           code="adapter_missing", details={"file": str(relative)})
+                raise Gone(
+                    "an adapter file is missing from the artifact store",
+                    code="adapter_missing",
+                    details={"file": str(relative)},
+                )
             handle = open(path, "rb")  # noqa: SIM115 (closed by the stream or below)
             opened.append((relative.as_posix(), handle, 0))
             digest = hashlib.sha256()
@@ -471,8 +540,9 @@ def _open_verified(directory: Path, row: ModelVersion) -> list[tuple[str, IO[byt
                 log.error("model.adapter_hash_mismatch", model_id=row.id, file=str(relative))
                 raise Conflict(
                     "an adapter file no longer matches its recorded sha256",
-                    code="adapter_hash_mismatch", details={"file": str(relative)},
-                )  # fmt: skip
+                    code="adapter_hash_mismatch",
+                    details={"file": str(relative)},
+                )
             handle.seek(0)
             opened[-1] = (relative.as_posix(), handle, size)
     except BaseException:
@@ -537,4 +607,3 @@ def open_adapter(session: Session, *, authorized: Authorized, model_id: str) -> 
         adapter_sha256=row.adapter_sha256,
         chunks=_tar_stream(files, mtime=row.created_at),
     )
-

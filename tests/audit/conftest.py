@@ -67,8 +67,12 @@ def drop_append_only_triggers(engine: Engine) -> None:
 
 
 TABLES = (
-    "audit_events", "audit_checkpoints", "audit_tree_nodes", "audit_chain_head", "audit_queue",
-)  # fmt: skip
+    "audit_events",
+    "audit_checkpoints",
+    "audit_tree_nodes",
+    "audit_chain_head",
+    "audit_queue",
+)
 
 
 class SeededChain:

@@ -105,10 +105,16 @@ class TestSignVerify:
             {"tree_size": 8, "root_hash": "00" * 31, "signature": ""},
             {"tree_size": 8, "root_hash": "00" * 32, "signature": "!!", "ts": TS, "key_id": "k"},
             {"tree_size": 8, "root_hash": "00" * 32, "signature": "", "ts": "now", "key_id": "k"},
-            {"tree_size": 8, "root_hash": "00" * 32, "signature": "", "ts": TS, "key_id": "k",
-             "format": "other/v9"},
+            {
+                "tree_size": 8,
+                "root_hash": "00" * 32,
+                "signature": "",
+                "ts": TS,
+                "key_id": "k",
+                "format": "other/v9",
+            },
         ],
-    )  # fmt: skip
+    )
     def test_malformed_documents(self, signer, doc):
         with pytest.raises(CheckpointError) as caught:
             verify_checkpoint(doc, signer.public_key_pem())

@@ -79,10 +79,11 @@ def test_concurrent_enqueues_with_sequencers_form_one_linear_chain(fresh_engine,
     the queue: every event chained exactly once, in one gapless linear chain."""
     engine = fresh_engine(pool_size=WRITERS + SEQUENCERS, max_overflow=0)
     sequencers = [
-        AuditSequencer(engine, signer=signer, checkpoint_every=500, interval=0.02, max_batch=64)
-        .start()
+        AuditSequencer(
+            engine, signer=signer, checkpoint_every=500, interval=0.02, max_batch=64
+        ).start()
         for _ in range(SEQUENCERS)
-    ]  # fmt: skip
+    ]
     barrier = threading.Barrier(WRITERS)
     errors: list[BaseException] = []
 

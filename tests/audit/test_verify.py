@@ -208,10 +208,12 @@ class TestCheckpoints:
             for seq in range(6, SEED_EVENTS + 1):
                 digest = chain_hash(prev, bodies[seq - 1])
                 connection.execute(
-                    text("UPDATE audit_events SET body = :b, prev_hash = :p, hash = :h, "
-                         "actor = CASE WHEN seq = 6 THEN 'eve' ELSE actor END WHERE seq = :s"),
+                    text(
+                        "UPDATE audit_events SET body = :b, prev_hash = :p, hash = :h, "
+                        "actor = CASE WHEN seq = 6 THEN 'eve' ELSE actor END WHERE seq = :s"
+                    ),
                     {"b": bodies[seq - 1], "p": prev, "h": digest, "s": seq},
-                )  # fmt: skip
+                )
                 prev = digest
             connection.execute(
                 text("UPDATE audit_chain_head SET hash = :h, frontier = :f"),

@@ -14,8 +14,11 @@ from tests.datasets.conftest import chat, varied_examples
 def _lines() -> list[bytes]:
     """Every kind of line the batched chat path must hand back to the one-by-one path."""
     records: list = varied_examples(6, seed=5)
-    records[1] = chat(("system", "Be brief."), ("user", "Mail me at jane.doe@example.com"),
-                      ("assistant", "Noted, café ☕ at 10:30."))  # fmt: skip
+    records[1] = chat(
+        ("system", "Be brief."),
+        ("user", "Mail me at jane.doe@example.com"),
+        ("assistant", "Noted, café ☕ at 10:30."),
+    )
     records[2] = chat(("user", "Thanks!"), ("assistant", "ok" + " " * 40))
     records[4] = {"prompt": "q", "completion": "a mixed-in prompt/completion line"}
     lines = [json.dumps(record, ensure_ascii=False).encode() for record in records]

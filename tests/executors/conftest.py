@@ -7,27 +7,27 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-import json  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from sqlalchemy import Engine, text  # noqa: E402
-from sqlmodel import Session, select  # noqa: E402
+import pytest
+import torch
+from sqlalchemy import Engine, text
+from sqlmodel import Session, select
 
-from gateway.config import Settings  # noqa: E402
-from gateway.data_sources.models import DataSource  # noqa: E402
-from gateway.files.models import TrainingFile  # noqa: E402
-from gateway.jobs.models import FineTuningJob, JobCheckpoint, JobEvent  # noqa: E402
-from gateway.registry.models import ModelVersion  # noqa: E402
-from trainer.base_models import build_tiny_model  # noqa: E402
-from trainer.demo_task import write_demo_files  # noqa: E402
-from trainer.hashing import sha256_file  # noqa: E402
-from trainer.spec import EvalSpec, Hyperparameters, TrainSpec  # noqa: E402
+from gateway.config import Settings
+from gateway.data_sources.models import DataSource
+from gateway.files.models import TrainingFile
+from gateway.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
+from gateway.registry.models import ModelVersion
+from trainer.base_models import build_tiny_model
+from trainer.demo_task import write_demo_files
+from trainer.hashing import sha256_file
+from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 
 # Tiny ops do not share well between threads on a busy 2-core machine.
 torch.set_num_threads(1)
@@ -69,27 +69,42 @@ class JobWorld:
             if session.get(DataSource, "ds-test") is None:
                 session.add(
                     DataSource(
-                        id="ds-test", tenant=TENANT, name="invoices", classification="internal",
-                        owner="owner-1", retention_days=30, pii_action="redact",
-                        status="approved", proposed_by="owner-1",
+                        id="ds-test",
+                        tenant=TENANT,
+                        name="invoices",
+                        classification="internal",
+                        owner="owner-1",
+                        retention_days=30,
+                        pii_action="redact",
+                        status="approved",
+                        proposed_by="owner-1",
                         proposed_at="2026-01-01T00:00:00Z",
                     )
-                )  # fmt: skip
+                )
                 session.flush()
             for path in (train_path, validation_path):
                 file_id = f"file-{uuid.uuid4().hex[:24]}"
                 digest = sha256_file(path)
                 session.add(
                     TrainingFile(
-                        id=file_id, tenant=TENANT, data_source_id="ds-test",
-                        purpose="fine-tune", filename=path.name, bytes=path.stat().st_size,
-                        sha256="0" * 64, status="processed", pii_action="redact", report={},
+                        id=file_id,
+                        tenant=TENANT,
+                        data_source_id="ds-test",
+                        purpose="fine-tune",
+                        filename=path.name,
+                        bytes=path.stat().st_size,
+                        sha256="0" * 64,
+                        status="processed",
+                        pii_action="redact",
+                        report={},
                         content_sha256=content_sha256 or digest,
-                        content_bytes=path.stat().st_size, examples=3,
-                        redaction={"replaced": 0}, created_at=int(time.time()),
+                        content_bytes=path.stat().st_size,
+                        examples=3,
+                        redaction={"replaced": 0},
+                        created_at=int(time.time()),
                         created_by="alice",
                     )
-                )  # fmt: skip
+                )
                 files.append(file_id)
             spec = TrainSpec(
                 base_model_dir=str(self.base_dir),
@@ -106,20 +121,29 @@ class JobWorld:
             ).to_dict()
             spec.update(spec_overrides or {})
             fields = {
-                "id": job_id, "tenant": TENANT, "created_by": "alice",
-                "created_at": int(time.time()), "created_ns": time.time_ns(),
+                "id": job_id,
+                "tenant": TENANT,
+                "created_by": "alice",
+                "created_at": int(time.time()),
+                "created_ns": time.time_ns(),
                 "model": "tiny-llama",
-                "base_model": "tiny-llama", "training_file": files[0],
-                "validation_file": files[1], "purpose": "invoice-extraction",
-                "suffix": "inv", "seed": 3, "hyperparameters": {}, "lora": {},
-                "evaluation": {}, "spec": spec,
+                "base_model": "tiny-llama",
+                "training_file": files[0],
+                "validation_file": files[1],
+                "purpose": "invoice-extraction",
+                "suffix": "inv",
+                "seed": 3,
+                "hyperparameters": {},
+                "lora": {},
+                "evaluation": {},
+                "spec": spec,
                 "decisions": [{"gate": "authz", "decision": "allow", "policy_version": "pv-1"}],
                 "estimate": {"flops": 1.0e9, "seconds": 5, "parameters": 139_584},
                 "estimated_device_seconds": 5.0,
                 "status": "queued",
                 "executor": "local",
                 "fine_tuned_model": f"ft:tiny-llama:{TENANT}:inv:{job_id}",
-            }  # fmt: skip
+            }
             fields.update(job_overrides or {})
             session.add(FineTuningJob(**fields))
             session.commit()
@@ -157,15 +181,17 @@ class JobWorld:
         """(action, actor, details) of queued and chained events on ``resource``."""
         with self.engine.connect() as connection:
             queued = connection.execute(
-                text("SELECT action, actor, details FROM audit_queue WHERE resource = :r "
-                     "ORDER BY id"),
+                text(
+                    "SELECT action, actor, details FROM audit_queue WHERE resource = :r ORDER BY id"
+                ),
                 {"r": resource},
-            ).all()  # fmt: skip
+            ).all()
             chained = connection.execute(
-                text("SELECT action, actor, body FROM audit_events WHERE resource = :r "
-                     "ORDER BY seq"),
+                text(
+                    "SELECT action, actor, body FROM audit_events WHERE resource = :r ORDER BY seq"
+                ),
                 {"r": resource},
-            ).all()  # fmt: skip
+            ).all()
         out = [(a, actor, json.loads(d)) for a, actor, d in queued]
         out += [(a, actor, json.loads(bytes(b))["details"]) for a, actor, b in chained]
         return out

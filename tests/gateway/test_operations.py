@@ -26,10 +26,12 @@ class TestDecisionErrors:
         client.app.state.gateway.flush_audit_queue()
         engine = make_engine(gateway_settings.database_url)
         with engine.connect() as connection:
-            rows = connection.execute(text(
-                "SELECT actor, tenant, decision, resource FROM audit_events "
-                "WHERE action = 'authz.denied'"
-            )).all()  # fmt: skip
+            rows = connection.execute(
+                text(
+                    "SELECT actor, tenant, decision, resource FROM audit_events "
+                    "WHERE action = 'authz.denied'"
+                )
+            ).all()
         engine.dispose()
         assert [tuple(row) for row in rows] == [("eve", "default", "error", "invalid-request")]
 
@@ -82,8 +84,9 @@ class TestReadiness:
 class TestStartUp:
     def test_refuses_a_schema_that_is_not_at_head(self, fresh_engine, tmp_path):
         engine = fresh_engine(migrate=False)
-        settings = Settings(database_url=engine.url.render_as_string(hide_password=False),
-                            artifact_dir=tmp_path)
+        settings = Settings(
+            database_url=engine.url.render_as_string(hide_password=False), artifact_dir=tmp_path
+        )
         with pytest.raises(SchemaNotReadyError), TestClient(create_app(settings)):
             pass
 
@@ -104,8 +107,9 @@ class TestStartUp:
 
 
 class TestBackgroundThreadsHealth:
-    @pytest.mark.parametrize(("part", "check"), [("sequencer", "audit_sequencer"),
-                                                 ("job_writer", "job_writer")])  # fmt: skip
+    @pytest.mark.parametrize(
+        ("part", "check"), [("sequencer", "audit_sequencer"), ("job_writer", "job_writer")]
+    )
     def test_not_ready_when_a_background_thread_is_gone(self, gateway_settings, part, check):
         with TestClient(create_app(gateway_settings)) as client:
             getattr(client.app.state.gateway, part).stop()
@@ -117,9 +121,11 @@ class TestBackgroundThreadsHealth:
 class TestRequestSize:
     def test_an_oversized_body_is_refused_by_its_declared_length(self, client, token):
         body = b'{"rules": [' + b" " * (2 << 20) + b"]}"
-        response = client.post("/v1/policies/rules", content=body,
-                               headers={**token("root", "admin"),
-                                        "content-type": "application/json"})
+        response = client.post(
+            "/v1/policies/rules",
+            content=body,
+            headers={**token("root", "admin"), "content-type": "application/json"},
+        )
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
 
@@ -130,7 +136,9 @@ class TestRequestSize:
                 yield b" " * 65536
             yield b"]}"
 
-        response = client.post("/v1/policies/rules", content=chunks(),
-                               headers={**token("root", "admin"),
-                                        "content-type": "application/json"})
+        response = client.post(
+            "/v1/policies/rules",
+            content=chunks(),
+            headers={**token("root", "admin"), "content-type": "application/json"},
+        )
         assert response.status_code == 413

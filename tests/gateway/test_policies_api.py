@@ -25,8 +25,9 @@ def _audit(client, headers, **filters):
 class TestGrantFlow:
     def test_denied_then_granted_then_allowed(self, client, token):
         admin = token("root", "admin")
-        denied = _check(client, admin, sub="user:bob", obj="ds:claims", act="train",
-                        roles=["ml-engineer"])
+        denied = _check(
+            client, admin, sub="user:bob", obj="ds:claims", act="train", roles=["ml-engineer"]
+        )
         assert denied["decision"] == "deny" and denied["rule"] is None
 
         added = client.post("/v1/policies/rules", json={"rules": [GRANT]}, headers=admin)
@@ -54,14 +55,17 @@ class TestGrantFlow:
     def test_remove_makes_a_new_version(self, client, token):
         admin = token("root", "admin")
         added = client.post("/v1/policies/rules", json={"rules": [GRANT]}, headers=admin).json()
-        removed = client.request("DELETE", "/v1/policies/rules", json={"rules": [GRANT]},
-                                 headers=admin)
+        removed = client.request(
+            "DELETE", "/v1/policies/rules", json={"rules": [GRANT]}, headers=admin
+        )
         assert removed.status_code == 200, removed.text
         assert removed.json()["parent_hash"] == added["hash"]
         versions = client.get("/v1/policies/versions", headers=admin).json()["data"]
         assert [v["hash"] for v in versions[:2]] == [removed.json()["hash"], added["hash"]]
-        assert _check(client, admin, sub="user:bob", obj="ds:claims", act="train")[
-            "decision"] == "deny"
+        assert (
+            _check(client, admin, sub="user:bob", obj="ds:claims", act="train")["decision"]
+            == "deny"
+        )
 
 
 class TestRefusals:
@@ -80,7 +84,8 @@ class TestRefusals:
     )
     def test_bad_rules_get_422_with_a_reason(self, client, token, values, reason):
         response = client.post(
-            "/v1/policies/rules", json={"rules": [{"ptype": "p", "values": values}]},
+            "/v1/policies/rules",
+            json={"rules": [{"ptype": "p", "values": values}]},
             headers=token("root", "admin"),
         )
         assert response.status_code == 422, response.text
@@ -88,15 +93,17 @@ class TestRefusals:
 
     def test_unknown_body_field_is_refused(self, client, token):
         response = client.post(
-            "/v1/policies/rules", json={"rules": [GRANT], "force": True},
+            "/v1/policies/rules",
+            json={"rules": [GRANT], "force": True},
             headers=token("root", "admin"),
         )
         assert response.status_code == 422
 
     def test_rule_for_another_tenant_is_refused(self, client, token):
         rule = {"ptype": "p", "values": ["user:bob", "acme", "ds:x", "train", "allow"]}
-        response = client.post("/v1/policies/rules", json={"rules": [rule]},
-                               headers=token("root", "admin"))
+        response = client.post(
+            "/v1/policies/rules", json={"rules": [rule]}, headers=token("root", "admin")
+        )
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "rule_outside_tenant"
 
@@ -106,42 +113,46 @@ class TestRefusals:
         again = client.post("/v1/policies/rules", json={"rules": [GRANT]}, headers=admin)
         assert again.status_code == 409 and again.json()["error"]["code"] == "rule_exists"
         other = {"ptype": "p", "values": ["user:eve", "default", "ds:x", "read", "allow"]}
-        missing = client.request("DELETE", "/v1/policies/rules", json={"rules": [other]},
-                                 headers=admin)
+        missing = client.request(
+            "DELETE", "/v1/policies/rules", json={"rules": [other]}, headers=admin
+        )
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "rule_not_found"
 
     def test_removing_the_last_admin_is_409(self, client, token):
         admin = token("root", "admin")
         membership = {"ptype": "g", "values": ["user:root", "role:admin", "default"]}
-        assert client.post("/v1/policies/rules", json={"rules": [membership]},
-                           headers=admin).status_code == 201
-        response = client.request("DELETE", "/v1/policies/rules",
-                                  json={"rules": [membership]}, headers=admin)
+        assert (
+            client.post(
+                "/v1/policies/rules", json={"rules": [membership]}, headers=admin
+            ).status_code
+            == 201
+        )
+        response = client.request(
+            "DELETE", "/v1/policies/rules", json={"rules": [membership]}, headers=admin
+        )
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "last_admin"
 
     def test_engineer_cannot_edit_and_the_denial_is_audited(self, client, token):
-        response = client.post("/v1/policies/rules", json={"rules": [GRANT]},
-                               headers=token("bob", "ml-engineer"))
+        response = client.post(
+            "/v1/policies/rules", json={"rules": [GRANT]}, headers=token("bob", "ml-engineer")
+        )
         assert response.status_code == 403
         [event] = _audit(client, token("carol", "compliance-officer"), action="authz.denied")
         assert event["actor"] == "bob"
         assert event["decision"] == "deny"
         assert event["resource"] == "policy"
         assert event["policy_version"] == response.json()["error"]["details"]["policy_version"]
-        assert event["details"] == {
-            "act": "edit", "method": "POST", "route": "/v1/policies/rules"
-        }
+        assert event["details"] == {"act": "edit", "method": "POST", "route": "/v1/policies/rules"}
 
 
 class TestSeveralProcesses:
-    def test_a_change_made_through_one_gateway_is_seen_by_another(
-        self, gateway_settings, token
-    ):
+    def test_a_change_made_through_one_gateway_is_seen_by_another(self, gateway_settings, token):
         admin = token("root", "admin")
-        with TestClient(create_app(gateway_settings)) as first, TestClient(
-            create_app(gateway_settings)
-        ) as second:
+        with (
+            TestClient(create_app(gateway_settings)) as first,
+            TestClient(create_app(gateway_settings)) as second,
+        ):
             version = first.post("/v1/policies/rules", json={"rules": [GRANT]}, headers=admin)
             assert version.status_code == 201
             # Polling every 0.2 s here (0.5 s by default) makes this well under a second
@@ -157,13 +168,19 @@ class TestSeveralProcesses:
 
 
 class TestLargeChanges:
-    def test_a_change_of_a_thousand_rules_is_one_version_and_one_bounded_event(
-        self, client, token
-    ):
+    def test_a_change_of_a_thousand_rules_is_one_version_and_one_bounded_event(self, client, token):
         admin = token("root", "admin")
         rules = [
-            {"ptype": "p", "values": [f"user:user{i:04d}-{'x' * 80}", "default",
-                                      f"ds:source-{i:04d}-{'y' * 80}", "train", "allow"]}
+            {
+                "ptype": "p",
+                "values": [
+                    f"user:user{i:04d}-{'x' * 80}",
+                    "default",
+                    f"ds:source-{i:04d}-{'y' * 80}",
+                    "train",
+                    "allow",
+                ],
+            }
             for i in range(1000)
         ]
         response = client.post("/v1/policies/rules", json={"rules": rules}, headers=admin)
@@ -176,21 +193,29 @@ class TestLargeChanges:
 
 class TestTenantIsolation:
     def test_another_tenants_policy_changes_are_hidden(self, client, token):
-        client.post("/v1/policies/rules", json={"rules": [GRANT], "reason": "pilot for bob"},
-                    headers=token("root", "admin"))
+        client.post(
+            "/v1/policies/rules",
+            json={"rules": [GRANT], "reason": "pilot for bob"},
+            headers=token("root", "admin"),
+        )
         outsider = token("otto", "compliance-officer", tenant="acme")
-        newest = client.get("/v1/policies/versions", params={"changes": "true"},
-                            headers=outsider).json()["data"][0]
+        newest = client.get(
+            "/v1/policies/versions", params={"changes": "true"}, headers=outsider
+        ).json()["data"][0]
         assert newest["changes"] == {"added": [], "removed": []}
         assert newest["actor"] is None and newest["reason"] is None
-        own = client.get("/v1/policies/versions", params={"changes": "true"},
-                         headers=token("carol", "compliance-officer")).json()["data"][0]
+        own = client.get(
+            "/v1/policies/versions",
+            params={"changes": "true"},
+            headers=token("carol", "compliance-officer"),
+        ).json()["data"][0]
         assert own["changes"]["added"] == [["p", *GRANT["values"]]]
         assert own["reason"] == "pilot for bob" and own["actor"] == "user:root"
 
     def test_a_deny_that_locks_admins_out_of_the_policy_is_409(self, client, token):
         rule = {"ptype": "p", "values": ["role:admin", "default", "policy", "edit", "deny"]}
-        response = client.post("/v1/policies/rules", json={"rules": [rule]},
-                               headers=token("root", "admin"))
+        response = client.post(
+            "/v1/policies/rules", json={"rules": [rule]}, headers=token("root", "admin")
+        )
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "last_admin"

@@ -47,8 +47,15 @@ def _concrete(path: str) -> str:
 class TestEveryRouteIsAuthorized:
     def test_only_operational_routes_are_exempt(self):
         exempt = {r.path for r in _routes()} & UNAUTHENTICATED_PATHS
-        assert exempt <= {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json",
-                          "/docs/oauth2-redirect", "/redoc"}
+        assert exempt <= {
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/docs",
+            "/openapi.json",
+            "/docs/oauth2-redirect",
+            "/redoc",
+        }
 
     @pytest.mark.parametrize("route", _governed_routes(), ids=lambda r: f"{r.methods} {r.path}")
     def test_route_declares_exactly_one_authorization(self, route):

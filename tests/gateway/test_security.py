@@ -39,7 +39,7 @@ from gateway.security import (
     mint_dev_token,
 )
 
-SECRET = "test-secret-for-hs256-0123456789abcdef"  # noqa: S105 - a test key, not a credential
+SECRET = "test-secret-for-hs256-0123456789abcdef"
 ISSUER = "tunegate"
 AUDIENCE = "tunegate"
 DROP = object()
@@ -204,7 +204,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
+            def do_GET(self) -> None:
                 with server._lock:
                     server._hits += 1
                     body, status = server._body, server._status
@@ -397,7 +397,7 @@ class TestSignature:
         refused(TokenVerifier(settings), bearer(tampered), Reason.SIGNATURE_INVALID)
 
     def test_other_secret_is_refused(self) -> None:
-        token = hs256(claims(), secret="another-secret-of-sufficient-length-000")  # noqa: S106
+        token = hs256(claims(), secret="another-secret-of-sufficient-length-000")
         refused(TokenVerifier(hs_settings()), bearer(token), Reason.SIGNATURE_INVALID)
 
     def test_dev_secret_token_is_refused_by_a_gateway_with_its_own_secret(self) -> None:

@@ -22,8 +22,22 @@ ROLES = [f"role:r{i}" for i in range(6)] + ["role:admin"]
 TENANTS = ["t0", "t1", "t2"]
 DS = [f"ds:d{i}" for i in range(8)]
 CLASSES = [f"class:c{i}" for i in range(5)]
-OBJECTS = DS + CLASSES + ["ds:*", "class:*", "model:m1", "model:*", "base:b1", "base:*",
-                          "job:j1", "policy", "audit", "tenant"]
+OBJECTS = (
+    DS
+    + CLASSES
+    + [
+        "ds:*",
+        "class:*",
+        "model:m1",
+        "model:*",
+        "base:b1",
+        "base:*",
+        "job:j1",
+        "policy",
+        "audit",
+        "tenant",
+    ]
+)
 
 
 def _kind(obj: str) -> str:
@@ -80,8 +94,9 @@ def random_request(rng: random.Random, rules: list[Rule]) -> tuple:
         act = rng.choice(sorted(ACTIONS_BY_KIND[_kind(obj)]))
     extra: list[str] = []
     if rng.random() < 0.3:
-        extra = rng.sample(["r0", "r1", "role:r2", "admin", "chain0", "bad role", "x,y"],
-                           rng.randint(1, 3))
+        extra = rng.sample(
+            ["r0", "r1", "role:r2", "admin", "chain0", "bad role", "x,y"], rng.randint(1, 3)
+        )
     return sub, tenant, obj, act, extra
 
 
@@ -91,7 +106,7 @@ def plain_decide(enforcer, sub, tenant, obj, act, extra):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_fast_path_matches_casbin(seed):
-    rng = random.Random(seed)  # noqa: S311
+    rng = random.Random(seed)
     rules = random_rules(rng)
     engine = PolicyEngine(rules)
     plain = build_casbin_enforcer(rules)
@@ -109,7 +124,7 @@ def test_fast_path_matches_casbin(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_incremental_changes_match_a_fresh_casbin(seed):
-    rng = random.Random(1000 + seed)  # noqa: S311
+    rng = random.Random(1000 + seed)
     engine = PolicyEngine(random_rules(rng))
     for step in range(30):
         held = engine.rules()
@@ -137,10 +152,16 @@ def test_role_depth_limit_is_casbins():
         want = build_casbin_enforcer(solo).enforce("user:u", "t", "policy", "read")
         assert PolicyEngine(solo).decide("user:u", "t", "policy", "read").allowed == want
     # depth: user -> c0 is 1 link; c8 is 9 links away and still found, c9 is not
-    assert PolicyEngine(rules[:10] + [Rule.p(chain[8], "t", "policy", "read")]).decide(
-        "user:u", "t", "policy", "read").allowed
-    assert not PolicyEngine(rules[:11] + [Rule.p(chain[9], "t", "policy", "read")]).decide(
-        "user:u", "t", "policy", "read").allowed
+    assert (
+        PolicyEngine(rules[:10] + [Rule.p(chain[8], "t", "policy", "read")])
+        .decide("user:u", "t", "policy", "read")
+        .allowed
+    )
+    assert (
+        not PolicyEngine(rules[:11] + [Rule.p(chain[9], "t", "policy", "read")])
+        .decide("user:u", "t", "policy", "read")
+        .allowed
+    )
     assert plain.enforce("user:u", "t", "policy", "read")
 
 
@@ -158,13 +179,19 @@ def test_dry_run_names_the_deciding_rule():
     plain = build_casbin_enforcer(rules)
     cases = {
         # deny overrides the per-user grant, and is what decided
-        ("user:bob", "default", "ds:x", "train"):
-            (False, ("role:ml-engineer", "*", "class:restricted", "train", "deny")),
-        ("user:bob", "default", "ds:y", "train"):
-            (True, ("user:bob", "default", "ds:y", "train", "allow")),
+        ("user:bob", "default", "ds:x", "train"): (
+            False,
+            ("role:ml-engineer", "*", "class:restricted", "train", "deny"),
+        ),
+        ("user:bob", "default", "ds:y", "train"): (
+            True,
+            ("user:bob", "default", "ds:y", "train", "allow"),
+        ),
         # two allows match: Casbin reports the last one in canonical order
-        ("user:bob", "default", "ds:*", "list"):
-            (True, ("role:ml-engineer", "default", "ds:*", "list", "allow")),
+        ("user:bob", "default", "ds:*", "list"): (
+            True,
+            ("role:ml-engineer", "default", "ds:*", "list", "allow"),
+        ),
         ("user:bob", "default", "ds:z", "train"): (False, None),
         ("user:bob", "other", "ds:y", "train"): (False, None),
     }

@@ -76,8 +76,12 @@ def test_a_change_through_one_engine_is_decided_by_the_other(two_engines):
     with Session(db2) as session:
         assert store.head_version(session).hash == v3.hash
         plain = build_casbin_enforcer(store.load_rules(session))
-    for request in [REQUEST, ("user:bob", "default", "ds:*", "list"),
-                    ("user:bob", "default", "base:b", "train"), ("user:x", "t", "policy", "edit")]:
+    for request in [
+        REQUEST,
+        ("user:bob", "default", "ds:*", "list"),
+        ("user:bob", "default", "base:b", "train"),
+        ("user:x", "t", "policy", "edit"),
+    ]:
         decision = b.decide(*request)
         assert (decision.allowed, decision.rule) == casbin_decide(plain, *request)
 
@@ -98,8 +102,10 @@ def test_unloaded_engine_denies_with_error(two_engines):
     decision = engine.decide(*REQUEST)
     assert (decision.allowed, decision.outcome, decision.error) == (False, "error", "not_loaded")
     engine.refresh(two_engines[1])
-    assert engine.loaded and engine.decide("user:x", "default", "policy", "edit",
-                                           extra_roles=["admin"]).allowed
+    assert (
+        engine.loaded
+        and engine.decide("user:x", "default", "policy", "edit", extra_roles=["admin"]).allowed
+    )
 
 
 def test_integrity_mismatch_is_reported(two_engines):
@@ -170,7 +176,10 @@ def test_another_process_sees_a_change_within_a_second(two_engines):
     db1, _ = two_engines
     child = subprocess.Popen(  # noqa: S603
         [sys.executable, "-c", CHILD, _url(db1)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:

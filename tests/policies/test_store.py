@@ -99,10 +99,14 @@ def test_duplicate_add_and_missing_remove_are_clear_errors(fresh_engine):
         with pytest.raises(RuleExistsError) as info:
             store.add_rule(session, rule=GRANT, actor="user:root")
         assert (info.value.reason, info.value.http_status, info.value.rule) == (
-            "rule_exists", 409, GRANT)
+            "rule_exists",
+            409,
+            GRANT,
+        )
         with pytest.raises(RuleNotFoundError) as info:
-            store.remove_rule(session, rule=Rule.p("user:x", "default", "ds:y", "read"),
-                              actor="user:root")
+            store.remove_rule(
+                session, rule=Rule.p("user:x", "default", "ds:y", "read"), actor="user:root"
+            )
         assert (info.value.reason, info.value.http_status) == ("rule_not_found", 404)
         with pytest.raises(PolicyValidationError) as info:
             change_rules(session, actor="user:root", add=[GRANT], remove=[GRANT])
@@ -114,8 +118,11 @@ def test_duplicate_add_and_missing_remove_are_clear_errors(fresh_engine):
             change_rules(session, actor="user:root")
         assert info.value.reason == "empty_change"
         with pytest.raises(PolicyValidationError) as info:
-            store.add_rule(session, rule=["p", "role:x", "*", "True) || (True", "read", "allow"],
-                           actor="user:root")
+            store.add_rule(
+                session,
+                rule=["p", "role:x", "*", "True) || (True", "read", "allow"],
+                actor="user:root",
+            )
         assert (info.value.reason, info.value.field) == ("bad_chars", "obj")
         session.rollback()
         assert store.head_version(session).id == 2
@@ -129,7 +136,10 @@ def test_no_tenant_is_left_without_an_admin(fresh_engine):
         with pytest.raises(PolicyConflictError) as info:
             store.remove_rule(session, rule=BOB_ADMIN, actor="user:root")
         assert (info.value.reason, info.value.http_status, info.value.field) == (
-            "last_admin", 409, "tenant")
+            "last_admin",
+            409,
+            "tenant",
+        )
         # handing over in one change is fine
         store.change_rules(session, actor="user:root", add=[ALICE_ADMIN], remove=[BOB_ADMIN])
         # a role (not a user) holding admin does not count as an admin
@@ -157,14 +167,19 @@ def test_list_rules_filters_and_pages(fresh_engine):
     engine, _ = _seeded(fresh_engine)
     grants = [Rule.p("user:bob", "default", f"ds:d{i}", "train") for i in range(7)]
     with Session(engine) as session:
-        store.add_rules(session, rules=grants + [Rule.g("user:bob", "role:ml-engineer", "default"),
-                                                 Rule.g2("ds:d1", "class:c")], actor="user:root")
+        store.add_rules(
+            session,
+            rules=grants
+            + [Rule.g("user:bob", "role:ml-engineer", "default"), Rule.g2("ds:d1", "class:c")],
+            actor="user:root",
+        )
         session.commit()
         page = store.list_rules(session, sub="user:bob", ptype="p", limit=3)
         seen = list(page.items)
         while page.next_after is not None:
-            page = store.list_rules(session, sub="user:bob", ptype="p", limit=3,
-                                    after=page.next_after)
+            page = store.list_rules(
+                session, sub="user:bob", ptype="p", limit=3, after=page.next_after
+            )
             seen += page.items
         assert [s.rule for s in seen] == grants
         assert seen[0].as_dict()["obj"] == "ds:d0"
@@ -172,9 +187,12 @@ def test_list_rules_filters_and_pages(fresh_engine):
         assert {s.rule.ptype for s in both} == {"p", "g"} and len(both) == 8
         assert len(store.list_rules(session, tenant="default", limit=1000).items) == 8
         assert [s.rule for s in store.list_rules(session, obj="ds:d1").items] == [
-            grants[1], Rule.g2("ds:d1", "class:c")]
+            grants[1],
+            Rule.g2("ds:d1", "class:c"),
+        ]
         assert [s.rule for s in store.list_rules(session, class_="class:c").items] == [
-            Rule.g2("ds:d1", "class:c")]
+            Rule.g2("ds:d1", "class:c")
+        ]
         admin_rules = store.list_rules(session, sub="role:admin", eft="allow", limit=1000).items
         assert len(admin_rules) == sum(1 for r in store.read_seed() if r.values[0] == "role:admin")
         assert store.list_rules(session, act="edit", ptype="g").items == []
@@ -189,8 +207,9 @@ def test_list_versions_newest_first(fresh_engine):
     engine, _ = _seeded(fresh_engine)
     with Session(engine) as session:
         for i in range(4):
-            store.add_rule(session, rule=Rule.p("user:bob", "default", f"ds:d{i}", "read"),
-                           actor="user:root")
+            store.add_rule(
+                session, rule=Rule.p("user:bob", "default", f"ds:d{i}", "read"), actor="user:root"
+            )
         session.commit()
         page = store.list_versions(session, limit=3)
         assert [v.id for v in page.items] == [5, 4, 3] and page.next_before == 3
@@ -199,7 +218,8 @@ def test_list_versions_newest_first(fresh_engine):
         chain = page.items + rest.items
         assert all(a.parent_hash == b.hash for a, b in zip(chain, chain[1:], strict=False))
         assert chain[0].as_dict()["changes"]["added"] == [
-            ["p", "user:bob", "default", "ds:d3", "read", "allow"]]
+            ["p", "user:bob", "default", "ds:d3", "read", "allow"]
+        ]
 
 
 def test_concurrent_edits_are_all_kept_in_one_chain(fresh_engine):
@@ -213,7 +233,7 @@ def test_concurrent_edits_are_all_kept_in_one_chain(fresh_engine):
                     rule = Rule.p(f"user:w{w}", "default", f"ds:d{i}", "read")
                     store.add_rule(session, rule=rule, actor=f"user:w{w}")
                     session.commit()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
@@ -240,8 +260,12 @@ def test_edits_are_incremental_row_changes(fresh_engine):
     with Session(engine) as session:
         query = text("SELECT id, v0 || v2 || v3 FROM casbin_rule")
         before = dict(session.connection().execute(query).all())
-        store.change_rules(session, actor="user:root", add=[GRANT],
-                           remove=[Rule.p("role:admin", "*", "tenant", "edit")])
+        store.change_rules(
+            session,
+            actor="user:root",
+            add=[GRANT],
+            remove=[Rule.p("role:admin", "*", "tenant", "edit")],
+        )
         after = dict(session.connection().execute(query).all())
         session.rollback()
     kept = {k: v for k, v in before.items() if v != "role:admintenantedit"}

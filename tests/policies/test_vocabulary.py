@@ -85,11 +85,13 @@ def test_bad_rules_are_refused_with_reason_and_field(rule, reason, field):
 
 
 def test_named_fields_and_unknown_keys():
-    assert parse_rule({"ptype": "p", "sub": "user:a", "tenant": "t", "obj": "audit",
-                       "act": "read"}) == Rule.p("user:a", "t", "audit", "read", "allow")
+    assert parse_rule(
+        {"ptype": "p", "sub": "user:a", "tenant": "t", "obj": "audit", "act": "read"}
+    ) == Rule.p("user:a", "t", "audit", "read", "allow")
     with pytest.raises(PolicyValidationError) as info:
-        parse_rule({"ptype": "p", "sub": "user:a", "tenant": "t", "obj": "audit", "act": "read",
-                    "v5": "x"})
+        parse_rule(
+            {"ptype": "p", "sub": "user:a", "tenant": "t", "obj": "audit", "act": "read", "v5": "x"}
+        )
     assert (info.value.reason, info.value.field) == ("bad_field", "v5")
     with pytest.raises(PolicyValidationError) as info:
         parse_rule({"ptype": "g", "member": "user:a", "role": "role:x"})
@@ -130,8 +132,12 @@ def test_vocabulary_is_consistent():
 def test_seed_is_valid_and_has_the_four_roles():
     seed = read_seed()
     subjects = {r.values[0] for r in seed if r.ptype == "p"}
-    assert subjects == {"role:admin", "role:compliance-officer", "role:data-owner",
-                        "role:ml-engineer"}
+    assert subjects == {
+        "role:admin",
+        "role:compliance-officer",
+        "role:data-owner",
+        "role:ml-engineer",
+    }
     engine = PolicyEngine(seed)
 
     def can(role, obj, act, sub="user:someone"):

@@ -42,41 +42,48 @@ class TestDossier:
         assert body["lineage"]["base_model"]["manifest_sha256"] == factories.BASE_MANIFEST
 
     def test_every_event_carries_a_valid_inclusion_proof(self, client, people, trained):
-        promoted = client.post(f"/v1/models/{trained['model_id']}/promote",
-                               headers=people["eve"])  # fmt: skip
+        promoted = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["eve"])
         assert promoted.status_code == 200
         audit = _dossier(client, people["carol"], trained["model_id"]).json()["audit"]
         actions = [entry["event"]["action"] for entry in audit["events"]]
-        assert {"data_source.proposed", "data_source.approved", "file.uploaded",
-                "model.promoted"} <= set(actions)  # fmt: skip
+        assert {
+            "data_source.proposed",
+            "data_source.approved",
+            "file.uploaded",
+            "model.promoted",
+        } <= set(actions)
         assert actions.count("file.uploaded") == 2
         published = client.get("/v1/audit/public-key", headers=people["carol"]).json()
         assert published["key_id"] == audit["public_key"]["key_id"]
         for entry in audit["events"]:
-            verdict = verify_proof(entry["proof"], audit["checkpoint"],
-                                   published["public_key_pem"])  # fmt: skip
+            verdict = verify_proof(entry["proof"], audit["checkpoint"], published["public_key_pem"])
             assert verdict.ok, verdict.message
             assert json.loads(entry["proof"]["body"])["seq"] == entry["event"]["seq"]
         [promotion] = [e for e in audit["events"] if e["event"]["action"] == "model.promoted"]
-        tampered = {**promotion["proof"], "body": promotion["proof"]["body"].replace(
-            '"eve"', '"mallory"')}  # fmt: skip
+        tampered = {
+            **promotion["proof"],
+            "body": promotion["proof"]["body"].replace('"eve"', '"mallory"'),
+        }
         assert not verify_proof(tampered, audit["checkpoint"], published["public_key_pem"]).ok
 
-    def test_events_of_other_files_in_the_same_source_are_left_out(
-        self, client, people, trained
-    ):
+    def test_events_of_other_files_in_the_same_source_are_left_out(self, client, people, trained):
         from tests.gateway.conftest import good_file, upload
 
-        other = upload(client, people["dora"], data_source=trained["source"]["id"],
-                       content=good_file(3, start=100)).json()  # fmt: skip
+        other = upload(
+            client,
+            people["dora"],
+            data_source=trained["source"]["id"],
+            content=good_file(3, start=100),
+        ).json()
         audit = _dossier(client, people["carol"], trained["model_id"]).json()["audit"]
         named = {entry["event"]["details"].get("file_id") for entry in audit["events"]}
         assert other["id"] not in named
 
     def test_the_export_is_audited(self, client, people, trained):
         _dossier(client, people["carol"], trained["model_id"])
-        events = client.get("/v1/audit/events", params={"action": "model.dossier_exported"},
-                            headers=people["carol"]).json()["data"]  # fmt: skip
+        events = client.get(
+            "/v1/audit/events", params={"action": "model.dossier_exported"}, headers=people["carol"]
+        ).json()["data"]
         [event] = events
         assert event["resource"] == f"model:{trained['model_id']}"
         assert event["details"]["events"] >= 4
@@ -89,8 +96,13 @@ class TestDossier:
         assert text.startswith(f"# Technical dossier: `{trained['model_id']}`")
         for file in trained["files"]:
             assert file["sha256"] in text and file["content_sha256"] in text
-        for heading in ("Intended purpose", "Data preparation", "Evaluation", "Approvals",
-                        "Audit trail"):
+        for heading in (
+            "Intended purpose",
+            "Data preparation",
+            "Evaluation",
+            "Approvals",
+            "Audit trail",
+        ):
             assert heading in text
         assert factories.BASE_MANIFEST in text
 

@@ -20,18 +20,26 @@ class TestFlagOnRevocation:
         self, client, people, trained, approved_source, gateway_settings
     ):
         elsewhere = approved_source()
-        other_file = upload(client, people["dora"], data_source=elsewhere["id"],
-                            content=good_file(3)).json()  # fmt: skip
+        other_file = upload(
+            client, people["dora"], data_source=elsewhere["id"], content=good_file(3)
+        ).json()
         # Trained on other data, but on top of the affected adapter.
         child = factories.fine_tuned_model(
-            gateway_settings, files=[other_file], parent=trained["model_id"], suffix="child",
-        )  # fmt: skip
-        unrelated = factories.fine_tuned_model(gateway_settings, files=[other_file],
-                                               suffix="unrelated")  # fmt: skip
+            gateway_settings,
+            files=[other_file],
+            parent=trained["model_id"],
+            suffix="child",
+        )
+        unrelated = factories.fine_tuned_model(
+            gateway_settings, files=[other_file], suffix="unrelated"
+        )
         assert _flagged(client, people["bob"]) == {}
         source_id = trained["source"]["id"]
-        revoked = client.post(f"/v1/data_sources/{source_id}/revoke",
-                              json={"reason": "consent withdrawn"}, headers=people["carol"])
+        revoked = client.post(
+            f"/v1/data_sources/{source_id}/revoke",
+            json={"reason": "consent withdrawn"},
+            headers=people["carol"],
+        )
         assert revoked.status_code == 200, revoked.text
         flagged = _flagged(client, people["bob"])
         assert set(flagged) == {trained["model_id"], child}
@@ -39,21 +47,28 @@ class TestFlagOnRevocation:
         [flag] = flagged[trained["model_id"]]["flags"]
         assert flag["reason"] == "data_source_revoked" and flag["ref"] == source_id
         assert flagged[child]["flags"][0]["via"] == f"parent:{trained['model_id']}"
-        events = client.get("/v1/audit/events", params={"action": "model.flagged"},
-                            headers=people["carol"]).json()["data"]  # fmt: skip
+        events = client.get(
+            "/v1/audit/events", params={"action": "model.flagged"}, headers=people["carol"]
+        ).json()["data"]
         assert {event["resource"] for event in events} == {
-            f"model:{trained['model_id']}", f"model:{child}"}
+            f"model:{trained['model_id']}",
+            f"model:{child}",
+        }
         assert all(event["actor"] == "carol" and event["policy_version"] for event in events)
 
     def test_a_flagged_model_needs_an_override_to_be_promoted(self, client, people, trained):
-        client.post(f"/v1/data_sources/{trained['source']['id']}/revoke",
-                    json={"reason": "consent withdrawn"}, headers=people["carol"])
+        client.post(
+            f"/v1/data_sources/{trained['source']['id']}/revoke",
+            json={"reason": "consent withdrawn"},
+            headers=people["carol"],
+        )
         url = f"/v1/models/{trained['model_id']}/promote"
         refused = client.post(url, headers=people["eve"])
         assert refused.status_code == 409
         assert refused.json()["error"]["code"] == "model_flagged"
-        allowed = client.post(url, json={"override_reason": "reviewed: retrain scheduled"},
-                              headers=people["eve"])  # fmt: skip
+        allowed = client.post(
+            url, json={"override_reason": "reviewed: retrain scheduled"}, headers=people["eve"]
+        )
         assert allowed.status_code == 200, allowed.text
 
 
@@ -62,14 +77,18 @@ class TestFlagOnErasure:
         self, client, people, trained, approved_source, gateway_settings
     ):
         allowing = approved_source(pii_action="allow")
-        mention = upload(client, people["dora"], data_source=allowing["id"],
-                         content=with_pii()).json()  # fmt: skip
-        clean = upload(client, people["dora"], data_source=allowing["id"],
-                       content=good_file(5, start=50)).json()  # fmt: skip
-        affected = factories.fine_tuned_model(gateway_settings, files=[mention, clean],
-                                              suffix="mention")  # fmt: skip
-        response = client.post("/v1/erasure_requests", json={"subject": EMAIL},
-                               headers=people["carol"])  # fmt: skip
+        mention = upload(
+            client, people["dora"], data_source=allowing["id"], content=with_pii()
+        ).json()
+        clean = upload(
+            client, people["dora"], data_source=allowing["id"], content=good_file(5, start=50)
+        ).json()
+        affected = factories.fine_tuned_model(
+            gateway_settings, files=[mention, clean], suffix="mention"
+        )
+        response = client.post(
+            "/v1/erasure_requests", json={"subject": EMAIL}, headers=people["carol"]
+        )
         assert response.status_code == 201, response.text
         body = response.json()
         assert [match["file_id"] for match in body["findings"]["files"]] == [mention["id"]]
@@ -78,23 +97,31 @@ class TestFlagOnErasure:
         flagged = _flagged(client, people["bob"])
         assert set(flagged) == {affected}
         [flag] = flagged[affected]["flags"]
-        assert flag == {**flag, "reason": "erasure_requested", "ref": body["id"],
-                        "via": f"file:{mention['id']}"}  # fmt: skip
+        assert flag == {
+            **flag,
+            "reason": "erasure_requested",
+            "ref": body["id"],
+            "via": f"file:{mention['id']}",
+        }
         assert EMAIL not in str(flagged)
 
 
 class TestFlagModels:
-    def test_flagging_twice_for_the_same_reason_adds_one_flag(self, client, trained,
-                                                              gateway_settings):  # fmt: skip
+    def test_flagging_twice_for_the_same_reason_adds_one_flag(
+        self, client, trained, gateway_settings
+    ):
         engine = make_engine(gateway_settings.database_url)
         try:
             for _ in range(2):
                 with Session(engine) as session:
                     session.info["gateway"] = client.app.state.gateway
                     ids = flag_models(
-                        session, tenant="default", file_ids=[trained["files"][0]["id"]],
-                        reason="erasure_requested", ref="er-0000000000000000",
-                    )  # fmt: skip
+                        session,
+                        tenant="default",
+                        file_ids=[trained["files"][0]["id"]],
+                        reason="erasure_requested",
+                        ref="er-0000000000000000",
+                    )
                     session.commit()
                 assert ids == [trained["model_id"]]
         finally:
@@ -107,8 +134,13 @@ class TestFlagModels:
         try:
             with Session(engine) as session:
                 session.info["gateway"] = client.app.state.gateway
-                ids = flag_models(session, tenant="acme", data_source_id=trained["source"]["id"],
-                                  reason="data_source_revoked", ref="x")  # fmt: skip
+                ids = flag_models(
+                    session,
+                    tenant="acme",
+                    data_source_id=trained["source"]["id"],
+                    reason="data_source_revoked",
+                    ref="x",
+                )
                 session.commit()
         finally:
             engine.dispose()

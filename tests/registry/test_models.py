@@ -41,33 +41,38 @@ class TestListModels:
     def test_production_filter_says_which_data_versions_are_in_production(
         self, client, people, trained, gateway_settings
     ):
-        other = factories.fine_tuned_model(gateway_settings, files=trained["files"][1:],
-                                           suffix="other")  # fmt: skip
-        promoted = client.post(f"/v1/models/{trained['model_id']}/promote",
-                               headers=people["eve"])  # fmt: skip
+        other = factories.fine_tuned_model(
+            gateway_settings, files=trained["files"][1:], suffix="other"
+        )
+        promoted = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["eve"])
         assert promoted.status_code == 200, promoted.text
-        body = client.get("/v1/models", params={"status": "production"},
-                          headers=people["bob"]).json()  # fmt: skip
+        body = client.get(
+            "/v1/models", params={"status": "production"}, headers=people["bob"]
+        ).json()
         assert [item["id"] for item in body["data"]] == [trained["model_id"]]
         assert other not in {item["id"] for item in body["data"]}
         [item] = body["data"]
         assert item["status"] == "production" and item["base_model"] == "tiny-llama"
-        assert [
-            (f["file_id"], f["data_source"], f["sha256"]) for f in item["data_files"]
-        ] == [(f["id"], trained["source"]["id"], f["sha256"]) for f in trained["files"]]
+        assert [(f["file_id"], f["data_source"], f["sha256"]) for f in item["data_files"]] == [
+            (f["id"], trained["source"]["id"], f["sha256"]) for f in trained["files"]
+        ]
 
     def test_a_model_the_caller_may_not_read_is_left_out(self, client, people, trained):
         _deny(client, people, "bob", f"model:{trained['model_id']}", "read")
-        ids = {item["id"] for item in
-               client.get("/v1/models", headers=people["bob"]).json()["data"]}  # fmt: skip
+        ids = {
+            item["id"] for item in client.get("/v1/models", headers=people["bob"]).json()["data"]
+        }
         assert ids == {"tiny-llama"}
-        assert client.get(f"/v1/models/{trained['model_id']}",
-                          headers=people["bob"]).status_code == 403  # fmt: skip
+        assert (
+            client.get(f"/v1/models/{trained['model_id']}", headers=people["bob"]).status_code
+            == 403
+        )
 
     def test_pages_walk_every_model_once(self, client, people, trained, gateway_settings):
         factories.base_model(gateway_settings, "another-base")
-        extra = factories.fine_tuned_model(gateway_settings, files=trained["files"],
-                                           suffix="second")  # fmt: skip
+        extra = factories.fine_tuned_model(
+            gateway_settings, files=trained["files"], suffix="second"
+        )
         seen, after = [], None
         while True:
             params = {"limit": 1, **({"after": after} if after else {})}
@@ -119,8 +124,9 @@ class TestGetModel:
 
 
 class TestOpenAISdk:
-    def test_the_sdk_lists_and_retrieves_models(self, gateway_settings, live_server, people,
-                                               trained):  # fmt: skip
+    def test_the_sdk_lists_and_retrieves_models(
+        self, gateway_settings, live_server, people, trained
+    ):
         from openai import OpenAI
 
         base = live_server(gateway_settings)
@@ -136,19 +142,23 @@ class TestLineage:
         self, client, people, trained, gateway_settings
     ):
         child = factories.fine_tuned_model(
-            gateway_settings, files=trained["files"][1:], parent=trained["model_id"],
+            gateway_settings,
+            files=trained["files"][1:],
+            parent=trained["model_id"],
             suffix="child",
-        )  # fmt: skip
+        )
         response = client.get(f"/v1/models/{child}/lineage", headers=people["bob"])
         assert response.status_code == 200, response.text
         body = response.json()
         assert [v["id"] for v in body["chain"]] == [child, trained["model_id"]]
         assert body["chain"][0]["parent_model_id"] == trained["model_id"]
         assert body["base_model"] == {
-            "name": "tiny-llama", "manifest_sha256": factories.BASE_MANIFEST,
-            "registered_manifest_sha256": factories.BASE_MANIFEST, "license": "Apache-2.0",
+            "name": "tiny-llama",
+            "manifest_sha256": factories.BASE_MANIFEST,
+            "registered_manifest_sha256": factories.BASE_MANIFEST,
+            "license": "Apache-2.0",
             "status": "active",
-        }  # fmt: skip
+        }
         assert body["broken_at"] is None
         parent = body["chain"][1]
         redacted, clean = trained["files"]
@@ -163,13 +173,13 @@ class TestLineage:
         assert parent["job_id"] and parent["requested_by"] == "bob"
         assert all(d["policy_version"] for d in parent["decisions"])
 
-
     def test_a_parent_outside_the_tenant_breaks_the_chain_visibly(
         self, client, people, trained, gateway_settings
     ):
         foreign = "ft:tiny-llama:acme:x:ftjob-000000000000000000000000"
-        child = factories.fine_tuned_model(gateway_settings, files=trained["files"],
-                                           parent=foreign, suffix="orphan")  # fmt: skip
+        child = factories.fine_tuned_model(
+            gateway_settings, files=trained["files"], parent=foreign, suffix="orphan"
+        )
         body = client.get(f"/v1/models/{child}/lineage", headers=people["bob"]).json()
         assert [v["id"] for v in body["chain"]] == [child]
         assert body["broken_at"] == foreign
@@ -177,14 +187,12 @@ class TestLineage:
 
 class TestPromote:
     def test_the_requester_cannot_promote_their_own_model(self, client, people, trained):
-        response = client.post(f"/v1/models/{trained['model_id']}/promote",
-                               headers=people["bob"])  # fmt: skip
+        response = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["bob"])
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "four_eyes_violation"
 
     def test_someone_else_promotes_a_passed_candidate(self, client, people, trained):
-        response = client.post(f"/v1/models/{trained['model_id']}/promote",
-                               headers=people["eve"])  # fmt: skip
+        response = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["eve"])
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["status"] == "production" and body["promoted_by"] == "eve"
@@ -193,10 +201,10 @@ class TestPromote:
         assert event["actor"] == "eve" and event["details"]["overridden"] == []
         assert event["policy_version"]
 
-    def test_a_failed_evaluation_needs_an_override(self, client, people, trained,
-                                                   gateway_settings):  # fmt: skip
-        failed = factories.fine_tuned_model(gateway_settings, files=trained["files"],
-                                            verdict="failed", suffix="failed")  # fmt: skip
+    def test_a_failed_evaluation_needs_an_override(self, client, people, trained, gateway_settings):
+        failed = factories.fine_tuned_model(
+            gateway_settings, files=trained["files"], verdict="failed", suffix="failed"
+        )
         response = client.post(f"/v1/models/{failed}/promote", headers=people["eve"])
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "evaluation_not_passed"
@@ -204,17 +212,21 @@ class TestPromote:
     def test_an_override_is_kept_on_the_model_and_only_hashed_in_the_trail(
         self, client, people, trained, gateway_settings
     ):
-        failed = factories.fine_tuned_model(gateway_settings, files=trained["files"],
-                                            verdict="failed", suffix="failed")  # fmt: skip
+        failed = factories.fine_tuned_model(
+            gateway_settings, files=trained["files"], verdict="failed", suffix="failed"
+        )
         reason = "Accepted by Jane Roe: the failing check is known to be noisy"
-        response = client.post(f"/v1/models/{failed}/promote",
-                               json={"override_reason": reason}, headers=people["eve"])  # fmt: skip
+        response = client.post(
+            f"/v1/models/{failed}/promote", json={"override_reason": reason}, headers=people["eve"]
+        )
         assert response.status_code == 200, response.text
         assert factories.model_row(gateway_settings, failed).promotion_override_reason == reason
         [event] = _events(client, people["carol"], "model.promoted")
         assert event["details"]["overridden"] == ["evaluation_not_passed"]
-        assert event["details"]["override_reason_sha256"] == hashlib.sha256(
-            reason.encode()).hexdigest()  # fmt: skip
+        assert (
+            event["details"]["override_reason_sha256"]
+            == hashlib.sha256(reason.encode()).hexdigest()
+        )
         assert "Jane" not in str(event)
 
     def test_only_a_candidate_is_promoted(self, client, people, trained):
@@ -223,16 +235,17 @@ class TestPromote:
         again = client.post(url, headers=people["eve"])
         assert again.status_code == 409 and again.json()["error"]["code"] == "not_candidate"
 
-    @pytest.mark.parametrize("body", [{"override_reason": "x"}, {"reason": "because"},
-                                      {"override_reason": "ok\x00"}])
+    @pytest.mark.parametrize(
+        "body", [{"override_reason": "x"}, {"reason": "because"}, {"override_reason": "ok\x00"}]
+    )
     def test_bad_bodies_get_422(self, client, people, trained, body):
-        response = client.post(f"/v1/models/{trained['model_id']}/promote", json=body,
-                               headers=people["eve"])  # fmt: skip
+        response = client.post(
+            f"/v1/models/{trained['model_id']}/promote", json=body, headers=people["eve"]
+        )
         assert response.status_code == 422
 
     def test_promotion_needs_the_promote_grant(self, client, people, trained):
-        response = client.post(f"/v1/models/{trained['model_id']}/promote",
-                               headers=people["dora"])  # fmt: skip
+        response = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["dora"])
         assert response.status_code == 403
 
 
@@ -254,8 +267,7 @@ class TestRetire:
         assert event["details"]["previous_status"] == "candidate"
 
     def test_an_engineer_cannot_retire(self, client, people, trained):
-        response = client.post(f"/v1/models/{trained['model_id']}/retire",
-                               headers=people["bob"])  # fmt: skip
+        response = client.post(f"/v1/models/{trained['model_id']}/retire", headers=people["bob"])
         assert response.status_code == 403
 
 
@@ -279,11 +291,13 @@ class TestAdapterDownload:
         assert event["actor"] == "bob"
         assert event["details"]["adapter_sha256"] == row.adapter_sha256
 
-    def test_a_changed_adapter_file_is_refused(self, client, people, trained,
-                                               gateway_settings):  # fmt: skip
+    def test_a_changed_adapter_file_is_refused(self, client, people, trained, gateway_settings):
         row = factories.model_row(gateway_settings, trained["model_id"])
-        weights = Path(gateway_settings.artifact_dir) / row.artifact_dir / (
-            "adapter/adapter_model.safetensors")  # fmt: skip
+        weights = (
+            Path(gateway_settings.artifact_dir)
+            / row.artifact_dir
+            / ("adapter/adapter_model.safetensors")
+        )
         weights.write_bytes(b"tampered")
         response = client.get(f"/v1/models/{trained['model_id']}/adapter", headers=people["bob"])
         assert response.status_code == 409
@@ -297,6 +311,5 @@ class TestAdapterDownload:
         assert response.json()["error"]["code"] == "adapter_missing"
 
     def test_use_is_needed(self, client, people, trained):
-        response = client.get(f"/v1/models/{trained['model_id']}/adapter",
-                              headers=people["carol"])  # fmt: skip
+        response = client.get(f"/v1/models/{trained['model_id']}/adapter", headers=people["carol"])
         assert response.status_code == 403

@@ -7,14 +7,14 @@ import os
 # Nothing in these tests may reach a model hub; set before transformers reads it.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from trainer.base_models import build_tiny_model  # noqa: E402
-from trainer.demo_task import write_demo_files  # noqa: E402
-from trainer.spec import EvalSpec, Hyperparameters, TrainSpec  # noqa: E402
+from trainer.base_models import build_tiny_model
+from trainer.demo_task import write_demo_files
+from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 
 # The tiny model's ops are far too small to share between threads; on a busy 2-core machine a
 # second thread makes each step ~10x slower while it waits for a core.

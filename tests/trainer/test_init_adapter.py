@@ -56,9 +56,10 @@ class TestInitAdapter:
 
     def test_child_trains_on(self, make_spec, parent_artifacts):
         result = train(
-            make_spec(lora=LoraSpec(r=4, alpha=8), init_adapter_dir=str(parent_artifacts),
-                      max_steps=1)
-        )  # fmt: skip
+            make_spec(
+                lora=LoraSpec(r=4, alpha=8), init_adapter_dir=str(parent_artifacts), max_steps=1
+            )
+        )
         assert result.status == "succeeded"
         assert result.resolved_config["spec"]["init_adapter_dir"] == str(parent_artifacts)
 
