@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml
 # The whole governed story against a real gateway, in var/demo-<timestamp>: SmolLM2-135M
 # on the invoice task (several minutes on a CPU); demo-quick: a tiny random model, < 1 min.
 demo: install
-	$(PY) -m gateway.demo
+	$(PY) examples/demo.py
 
 demo-quick: install
-	$(PY) -m gateway.demo --quick
+	$(PY) examples/demo.py --quick
 
 test: install
 	$(PY) -m pytest

@@ -4,7 +4,7 @@ Generates a chat JSONL (default ~200 MB) of varied support/engineering conversat
 numbers, dates, versions, order ids, code blocks, some non-ASCII text, ~2% planted PII
 and ~1% exact and ~1% near duplicates. Then times:
 
-- ``gateway.datasets.ingest`` (validate + hash + store + PII scan + fingerprint + report)
+- ``ingest.pipeline`` (validate + hash + store + PII scan + fingerprint + report)
   with a warm ``ScanPool`` of W worker processes (the server creates its pool at start-up,
   so spawning is reported apart), and in-process on one core;
 - ``sha256sum`` of the same file, page cache warm for both.
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import structlog
 
-from gateway.datasets import IngestLimits, ScanPool, ingest
-from gateway.datasets.pii import RECOGNISER_SET_VERSION, luhn_valid
-from tests.datasets.pii_metrics import format_table, load_labelled, score
+from ingest import IngestLimits, ScanPool, ingest
+from ingest.pii import RECOGNISER_SET_VERSION, luhn_valid
+from tests.ingest.pii_metrics import format_table, load_labelled, score
 
 MB = 1_000_000
 GENERATOR_VERSION = 1  # bump when generate() changes, so cached files are remade

@@ -18,7 +18,6 @@ from audit.chain import ChainError
 from audit.checkpoints import Signer, load_or_create_signer, load_signer
 from audit.sequencer import AuditSequencer
 from gateway.config import Settings
-from gateway.datasets import ScanPool
 from gateway.db import make_engine, read_only
 from gateway.errors import ServiceUnavailable
 from gateway.executors import Executor, make_executor
@@ -26,6 +25,7 @@ from gateway.jobs.snapshots import UsableRows
 from gateway.jobs.writer import Submission, SubmissionWriter
 from gateway.migrations import alembic_config
 from gateway.security import Principal, TokenVerifier
+from ingest import ScanPool
 from policies.enforcer import Decision, PolicyEngine, Refresher
 
 log = structlog.get_logger()

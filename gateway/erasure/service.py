@@ -21,7 +21,6 @@ from sqlmodel import Session
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
-from gateway.datasets import find_subject_lines
 from gateway.db import read_only
 from gateway.deps import Authorized
 from gateway.erasure.models import ErasureRequest, ErasureSalt
@@ -38,6 +37,7 @@ from gateway.jobs.events import add_event
 from gateway.jobs.models import ACTIVE_STATUSES, FineTuningJob
 from gateway.registry.service import flag_models
 from gateway.state import GatewayState
+from ingest import find_subject_lines
 
 log = structlog.get_logger()
 

@@ -25,16 +25,6 @@ from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
 from gateway.config import Settings
 from gateway.data_sources.service import get_in_tenant, require_usable
-from gateway.datasets import (
-    FileTooLarge,
-    IngestError,
-    IngestLimits,
-    IngestResult,
-    IngestSession,
-    content_path,
-    fingerprint_path,
-)
-from gateway.datasets import InsufficientStorage as StoreFull
 from gateway.db import read_only
 from gateway.deps import Authorized, on_rollback
 from gateway.errors import (
@@ -50,6 +40,16 @@ from gateway.files.schemas import FILE_ID, PURPOSES
 from gateway.files.upload import MultipartUpload
 from gateway.security import Principal
 from gateway.state import GatewayState
+from ingest import (
+    FileTooLarge,
+    IngestError,
+    IngestLimits,
+    IngestResult,
+    IngestSession,
+    content_path,
+    fingerprint_path,
+)
+from ingest import InsufficientStorage as StoreFull
 
 log = structlog.get_logger()
 

@@ -33,7 +33,6 @@ from gateway.base_models.models import RegisteredBaseModel
 from gateway.data_sources.models import DataSource
 from gateway.data_sources.service import get_in_tenant as get_source
 from gateway.data_sources.service import require_purpose, require_usable
-from gateway.datasets import fingerprint_path, min_examples_gate, overlap_gate
 from gateway.db import read_only
 from gateway.deps import Authorized, after_commit
 from gateway.errors import (
@@ -58,6 +57,7 @@ from gateway.jobs.schemas import JOB_ID, JobCreate
 from gateway.jobs.writer import Submission
 from gateway.registry.models import ModelVersion
 from gateway.state import GatewayState
+from ingest import fingerprint_path, min_examples_gate, overlap_gate
 from trainer.spec import Hyperparameters, TrainSpec, resolve_hyperparameters
 
 log = structlog.get_logger()

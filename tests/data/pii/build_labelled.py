@@ -1,6 +1,6 @@
 """Builds labelled.jsonl: texts with gold PII spans (character offsets) and hard negatives.
 
-Values with checksums are computed here independently of gateway.datasets.pii (check
+Values with checksums are computed here independently of ingest.pii (check
 digits by formula), and published test values (card test numbers, IBAN examples from the
 ISO 13616 registry, the Woolworth SSN) are mixed in. Hard negatives look like PII but are
 not: dates, times, prices, versions, order and tracking ids, ISBNs, UUIDs, git hashes,
