@@ -1,14 +1,27 @@
+"""The database: the one engine factory (SQLite gets WAL and a process-wide write lock),
+read-only engines, and what runs once a request's transaction has ended."""
+
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from gateway.errors import ServiceUnavailable
+
+log = structlog.get_logger()
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "tunegate_read_only"
+ON_COMMIT = "on_commit"
+ON_ROLLBACK = "on_rollback"
 
 
 def make_engine(database_url: str, **kwargs) -> Engine:
@@ -120,8 +133,6 @@ class _WriteLock:
 
     def acquire(self, dbapi_connection) -> None:
         if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
-            from gateway.errors import ServiceUnavailable
-
             raise ServiceUnavailable("the database stayed busy; retry", code="database_busy")
         self._holder = id(dbapi_connection)
 
@@ -148,3 +159,38 @@ def read_only(engine: Engine) -> Engine:
     """The same engine for work that never writes (polling, exports, health checks): on
     SQLite its transactions read a WAL snapshot without taking the write lock."""
     return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
+# --- after the transaction ---------------------------------------------------------------
+# A service never commits: the request scope (gateway.deps.get_session) commits once and
+# then runs what the service asked for here, so a follow-up happens only for a change that
+# landed (refreshing the in-memory policy, waking a worker) or only for one that did not
+# (removing files written for it).
+
+
+def after_commit(session: Session, callback: Callable[[], Any]) -> None:
+    """Runs `callback` once the session's transaction has committed (never on rollback)."""
+    session.info.setdefault(ON_COMMIT, []).append(callback)
+
+
+def on_rollback(session: Session, callback: Callable[[], Any]) -> None:
+    """Runs `callback` if the session's transaction rolls back instead (e.g. to remove
+    files written for a change that did not land)."""
+    session.info.setdefault(ON_ROLLBACK, []).append(callback)
+
+
+def run_after_commit(session: Session) -> None:
+    _run_callbacks(session, ON_COMMIT)
+
+
+def run_on_rollback(session: Session) -> None:
+    _run_callbacks(session, ON_ROLLBACK)
+
+
+def _run_callbacks(session: Session, key: str) -> None:
+    for callback in session.info.pop(key, ()):
+        try:
+            callback()
+        except Exception:
+            # The outcome is decided: a follow-up must not change the answer.
+            log.exception("request.callback_failed", after=key)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
@@ -16,7 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from gateway import metrics
-from gateway.errors import InvalidRequest, PermissionDenied, ServiceUnavailable, Unauthenticated
+from gateway.audit_api.service import EVENTS_QUEUED, deny
+from gateway.authz import Authorized, decide
+from gateway.db import run_after_commit, run_on_rollback
+from gateway.errors import InvalidRequest, ServiceUnavailable, Unauthenticated
 from gateway.files.upload import MultipartUpload
 from gateway.security import (
     AuthenticationError,
@@ -28,8 +30,6 @@ from gateway.state import GatewayState
 
 log = structlog.get_logger()
 
-ON_COMMIT = "on_commit"
-ON_ROLLBACK = "on_rollback"
 PATH_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
@@ -49,14 +49,13 @@ async def get_session(state: StateDep) -> AsyncIterator[Session]:
     here goes to a worker thread, shielded from cancellation so that a client hanging up
     cannot leave a transaction (on SQLite, the write lock) open."""
     session = Session(state.engine, expire_on_commit=False)
-    session.info["gateway"] = state
     try:
         yield session
         if session.in_transaction() or session.new or session.dirty or session.deleted:
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(_commit_and_follow_up, session)
+                await run_in_threadpool(_commit_and_follow_up, state, session)
         else:
-            _run_after_commit(session)
+            _followed_up(state, session)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(_roll_back_and_follow_up, session)
@@ -69,47 +68,29 @@ async def get_session(state: StateDep) -> AsyncIterator[Session]:
             session.close()
 
 
-def _commit_and_follow_up(session: Session) -> None:
+def _commit_and_follow_up(state: GatewayState, session: Session) -> None:
     session.commit()
-    _run_after_commit(session)
+    _followed_up(state, session)
+
+
+def _followed_up(state: GatewayState, session: Session) -> None:
+    if session.info.pop(EVENTS_QUEUED, False):
+        state.notify_sequencer()
+    run_after_commit(session)
 
 
 def _roll_back_and_follow_up(session: Session) -> None:
     try:
         session.rollback()
     finally:
-        _run_callbacks(session, ON_ROLLBACK)
+        session.info.pop(EVENTS_QUEUED, None)
+        run_on_rollback(session)
         session.close()
-
-
-def _run_after_commit(session: Session) -> None:
-    _run_callbacks(session, ON_COMMIT)
-
-
-def _run_callbacks(session: Session, key: str) -> None:
-    for callback in session.info.get(key, ()):
-        try:
-            callback()
-        except Exception:
-            # The outcome is decided: a follow-up (refreshing the in-memory policy,
-            # removing an upload that was not recorded) must not change the answer.
-            log.exception("request.callback_failed", after=key)
 
 
 # scope="function": commit when the route returns, before the response is sent, so a
 # client never sees success for a change that then failed to commit.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-def after_commit(session: Session, callback: Callable[[], Any]) -> None:
-    """Runs `callback` once the request's transaction has committed (never on rollback)."""
-    session.info.setdefault(ON_COMMIT, []).append(callback)
-
-
-def on_rollback(session: Session, callback: Callable[[], Any]) -> None:
-    """Runs `callback` if the request's transaction rolls back instead (e.g. to remove
-    files written for a change that did not land)."""
-    session.info.setdefault(ON_ROLLBACK, []).append(callback)
 
 
 async def get_principal(request: Request, state: StateDep) -> Principal:
@@ -146,20 +127,6 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 Resolver = Callable[[GatewayState, Principal, dict[str, str]], dict[str, str]]
 
 
-@dataclass(frozen=True)
-class Authorized:
-    """What an allowed decision hands to the service, so its audit event can say which
-    rule and which policy version allowed the change."""
-
-    principal: Principal
-    obj: str
-    act: str
-    policy_version: str
-    rule: tuple[str, ...] | None
-    route: str
-    method: str
-
-
 class Authorize:
     """`Depends(Authorize("ds:{data_source_id}", "approve"))`: the object may name path
     parameters. A denial, or any error while deciding, is audited in its own transaction
@@ -192,48 +159,29 @@ class Authorize:
         """Deciding is in-memory and takes microseconds: it runs on the event loop. Only a
         denial, which is written to the audit trail, goes to a worker thread."""
         route = getattr(request.scope.get("route"), "path", request.url.path)
-        method = request.method
         try:
             obj = self.obj.format(**values)
         except (KeyError, IndexError, ValueError):
             obj = self.obj  # its braces fail validation: a deny with error set
-        decision = state.policy.decide(
-            principal.subject, principal.tenant, obj, self.act, extra_roles=principal.roles
-        )
-        metrics.AUTHZ_DECISIONS.labels(decision=decision.outcome).inc()
-        if decision.allowed:
-            return Authorized(
-                principal=principal,
-                obj=obj,
-                act=self.act,
-                policy_version=decision.policy_version,
-                rule=decision.rule,
-                route=route,
-                method=method,
-            )
+        outcome = decide(state.policy, principal, obj, self.act, route=route, method=request.method)
+        if isinstance(outcome, Authorized):
+            metrics.AUTHZ_DECISIONS.labels(decision="allow").inc()
+            return outcome
+        metrics.AUTHZ_DECISIONS.labels(decision=outcome.outcome).inc()
+        # deny() records the refusal (a write, so in a worker thread) and raises the 403.
         with anyio.CancelScope(shield=True):
             await run_in_threadpool(
                 functools.partial(
-                    state.record_denial,
+                    deny,
+                    state,
                     principal=principal,
                     obj=obj,
                     act=self.act,
-                    decision=decision,
+                    decision=outcome,
                     route=route,
-                    method=method,
+                    method=request.method,
                 )
             )
-        raise PermissionDenied(
-            f"{principal.subject} may not {self.act} {obj}"
-            if decision.error is None
-            else f"the request could not be authorized ({decision.error})",
-            code="permission_denied" if decision.error is None else "authorization_error",
-            details={
-                "object": obj if decision.error is None else None,
-                "action": self.act,
-                "policy_version": decision.policy_version,
-            },
-        )
 
 
 def _checked_values(
@@ -252,7 +200,7 @@ def authorize(obj: str, act: str, *, resolve: Resolver | None = None) -> Any:
 
 
 def get_upload(request: Request) -> MultipartUpload:
-    return MultipartUpload(request)
+    return MultipartUpload(request.stream(), content_type=request.headers.get("content-type"))
 
 
 UploadDep = Annotated[MultipartUpload, Depends(get_upload)]

@@ -1,3 +1,5 @@
+"""Operations: liveness, readiness and the Prometheus endpoint."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response

@@ -15,14 +15,15 @@ from gateway.audit_api.router import router as audit_router
 from gateway.base_models.router import router as base_models_router
 from gateway.config import Settings, get_settings
 from gateway.data_sources.router import router as data_sources_router
+from gateway.dossier.router import router as dossier_router
 from gateway.erasure.router import router as erasure_router
-from gateway.errors import install_error_handlers
+from gateway.error_handlers import install_error_handlers
 from gateway.files.router import router as files_router
 from gateway.health import router as health_router
 from gateway.jobs.router import router as jobs_router
 from gateway.limits import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware
-from gateway.logging import RequestContextMiddleware, configure_logging
-from gateway.metrics import MetricsMiddleware
+from gateway.logging import configure_logging
+from gateway.middleware import MetricsMiddleware, RequestContextMiddleware
 from gateway.policies_api.router import router as policies_router
 from gateway.registry.router import router as registry_router
 from gateway.state import GatewayState
@@ -81,4 +82,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(base_models_router)
     app.include_router(registry_router)
+    app.include_router(dossier_router)
     return app

@@ -1,12 +1,10 @@
 """Prometheus metrics. Label values are bounded sets (route templates, outcomes, reason
-codes), never ids, subjects or tenants."""
+codes), never ids, subjects or tenants. (gateway.health serves them and measures every
+HTTP request.)"""
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -49,28 +47,3 @@ POLICY_RELOADS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_and_observe(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_observe)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope.get("method", "")
-            HTTP_REQUESTS.labels(route=route, method=method, status=str(status["code"])).inc()
-            HTTP_LATENCY.labels(route=route, method=method).observe(time.perf_counter() - started)

@@ -1,6 +1,9 @@
 """What one gateway process holds for its lifetime: settings, the database engine, the
-token verifier, the policy engine (kept in step with the database by a poller thread) and
-the audit checkpoint signer."""
+token verifier, the policy engine (kept in step with the database by a poller thread), the
+audit checkpoint signer and sequencer, the executor and the job writer.
+
+The composition root: it builds the parts the domains provide, so no domain imports it.
+Services receive it as ``state``, typed by the narrow Protocols of gateway.runtime."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import structlog
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
-from sqlmodel import Session
 
 from audit import chain
 from audit.chain import ChainError
@@ -24,9 +26,9 @@ from gateway.executors import Executor, make_executor
 from gateway.jobs.snapshots import UsableRows
 from gateway.jobs.writer import Submission, SubmissionWriter
 from gateway.migrations import alembic_config
-from gateway.security import Principal, TokenVerifier
+from gateway.security import TokenVerifier
 from ingest import ScanPool
-from policies.enforcer import Decision, PolicyEngine, Refresher
+from policies.enforcer import PolicyEngine, Refresher
 
 log = structlog.get_logger()
 
@@ -162,64 +164,3 @@ class GatewayState:
     @property
     def sequencer_healthy(self) -> bool:
         return self.sequencer is not None and self.sequencer.alive
-
-    def record_denial(
-        self,
-        *,
-        principal: Principal,
-        obj: str,
-        act: str,
-        decision: Decision,
-        route: str,
-        method: str,
-    ) -> None:
-        """A denial is audited in a transaction of its own: the request's transaction is
-        about to roll back with the refusal."""
-        from gateway.audit_api.service import record
-
-        details = {"route": route, "method": method, "act": act}
-        if decision.error is not None:
-            details["error"] = decision.error
-        resource = obj if decision.error is None else "invalid-request"
-        try:
-            with Session(self.engine) as session:
-                session.info["gateway"] = self
-                record(
-                    session,
-                    actor=principal.sub,
-                    tenant=principal.tenant,
-                    action="authz.denied",
-                    resource=resource,
-                    decision=decision.outcome,
-                    policy_version=decision.policy_version or None,
-                    details=details,
-                )
-                session.commit()
-            self.notify_sequencer()
-        except Exception:
-            # The refusal stands whether or not it could be recorded; the log says which.
-            log.exception("audit.denial_not_recorded", route=route, act=act)
-
-    def record_refusal(
-        self, *, principal: Principal, action: str, resource: str, details: dict
-    ) -> None:
-        """A governance gate's refusal, audited in a transaction of its own (the request's
-        is about to roll back). ``details`` carry the gate's code and figures."""
-        from gateway.audit_api.service import record
-
-        try:
-            with Session(self.engine) as session:
-                session.info["gateway"] = self
-                record(
-                    session,
-                    actor=principal.sub,
-                    tenant=principal.tenant,
-                    action=action,
-                    resource=resource,
-                    decision="deny",
-                    details=details,
-                )
-                session.commit()
-            self.notify_sequencer()
-        except Exception:
-            log.exception("audit.refusal_not_recorded", action=action)

@@ -13,7 +13,8 @@ from gateway.audit_api.schemas import (
     InclusionProofPublic,
     PublicKey,
 )
-from gateway.deps import Authorized, SessionDep, StateDep, authorize
+from gateway.authz import Authorized
+from gateway.deps import SessionDep, StateDep, authorize
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -44,6 +45,7 @@ def _filters(actor, action, resource, tenant, decision, since, until) -> dict:
 @router.get("/events", response_model=AuditEventsPage)
 def list_audit_events(
     session: SessionDep,
+    state: StateDep,
     authorized: ReadAudit,
     after: SeqParam = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -57,6 +59,7 @@ def list_audit_events(
 ) -> AuditEventsPage:
     page = service.list_events(
         session,
+        state=state,
         authorized=authorized,
         after=after,
         limit=limit,
@@ -69,9 +72,12 @@ def list_audit_events(
 
 @router.get("/verify", response_model=AuditVerification)
 def verify_audit_chain(
-    session: SessionDep, authorized: Annotated[Authorized, authorize("audit", "verify")]
+    session: SessionDep,
+    state: StateDep,
+    authorized: Annotated[Authorized, authorize("audit", "verify")],
 ) -> AuditVerification:
-    return AuditVerification(**service.verify_chain(session, authorized=authorized).to_dict())
+    result = service.verify_chain(session, state=state, authorized=authorized)
+    return AuditVerification(**result.to_dict())
 
 
 @router.get(
@@ -81,6 +87,7 @@ def verify_audit_chain(
 )
 def export_audit_events(
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("audit", "export")],
     after: SeqParam = 0,
     actor: TextFilter = None,
@@ -93,6 +100,7 @@ def export_audit_events(
 ) -> StreamingResponse:
     lines = service.export_events(
         session,
+        state=state,
         authorized=authorized,
         after=after,
         filters=_filters(actor, action, resource, tenant, decision, since, until),
@@ -104,15 +112,18 @@ def export_audit_events(
 def audit_inclusion_proof(
     seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
     session: SessionDep,
+    state: StateDep,
     authorized: ReadAudit,
     tree_size: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
 ) -> dict:
-    return service.inclusion_proof(session, authorized=authorized, seq=seq, tree_size=tree_size)
+    return service.inclusion_proof(
+        session, state=state, authorized=authorized, seq=seq, tree_size=tree_size
+    )
 
 
 @router.get("/checkpoints/latest", response_model=CheckpointPublic)
-def latest_audit_checkpoint(session: SessionDep, authorized: ReadAudit) -> dict:
-    return service.latest_checkpoint(session, authorized=authorized).to_json()
+def latest_audit_checkpoint(session: SessionDep, state: StateDep, authorized: ReadAudit) -> dict:
+    return service.latest_checkpoint(session, state=state, authorized=authorized).to_json()
 
 
 @router.get("/public-key", response_model=PublicKey)

@@ -1,20 +1,33 @@
-"""Recording and reading the audit trail on behalf of the routes. Never commits."""
+"""The audit service: recording events on behalf of the other services, and the governed
+reads of the trail. Never commits the request's transaction; a refusal, whose request is
+about to roll back, is recorded in a transaction of its own."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
+import structlog
 from sqlmodel import Session
 
 from audit import chain, query, verify
 from audit.checkpoints import Checkpoint
 from gateway import metrics
+from gateway.authz import Authorized, refusal
 from gateway.db import read_only
-from gateway.deps import Authorized, after_commit
 from gateway.errors import InvalidRequest, NotFound
+from gateway.runtime import Runtime
+from gateway.security import Principal
+from policies.enforcer import Decision
 
-SEQUENCER_NOTIFIED = "audit_sequencer_notified"
+log = structlog.get_logger()
+
+# Set on a session that queued events: its owner wakes the sequencer once it commits
+# (gateway.deps.get_session for a request's session).
+EVENTS_QUEUED = "audit_events_queued"
+
+
+# --- recording ----------------------------------------------------------------------------
 
 
 def record(
@@ -32,7 +45,6 @@ def record(
     describes or not at all. It is queued, not chained: chaining serialises on the chain
     head, and holding that lock through every request's commit would make the gateway
     one-request-at-a-time. The sequencer chains it right after the commit."""
-    state = session.info["gateway"]
     queued = chain.enqueue(
         session,
         actor=actor,
@@ -43,18 +55,9 @@ def record(
         policy_version=policy_version,
         details=details,
     )
-    if not session.info.get(SEQUENCER_NOTIFIED):
-        session.info[SEQUENCER_NOTIFIED] = True
-        after_commit(session, state.notify_sequencer)
+    session.info[EVENTS_QUEUED] = True
     metrics.AUDIT_EVENTS.inc()
     return queued
-
-
-def flush_queue(session: Session) -> None:
-    """Chains everything committed so far, so that a reader sees their own writes. Runs
-    before the request's session has touched the database: on SQLite the request's
-    transaction would otherwise hold the write lock that chaining needs."""
-    session.info["gateway"].flush_audit_queue()
 
 
 def record_allowed(
@@ -66,10 +69,8 @@ def record_allowed(
     details: Mapping[str, Any] | None = None,
 ) -> int:
     """The audit event of a governed change, carrying the decision that allowed it."""
-    return record(
-        session,
-        **allowed_event(authorized=authorized, action=action, resource=resource, details=details),
-    )
+    event = allowed_event(authorized=authorized, action=action, resource=resource, details=details)
+    return record(session, **event)
 
 
 def allowed_event(
@@ -98,6 +99,91 @@ def allowed_event(
     }
 
 
+def deny(
+    state: Runtime,
+    *,
+    principal: Principal,
+    obj: str,
+    act: str,
+    decision: Decision,
+    route: str,
+    method: str,
+) -> NoReturn:
+    """The one way a policy denial ends: recorded (with the policy version that decided),
+    then raised as the 403 the caller gets. Call it with no write transaction open: on
+    SQLite the recording needs the write lock."""
+    record_denial(
+        state, principal=principal, obj=obj, act=act, decision=decision, route=route, method=method
+    )
+    raise refusal(decision, principal=principal, obj=obj, act=act)
+
+
+def record_denial(
+    state: Runtime,
+    *,
+    principal: Principal,
+    obj: str,
+    act: str,
+    decision: Decision,
+    route: str,
+    method: str,
+) -> None:
+    """A denial (or an error while deciding), audited in a transaction of its own: the
+    request's transaction is about to roll back with the refusal."""
+    details = {"route": route, "method": method, "act": act}
+    if decision.error is not None:
+        details["error"] = decision.error
+    _record_alone(
+        state,
+        "audit.denial_not_recorded",
+        actor=principal.sub,
+        tenant=principal.tenant,
+        action="authz.denied",
+        resource=obj if decision.error is None else "invalid-request",
+        decision=decision.outcome,
+        policy_version=decision.policy_version or None,
+        details=details,
+    )
+
+
+def record_refusal(
+    state: Runtime, *, principal: Principal, action: str, resource: str, details: dict
+) -> None:
+    """A governance gate's refusal, audited in a transaction of its own (the request's is
+    about to roll back). ``details`` carry the gate's code and figures."""
+    _record_alone(
+        state,
+        "audit.refusal_not_recorded",
+        actor=principal.sub,
+        tenant=principal.tenant,
+        action=action,
+        resource=resource,
+        decision="deny",
+        details=details,
+    )
+
+
+def _record_alone(state: Runtime, failure: str, **event: Any) -> None:
+    # The refusal stands whether or not it could be recorded; the log says which.
+    try:
+        with Session(state.engine) as session:
+            record(session, **event)
+            session.commit()
+        state.notify_sequencer()
+    except Exception:
+        log.exception(failure, action=event["action"], resource=event["resource"])
+
+
+def flush_queue(state: Runtime) -> None:
+    """Chains everything committed so far, so that a reader sees their own writes. Runs
+    before the request's session has touched the database: on SQLite the request's
+    transaction would otherwise hold the write lock that chaining needs."""
+    state.flush_audit_queue()
+
+
+# --- the governed reads of the trail ------------------------------------------------------
+
+
 def _scoped_filters(authorized: Authorized, filters: Mapping[str, Any]) -> dict[str, Any]:
     # A caller reads its own tenant's trail; the tenant filter cannot widen that.
     tenant = authorized.principal.tenant
@@ -111,13 +197,14 @@ def _scoped_filters(authorized: Authorized, filters: Mapping[str, Any]) -> dict[
 def list_events(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     after: int,
     limit: int,
     filters: Mapping[str, Any],
 ) -> query.EventPage:
     scoped = _scoped_filters(authorized, filters)
-    flush_queue(session)
+    flush_queue(state)
     try:
         page = query.list_events(session, after=after, limit=limit, **scoped)
     except ValueError as exc:
@@ -131,9 +218,10 @@ def list_events(
     return page
 
 
-def verify_chain(session: Session, *, authorized: Authorized) -> verify.VerifyResult:
-    state = session.info["gateway"]
-    flush_queue(session)
+def verify_chain(
+    session: Session, *, state: Runtime, authorized: Authorized
+) -> verify.VerifyResult:
+    flush_queue(state)
     result = verify.verify_chain(state.engine, public_key_pem=state.signer.public_key_pem())
     record_allowed(
         session,
@@ -145,13 +233,18 @@ def verify_chain(session: Session, *, authorized: Authorized) -> verify.VerifyRe
 
 
 def export_events(
-    session: Session, *, authorized: Authorized, after: int, filters: Mapping[str, Any]
+    session: Session,
+    *,
+    state: Runtime,
+    authorized: Authorized,
+    after: int,
+    filters: Mapping[str, Any],
 ) -> Iterator[bytes]:
     """Records the export, then returns a generator that streams it page by page from a
     read-only transaction of its own (the request's transaction has committed by the
     time the body streams)."""
     scoped = _scoped_filters(authorized, filters)
-    flush_queue(session)
+    flush_queue(state)
     try:
         query.list_events(session, after=after, limit=1, **scoped)  # validates the filters
     except ValueError as exc:
@@ -162,22 +255,22 @@ def export_events(
         action="audit.exported",
         details={"filters": _filter_summary(scoped), "after": after},
     )
-    return _stream_export(session.info["gateway"], after=after, filters=scoped)
+    return _stream_export(state, after=after, filters=scoped)
 
 
 EXPORT_PAGE = 1000
 
 
-def _stream_export(state, *, after: int, filters: dict[str, Any]) -> Iterator[bytes]:
+def _stream_export(state: Runtime, *, after: int, filters: dict[str, Any]) -> Iterator[bytes]:
     # A read-only transaction: a WAL snapshot on SQLite, so writers are never held up.
     with Session(read_only(state.engine)) as reader:
         yield from query.export_jsonl(reader, after=after, chunk_size=EXPORT_PAGE, **filters)
 
 
 def inclusion_proof(
-    session: Session, *, authorized: Authorized, seq: int, tree_size: int | None
+    session: Session, *, state: Runtime, authorized: Authorized, seq: int, tree_size: int | None
 ) -> dict[str, Any]:
-    flush_queue(session)
+    flush_queue(state)
     event = query.get_event(session, seq)
     if event is None or event["tenant"] != authorized.principal.tenant:
         raise NotFound(f"audit event {seq} not found", code="audit_event_not_found")
@@ -195,9 +288,8 @@ def inclusion_proof(
     return proof
 
 
-def latest_checkpoint(session: Session, *, authorized: Authorized) -> Checkpoint:
-    state = session.info["gateway"]
-    flush_queue(session)
+def latest_checkpoint(session: Session, *, state: Runtime, authorized: Authorized) -> Checkpoint:
+    flush_queue(state)
     checkpoint = query.latest_checkpoint(session, state.signer)
     if checkpoint is None:
         raise NotFound("the audit trail is empty", code="audit_trail_empty")

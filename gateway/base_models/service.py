@@ -29,11 +29,12 @@ from types import ModuleType
 from typing import Any
 
 import structlog
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from gateway.audit_api.service import record_allowed
+from gateway.authz import Authorized, allows
 from gateway.base_models.models import RegisteredBaseModel
 from gateway.base_models.schemas import (
     BASE_MODEL_NAME,
@@ -43,17 +44,17 @@ from gateway.base_models.schemas import (
     GgufSource,
 )
 from gateway.config import Settings
-from gateway.db import read_only
-from gateway.deps import Authorized
+from gateway.db import on_rollback, read_only
 from gateway.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from gateway.pagination import visible_page
+from gateway.runtime import Runtime
 from trainer.hashing import sha256_file
 
 log = structlog.get_logger()
 
 STORE = "base_models"
 INCOMING_PREFIX = ".incoming-"
-VISIBLE_WITH = ("read",)
-LIST_BATCH = 500
+VISIBLE_WITH = "read"
 GGUF_MAGIC = b"GGUF"
 # A safetensors header is JSON behind its 8-byte length; a real one is kilobytes.
 MAX_SAFETENSORS_HEADER = 100 << 20
@@ -88,16 +89,6 @@ def get(session: Session, *, name: str, for_update: bool = False) -> RegisteredB
     return row
 
 
-def require_active(row: RegisteredBaseModel) -> None:
-    """Nothing new is trained on a retired base model."""
-    if row.status != "active":
-        raise Conflict(
-            f"base model {row.name} is {row.status}",
-            code="base_model_retired",
-            details={"base_model": row.name, "status": row.status},
-        )
-
-
 def get_visible(session: Session, *, authorized: Authorized, name: str) -> RegisteredBaseModel:
     return get(session, name=name)
 
@@ -105,41 +96,25 @@ def get_visible(session: Session, *, authorized: Authorized, name: str) -> Regis
 def list_visible(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     status: str | None,
     after: str | None,
     limit: int,
 ) -> tuple[list[RegisteredBaseModel], str | None]:
-    """Base models the caller may read, in name order: a listing never shows what a direct
-    read would refuse."""
+    """Base models the caller may read, in name order."""
     principal = authorized.principal
-    policy = session.info["gateway"].policy
-
-    def may_see(row: RegisteredBaseModel) -> bool:
-        obj = _policy_object(row.name)
-        return any(
-            policy.decide(
-                principal.subject, principal.tenant, obj, act, extra_roles=principal.roles
-            ).allowed
-            for act in VISIBLE_WITH
-        )
-
     query = select(RegisteredBaseModel)
     if status is not None:
         query = query.where(RegisteredBaseModel.status == status)
-    visible: list[RegisteredBaseModel] = []
-    cursor = after
-    while len(visible) <= limit:
-        page_query = query if cursor is None else query.where(RegisteredBaseModel.name > cursor)
-        rows = session.scalars(
-            page_query.order_by(RegisteredBaseModel.name).limit(LIST_BATCH)
-        ).all()
-        visible.extend(row for row in rows if may_see(row))
-        if len(rows) < LIST_BATCH:
-            break
-        cursor = rows[-1].name
-    more = len(visible) > limit
-    page = visible[:limit]
+    page, more = visible_page(
+        session,
+        query,
+        keys=[RegisteredBaseModel.name],
+        after=None if after is None else [after],
+        visible=lambda row: allows(state.policy, principal, _policy_object(row.name), VISIBLE_WITH),
+        limit=limit,
+    )
     return page, (page[-1].name if more else None)
 
 
@@ -366,16 +341,10 @@ def _publish(staged: Path, target: Path, name: str) -> None:
         raise
 
 
-def _discard_unless_committed(session: Session, directory: Path) -> None:
-    """Removes the published `directory` if the request's transaction rolls back."""
-    root = session.get_transaction() or session.begin()
-
-    def on_rollback(_session: Session, previous: Any) -> None:
-        if previous is root:
-            shutil.rmtree(directory, ignore_errors=True)
-            log.info("base_model.discarded", path=str(directory))
-
-    event.listen(session, "after_soft_rollback", on_rollback)
+def _discard(directory: Path) -> None:
+    """Removes a published model directory whose registration did not commit."""
+    shutil.rmtree(directory, ignore_errors=True)
+    log.info("base_model.discarded", path=str(directory))
 
 
 def _refuse_taken(engine: Any, settings: Settings, name: str) -> None:
@@ -396,10 +365,9 @@ def _refuse_taken(engine: Any, settings: Settings, name: str) -> None:
 
 
 def register(
-    session: Session, *, authorized: Authorized, body: BaseModelCreate
+    session: Session, *, state: Runtime, authorized: Authorized, body: BaseModelCreate
 ) -> RegisteredBaseModel:
-    state = session.info["gateway"]
-    settings: Settings = state.settings
+    settings = state.settings
     _refuse_taken(state.engine, settings, body.name)
 
     store = settings.artifact_dir / STORE
@@ -421,7 +389,7 @@ def register(
         seconds=round(time.monotonic() - started, 3),
     )
 
-    _discard_unless_committed(session, target)
+    on_rollback(session, lambda: _discard(target))
     row = RegisteredBaseModel(
         name=body.name,
         status="active",

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, status
 
+from gateway.authz import Authorized
 from gateway.data_sources import service
 from gateway.data_sources.schemas import (
     DataSourceCreate,
@@ -11,7 +12,7 @@ from gateway.data_sources.schemas import (
     DataSourceRevoke,
     DataSourcesPage,
 )
-from gateway.deps import Authorized, SessionDep, authorize
+from gateway.deps import SessionDep, StateDep, authorize
 
 router = APIRouter(prefix="/v1/data_sources", tags=["data sources"])
 
@@ -32,13 +33,14 @@ def propose_data_source(
 @router.get("", response_model=DataSourcesPage)
 def list_data_sources(
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("ds:*", "list")],
     status: Literal["proposed", "approved", "revoked"] | None = None,
     after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DataSourcesPage:
     sources, next_after = service.list_visible(
-        session, authorized=authorized, status=status, after=after, limit=limit
+        session, state=state, authorized=authorized, status=status, after=after, limit=limit
     )
     return DataSourcesPage(
         data=[DataSourcePublic.model_validate(source) for source in sources],
@@ -62,10 +64,11 @@ def get_data_source(
 def approve_data_source(
     data_source_id: DataSourceId,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("ds:{data_source_id}", "approve")],
 ) -> DataSourcePublic:
     return DataSourcePublic.model_validate(
-        service.approve(session, authorized=authorized, data_source_id=data_source_id)
+        service.approve(session, state=state, authorized=authorized, data_source_id=data_source_id)
     )
 
 
@@ -74,10 +77,15 @@ def revoke_data_source(
     data_source_id: DataSourceId,
     body: DataSourceRevoke,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("ds:{data_source_id}", "revoke")],
 ) -> DataSourcePublic:
     return DataSourcePublic.model_validate(
         service.revoke(
-            session, authorized=authorized, data_source_id=data_source_id, reason=body.reason
+            session,
+            state=state,
+            authorized=authorized,
+            data_source_id=data_source_id,
+            reason=body.reason,
         )
     )

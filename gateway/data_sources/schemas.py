@@ -2,16 +2,11 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Purpose = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", strip_whitespace=False)
-]
-Subject = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@:-]{1,128}$")]
-# Free text may hold newlines, never NUL (PostgreSQL text cannot store it).
-FreeText = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+from gateway.fields import FreeText, Purpose, Subject
 
 
 class Classification(StrEnum):

@@ -17,19 +17,21 @@ from sqlmodel import Session
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
+from gateway.authz import Authorized, allows
 from gateway.data_sources.models import DataSource
 from gateway.data_sources.schemas import DATA_SOURCE_ID, DataSourceCreate
-from gateway.deps import Authorized, after_commit
-from gateway.errors import Conflict, Forbidden, NotFound
+from gateway.db import after_commit
+from gateway.errors import Conflict, NotFound
+from gateway.pagination import visible_page
 from gateway.policies_api.service import policy_error
 from gateway.registry.service import flag_models
+from gateway.runtime import Runtime
 from policies import store
 from policies.vocabulary import PolicyError, Rule
 
 # A listing shows what a direct read (GET /v1/data_sources/{id}, which needs "read")
 # would show, no more.
-VISIBLE_WITH = ("read",)
-LIST_BATCH = 500
+VISIBLE_WITH = "read"
 
 
 def new_data_source_id() -> str:
@@ -105,6 +107,7 @@ def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate)
 def _change_policy(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     add: Sequence[Rule] = (),
     remove: Sequence[Rule] = (),
@@ -116,12 +119,13 @@ def _change_policy(
         )
     except PolicyError as exc:
         raise policy_error(exc) from None
-    state = session.info["gateway"]
     after_commit(session, state.refresh_policy)
     return version
 
 
-def approve(session: Session, *, authorized: Authorized, data_source_id: str) -> DataSource:
+def approve(
+    session: Session, *, state: Runtime, authorized: Authorized, data_source_id: str
+) -> DataSource:
     principal = authorized.principal
     source = get_in_tenant(
         session, tenant=principal.tenant, data_source_id=data_source_id, for_update=True
@@ -135,6 +139,7 @@ def approve(session: Session, *, authorized: Authorized, data_source_id: str) ->
         )
     version = _change_policy(
         session,
+        state=state,
         authorized=authorized,
         add=[_class_link(source)],
         reason=f"data source {source.id} approved",
@@ -159,7 +164,7 @@ def approve(session: Session, *, authorized: Authorized, data_source_id: str) ->
 
 
 def revoke(
-    session: Session, *, authorized: Authorized, data_source_id: str, reason: str
+    session: Session, *, state: Runtime, authorized: Authorized, data_source_id: str, reason: str
 ) -> DataSource:
     principal = authorized.principal
     source = get_in_tenant(
@@ -171,6 +176,7 @@ def revoke(
     if source.status == "approved":
         new_version = _change_policy(
             session,
+            state=state,
             authorized=authorized,
             remove=[_class_link(source)],
             reason=f"data source {source.id} revoked",
@@ -210,65 +216,39 @@ def get_visible(session: Session, *, authorized: Authorized, data_source_id: str
 def list_visible(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     status: str | None,
     after: str | None,
     limit: int,
 ) -> tuple[list[DataSource], str | None]:
-    """The tenant's sources the caller holds some grant on, in id order. The policy is
-    asked per source (microseconds each on the fast path), so a listing never shows what
-    a direct read would refuse."""
+    """The tenant's sources the caller may read, in id order."""
     principal = authorized.principal
-    policy = session.info["gateway"].policy
-
-    def may_see(source: DataSource) -> bool:
-        obj = _policy_object(source.id)
-        return any(
-            policy.decide(
-                principal.subject, principal.tenant, obj, act, extra_roles=principal.roles
-            ).allowed
-            for act in VISIBLE_WITH
-        )
-
     query = select(DataSource).where(DataSource.tenant == principal.tenant)
     if status is not None:
         query = query.where(DataSource.status == status)
-    visible: list[DataSource] = []
-    cursor = after
-    while len(visible) <= limit:
-        page_query = query if cursor is None else query.where(DataSource.id > cursor)
-        rows = session.scalars(page_query.order_by(DataSource.id).limit(LIST_BATCH)).all()
-        visible.extend(source for source in rows if may_see(source))
-        if len(rows) < LIST_BATCH:
-            break
-        cursor = rows[-1].id
-    more = len(visible) > limit
-    page = visible[:limit]
+    page, more = visible_page(
+        session,
+        query,
+        keys=[DataSource.id],
+        after=None if after is None else [after],
+        visible=lambda source: allows(
+            state.policy, principal, _policy_object(source.id), VISIBLE_WITH
+        ),
+        limit=limit,
+    )
     return page, (page[-1].id if more else None)
 
 
-# --- gates used at job time ---------------------------------------------------------------
+# --- gates -----------------------------------------------------------------------------------
 
 
 def require_usable(source: DataSource) -> None:
-    """Nothing new is uploaded to, or trained on, a source that is not approved."""
+    """Nothing new is uploaded to a source that is not approved (a job has its own gate,
+    gateway.jobs.gates.source_approved, checked again when the job is written)."""
     if source.status != "approved":
         raise Conflict(
             f"data source {source.id} is {source.status}, not approved",
             code="data_source_not_approved",
             details={"data_source": source.id, "status": source.status},
-        )
-
-
-def require_purpose(source: DataSource, purpose: str) -> None:
-    """A source is used only for the purposes it was approved for."""
-    if purpose not in source.allowed_purposes:
-        raise Forbidden(
-            f"purpose {purpose!r} is not allowed for data source {source.id}",
-            code="purpose_not_allowed",
-            details={
-                "data_source": source.id,
-                "purpose": purpose,
-                "allowed_purposes": source.allowed_purposes,
-            },
         )

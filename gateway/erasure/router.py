@@ -4,7 +4,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, status
 
-from gateway.deps import Authorized, SessionDep, authorize
+from gateway.authz import Authorized
+from gateway.deps import SessionDep, StateDep, authorize
 from gateway.erasure import service
 from gateway.erasure.schemas import (
     ErasureDecide,
@@ -22,10 +23,11 @@ RequestId = Annotated[str, Path(max_length=64)]
 def create_erasure_request(
     body: ErasureRequestCreate,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("erasure:*", "create")],
 ) -> ErasureRequestPublic:
     return ErasureRequestPublic.model_validate(
-        service.create(session, authorized=authorized, body=body)
+        service.create(session, state=state, authorized=authorized, body=body)
     )
 
 
@@ -63,8 +65,11 @@ def decide_erasure_request(
     request_id: RequestId,
     body: ErasureDecide,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("erasure:{request_id}", "decide")],
 ) -> ErasureRequestPublic:
     return ErasureRequestPublic.model_validate(
-        service.decide(session, authorized=authorized, request_id=request_id, body=body)
+        service.decide(
+            session, state=state, authorized=authorized, request_id=request_id, body=body
+        )
     )

@@ -6,7 +6,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.data_sources.schemas import FreeText
+from gateway.fields import FreeText
 
 ERASURE_ID: Final = re.compile(r"^er-[0-9a-f]{16}$")
 

@@ -21,8 +21,8 @@ from sqlmodel import Session
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
+from gateway.authz import Authorized
 from gateway.db import read_only
-from gateway.deps import Authorized
 from gateway.erasure.models import ErasureRequest, ErasureSalt
 from gateway.erasure.schemas import (
     ERASURE_ID,
@@ -36,7 +36,7 @@ from gateway.files.service import erase_content, stored_content
 from gateway.jobs.events import add_event
 from gateway.jobs.models import ACTIVE_STATUSES, FineTuningJob
 from gateway.registry.service import flag_models
-from gateway.state import GatewayState
+from gateway.runtime import Runtime
 from ingest import find_subject_lines
 
 log = structlog.get_logger()
@@ -55,7 +55,7 @@ def subject_digest(salt: str, subject: str) -> str:
     return hmac.new(bytes.fromhex(salt), canonical, hashlib.sha256).hexdigest()
 
 
-def find_files(state: GatewayState, *, tenant: str, subject: str) -> dict[str, Any]:
+def find_files(state: Runtime, *, tenant: str, subject: str) -> dict[str, Any]:
     """Every stored file version of the tenant whose content mentions ``subject``, read
     from a snapshot of its own (the scan reads whole files; no write lock is held)."""
     settings = state.settings
@@ -96,10 +96,9 @@ def find_files(state: GatewayState, *, tenant: str, subject: str) -> dict[str, A
 
 
 def create(
-    session: Session, *, authorized: Authorized, body: ErasureRequestCreate
+    session: Session, *, state: Runtime, authorized: Authorized, body: ErasureRequestCreate
 ) -> ErasureRequest:
     principal = authorized.principal
-    state: GatewayState = session.info["gateway"]
     findings = find_files(state, tenant=principal.tenant, subject=body.subject)
     salt = secrets.token_hex(32)
     request = ErasureRequest(
@@ -165,7 +164,12 @@ def get_in_tenant(
 
 
 def decide(
-    session: Session, *, authorized: Authorized, request_id: str, body: ErasureDecide
+    session: Session,
+    *,
+    state: Runtime,
+    authorized: Authorized,
+    request_id: str,
+    body: ErasureDecide,
 ) -> ErasureRequest:
     principal = authorized.principal
     request = get_in_tenant(
@@ -182,7 +186,11 @@ def decide(
             erased.extend(
                 {"file_id": each.id, "content_sha256": each.content_sha256}
                 for each in erase_content(
-                    session, row=row, actor=principal.sub, erasure_request_id=request.id
+                    session,
+                    settings=state.settings,
+                    row=row,
+                    actor=principal.sub,
+                    erasure_request_id=request.id,
                 )
             )
     stopped_jobs: list[str] = []

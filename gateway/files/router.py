@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 
-from gateway.deps import Authorized, SessionDep, UploadDep, authorize, authorize_upload
+from gateway.authz import Authorized
+from gateway.deps import SessionDep, StateDep, UploadDep, authorize, authorize_upload
 from gateway.files import service
 from gateway.files.schemas import UPLOAD_FIELDS, FilePublic, FilesPage
 
@@ -38,6 +39,7 @@ FileId = Annotated[str, Path(max_length=64)]
 )
 async def upload_file(
     session: SessionDep,
+    state: StateDep,
     upload: UploadDep,
     authorized: Annotated[
         Authorized, authorize_upload("ds:{data_source}", "upload", fields=UPLOAD_FIELDS)
@@ -46,13 +48,14 @@ async def upload_file(
     """Multipart, as OpenAI's `files.create` sends it, with `data_source` as an extra form
     field (`extra_body={"data_source": ...}` in the SDK). Send the fields before the file."""
     return FilePublic.model_validate(
-        await service.upload(session, authorized=authorized, upload=upload)
+        await service.upload(session, state=state, authorized=authorized, upload=upload)
     )
 
 
 @router.get("", response_model=FilesPage)
 def list_files(
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("ds:*", "list")],
     purpose: Annotated[str | None, Query(max_length=32)] = None,
     data_source: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = None,
@@ -62,6 +65,7 @@ def list_files(
 ) -> FilesPage:
     rows, has_more = service.list_visible(
         session,
+        state=state,
         authorized=authorized,
         purpose=purpose,
         data_source=data_source,
@@ -99,9 +103,10 @@ def get_file(
 def get_file_content(
     file_id: FileId,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[
         Authorized, authorize("ds:{data_source}", "read", resolve=service.data_source_of)
     ],
 ) -> FileResponse:
-    row, path = service.open_content(session, authorized=authorized, file_id=file_id)
+    row, path = service.open_content(session, state=state, authorized=authorized, file_id=file_id)
     return FileResponse(path, media_type="application/octet-stream", filename=row.filename)

@@ -10,23 +10,25 @@ that erasing one tenant's or one source's copy never touches another's identical
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import structlog
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
+from gateway.authz import Authorized, allows
 from gateway.config import Settings
 from gateway.data_sources.service import get_in_tenant, require_usable
-from gateway.db import read_only
-from gateway.deps import Authorized, on_rollback
+from gateway.db import on_rollback, read_only
 from gateway.errors import (
     Conflict,
     Gone,
@@ -38,8 +40,9 @@ from gateway.errors import (
 from gateway.files.models import TrainingFile
 from gateway.files.schemas import FILE_ID, PURPOSES
 from gateway.files.upload import MultipartUpload
+from gateway.pagination import visible_page
+from gateway.runtime import Runtime
 from gateway.security import Principal
-from gateway.state import GatewayState
 from ingest import (
     FileTooLarge,
     IngestError,
@@ -54,7 +57,12 @@ from ingest import InsufficientStorage as StoreFull
 log = structlog.get_logger()
 
 VISIBLE_WITH = "read"
-LIST_BATCH = 500
+T = TypeVar("T")
+
+
+async def _in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Blocking work (the database, hashing and scanning) off the event loop."""
+    return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
 
 
 def new_file_id() -> str:
@@ -80,7 +88,7 @@ class _SourceSnapshot:
     pii_action: str
 
 
-def _usable_source(state: GatewayState, *, tenant: str, data_source_id: str) -> _SourceSnapshot:
+def _usable_source(state: Runtime, *, tenant: str, data_source_id: str) -> _SourceSnapshot:
     with Session(read_only(state.engine)) as session:
         source = get_in_tenant(session, tenant=tenant, data_source_id=data_source_id)
         require_usable(source)
@@ -96,9 +104,8 @@ def _ingest_error(exc: IngestError) -> Exception:
 
 
 async def upload(
-    session: Session, *, authorized: Authorized, upload: MultipartUpload
+    session: Session, *, state: Runtime, authorized: Authorized, upload: MultipartUpload
 ) -> TrainingFile:
-    state: GatewayState = session.info["gateway"]
     settings = state.settings
     principal = authorized.principal
     purpose = upload.fields["purpose"]
@@ -108,7 +115,7 @@ async def upload(
             code="invalid_purpose",
             param="purpose",
         )
-    source = await run_in_threadpool(
+    source = await _in_thread(
         _usable_source, state, tenant=principal.tenant, data_source_id=upload.fields["data_source"]
     )
     directory = source_dir(settings, tenant=principal.tenant, data_source_id=source.id)
@@ -117,9 +124,9 @@ async def upload(
         max_line_bytes=settings.max_upload_line_bytes,
         min_free_bytes=settings.upload_min_free_bytes,
     )
-    pool = await run_in_threadpool(state.scan_pool)
+    pool = await _in_thread(state.scan_pool)
     try:
-        ingesting = await run_in_threadpool(
+        ingesting = await _in_thread(
             IngestSession,
             dest_dir=directory,
             pii_action=source.pii_action,
@@ -128,8 +135,8 @@ async def upload(
         )
         try:
             async for block in upload.file_blocks():
-                await run_in_threadpool(ingesting.feed, block)
-            result = await run_in_threadpool(ingesting.finish)
+                await _in_thread(ingesting.feed, block)
+            result = await _in_thread(ingesting.finish)
         except BaseException:
             ingesting.abort()
             raise
@@ -145,7 +152,7 @@ async def upload(
             result=result,
         ),
     )
-    return await run_in_threadpool(
+    return await _in_thread(
         _record_upload,
         session,
         authorized=authorized,
@@ -262,7 +269,7 @@ def _remove_content(path: Path) -> None:
 
 
 def _discard_unreferenced(
-    state: GatewayState,
+    state: Runtime,
     *,
     tenant: str,
     data_source_id: str,
@@ -291,9 +298,7 @@ def _discard_unreferenced(
 # --- reading ---------------------------------------------------------------------------------
 
 
-def data_source_of(
-    state: GatewayState, principal: Principal, values: dict[str, str]
-) -> dict[str, str]:
+def data_source_of(state: Runtime, principal: Principal, values: dict[str, str]) -> dict[str, str]:
     """The authorization resolver for /v1/files/{file_id}...: a file is governed by its
     data source. A file that does not exist (or is another tenant's) resolves to the
     collection, so a caller with no read grant at all is refused before learning more."""
@@ -321,7 +326,7 @@ def get_visible(session: Session, *, authorized: Authorized, file_id: str) -> Tr
 
 
 def open_content(
-    session: Session, *, authorized: Authorized, file_id: str
+    session: Session, *, state: Runtime, authorized: Authorized, file_id: str
 ) -> tuple[TrainingFile, Path]:
     row = get_visible(session, authorized=authorized, file_id=file_id)
     if row.content_deleted_at is not None:
@@ -330,7 +335,7 @@ def open_content(
             code="content_erased",
             details={"erasure_request": row.erasure_request_id},
         )
-    path = stored_content(session.info["gateway"].settings, row)
+    path = stored_content(state.settings, row)
     if path is None:
         raise Conflict(
             "this file was refused and its content was not kept",
@@ -352,6 +357,7 @@ def open_content(
 def list_visible(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     purpose: str | None,
     data_source: str | None,
@@ -362,18 +368,13 @@ def list_visible(
     """The tenant's files whose data source the caller may read, newest first by default
     (OpenAI's order), ``after`` a file id as the cursor."""
     principal = authorized.principal
-    policy = session.info["gateway"].policy
     readable: dict[str, bool] = {}
 
     def may_read(row: TrainingFile) -> bool:
         if row.data_source_id not in readable:
-            readable[row.data_source_id] = policy.decide(
-                principal.subject,
-                principal.tenant,
-                f"ds:{row.data_source_id}",
-                VISIBLE_WITH,
-                extra_roles=principal.roles,
-            ).allowed
+            readable[row.data_source_id] = allows(
+                state.policy, principal, f"ds:{row.data_source_id}", VISIBLE_WITH
+            )
         return readable[row.data_source_id]
 
     query = select(TrainingFile).where(TrainingFile.tenant == principal.tenant)
@@ -381,39 +382,28 @@ def list_visible(
         query = query.where(TrainingFile.purpose == purpose)
     if data_source is not None:
         query = query.where(TrainingFile.data_source_id == data_source)
-    newest_first = order == "desc"
-    keys = (TrainingFile.created_at, TrainingFile.id)
-    query = query.order_by(*(key.desc() if newest_first else key.asc() for key in keys))
-    cursor: tuple[int, str] | None = None
+    cursor = None
     if after is not None:
         anchor = get_in_tenant_file(session, tenant=principal.tenant, file_id=after)
         cursor = (anchor.created_at, anchor.id)
-    visible: list[TrainingFile] = []
-    while len(visible) <= limit:
-        page_query = query if cursor is None else query.where(_beyond(cursor, newest_first))
-        rows = session.scalars(page_query.limit(LIST_BATCH)).all()
-        visible.extend(row for row in rows if may_read(row))
-        if len(rows) < LIST_BATCH:
-            break
-        cursor = (rows[-1].created_at, rows[-1].id)
-    return visible[:limit], len(visible) > limit
-
-
-def _beyond(cursor: tuple[int, str], newest_first: bool) -> Any:
-    created_at, file_id = cursor
-    if newest_first:
-        return or_(
-            TrainingFile.created_at < created_at,
-            and_(TrainingFile.created_at == created_at, TrainingFile.id < file_id),
-        )
-    return or_(
-        TrainingFile.created_at > created_at,
-        and_(TrainingFile.created_at == created_at, TrainingFile.id > file_id),
+    return visible_page(
+        session,
+        query,
+        keys=[TrainingFile.created_at, TrainingFile.id],
+        descending=order == "desc",
+        after=cursor,
+        visible=may_read,
+        limit=limit,
     )
 
 
 def erase_content(
-    session: Session, *, row: TrainingFile, actor: str, erasure_request_id: str
+    session: Session,
+    *,
+    settings: Settings,
+    row: TrainingFile,
+    actor: str,
+    erasure_request_id: str,
 ) -> list[TrainingFile]:
     """Erasure: removes the file's content (and fingerprint) from disk, and marks every
     live file of the tenant's source that shares those bytes (they hold the same data).
@@ -422,7 +412,6 @@ def erase_content(
     says "processed" over missing content (reads answer 410), which is visible and
     repeatable; the other order could leave personal data on disk behind a row that says
     it is gone."""
-    settings = session.info["gateway"].settings
     path = stored_content(settings, row)
     erased = [row]
     if row.content_sha256 is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Final
 
-from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -34,9 +33,11 @@ class MultipartUpload:
     ``file_blocks()`` then yields the file's bytes; anything after the file is read and
     checked but not kept."""
 
-    def __init__(self, request: Request) -> None:
-        self._request = request
-        self._stream = request.stream()
+    def __init__(self, stream: AsyncIterator[bytes], *, content_type: str | None) -> None:
+        """``stream``: the request body as it arrives (``request.stream()``); the parser knows
+        nothing of the web framework."""
+        self._stream = stream
+        self._content_type = content_type
         self._parser: MultipartParser | None = None
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
@@ -132,7 +133,7 @@ class MultipartUpload:
     # --- reading ---------------------------------------------------------------------------
 
     def _start(self) -> MultipartParser:
-        content_type, options = parse_options_header(self._request.headers.get("content-type"))
+        content_type, options = parse_options_header(self._content_type)
         if content_type != b"multipart/form-data":
             raise UnsupportedMediaType(
                 "upload a file as multipart/form-data", code="multipart_required"

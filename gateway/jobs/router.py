@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from gateway.deps import Authorized, SessionDep, StateDep, authorize
+from gateway.authz import Authorized
+from gateway.deps import SessionDep, StateDep, authorize
 from gateway.errors import InvalidRequest
 from gateway.jobs import service
 from gateway.jobs.models import FINAL_STATUSES
@@ -35,9 +36,10 @@ MAX_METADATA_FILTERS = 16
 def create_job(
     body: JobCreate,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("job:*", "create")],
 ) -> JobPublic:
-    job = service.create(session, authorized=authorized, body=body)
+    job = service.create(session, state=state, authorized=authorized, body=body)
     return JobPublic.of(job)
 
 
@@ -45,12 +47,14 @@ def create_job(
 def list_jobs(
     request: Request,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("job:*", "list")],
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> JobsPage:
     jobs, has_more = service.list_visible(
         session,
+        state=state,
         authorized=authorized,
         after=after,
         limit=limit,
@@ -88,9 +92,10 @@ def get_job(
 def cancel_job(
     job_id: JobId,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("job:{job_id}", "cancel")],
 ) -> JobPublic:
-    return JobPublic.of(service.cancel(session, authorized=authorized, job_id=job_id))
+    return JobPublic.of(service.cancel(session, state=state, authorized=authorized, job_id=job_id))
 
 
 @router.get("/{job_id}/events", response_model=JobEventsPage)

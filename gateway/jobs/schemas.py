@@ -8,7 +8,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from gateway.data_sources.schemas import Purpose
+from gateway.fields import Purpose
 
 JOB_ID: Final = re.compile(r"^ftjob-[0-9a-f]{16}$")
 Auto = Literal["auto"]

@@ -10,8 +10,10 @@ writes every submission that queued up meanwhile in one transaction:
 Each submission still lands whole or not at all, and each is still decided inside the
 transaction that would insert it: a base model retired, a source revoked or a file erased
 since the request read them is refused, and the quotas count the batch's earlier
-submissions. On SQLite, whose one write lock a transaction per request would make every
-submission queue for, a batch pays for the lock, the statements and the commit once.
+submissions. The re-checks are the request's own gates (gateway.jobs.gates), given what
+the writer re-read; the quotas are decided here only. On SQLite, whose one write lock a
+transaction per request would make every submission queue for, a batch pays for the
+lock, the statements and the commit once.
 
 A submission the writer refuses comes back to its request, which audits the refusal and
 answers it. If the batch's transaction fails, nothing of it was written and every request
@@ -40,14 +42,10 @@ from audit import chain
 from gateway import metrics
 from gateway.base_models.models import RegisteredBaseModel
 from gateway.data_sources.models import DataSource
-from gateway.errors import (
-    Forbidden,
-    GatewayError,
-    InvalidRequest,
-    ServiceUnavailable,
-    TooManyRequests,
-)
+from gateway.errors import ServiceUnavailable
 from gateway.files.models import TrainingFile
+from gateway.jobs import gates
+from gateway.jobs.gates import Outcome
 from gateway.jobs.models import ACTIVE_STATUSES, FineTuningJob, JobEvent
 
 log = structlog.get_logger()
@@ -74,8 +72,7 @@ class Submission:
     audit: dict[str, Any]  # chain.enqueue's keyword arguments
     source_ids: list[str]
     file_ids: list[str]
-    refusal: GatewayError | None = None
-    refused_gate: str | None = None
+    refused: Outcome | None = None  # the gate that refused it in the write transaction
     _gate_decisions: list[dict[str, Any]] = field(default_factory=list)
     _state: str = _PENDING
     _done: threading.Event = field(default_factory=threading.Event)
@@ -97,9 +94,6 @@ class Submission:
                 return False
             self._state = _WITHDRAWN
             return True
-
-    def _refuse(self, error: GatewayError, *, gate: str) -> None:
-        self.refusal, self.refused_gate = error, gate
 
 
 def month_start(now: float) -> int:
@@ -167,7 +161,7 @@ class SubmissionWriter:
     # --- the requests' side
 
     def write(self, submission: Submission) -> None:
-        """Blocks until the submission is written or refused (``submission.refusal``);
+        """Blocks until the submission is written or refused (``submission.refused``);
         raises ServiceUnavailable when it could not be written."""
         self._ensure_started()
         self._queue.put(submission)
@@ -316,16 +310,19 @@ def _lock_tenants(session: Session, tenants: list[str]) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _decide(
-    session: Session,
-    batch: list[Submission],
-    *,
-    concurrent_jobs: int,
-    device_hours_per_month: float,
-) -> list[Submission]:
-    """Re-checks and quotas for the whole batch, in order; returns those accepted."""
-    tenants = sorted({item.job.tenant for item in batch})
-    _lock_tenants(session, tenants)
+@dataclass
+class _Figures:
+    """What the batch's one SELECT found: the usable rows among those it names, and each
+    tenant's active jobs and estimated device-seconds this month."""
+
+    active_bases: set[str]
+    approved_sources: set[str]
+    erased_files: set[str]
+    active_jobs: dict[str, int]
+    device_seconds: dict[str, float]
+
+
+def _read_figures(session: Session, batch: list[Submission], tenants: list[str]) -> _Figures:
     rows = session.execute(
         _FIGURES,
         {
@@ -339,94 +336,74 @@ def _decide(
     found: dict[str, dict[str, float]] = {}
     for kind, key, figure in rows:
         found.setdefault(kind, {})[key] = float(figure or 0.0)
-    active_bases = found.get("base_model_active", {})
-    approved = found.get("source_approved", {})
-    erased = found.get("file_erased", {})
-    active_jobs = found.get("active_jobs", {})
-    device_seconds = {
-        tenant: found.get("device_seconds", {}).get(tenant, 0.0) for tenant in tenants
-    }
+    return _Figures(
+        active_bases=set(found.get("base_model_active", {})),
+        approved_sources=set(found.get("source_approved", {})),
+        erased_files=set(found.get("file_erased", {})),
+        active_jobs={key: int(value) for key, value in found.get("active_jobs", {}).items()},
+        device_seconds={
+            tenant: found.get("device_seconds", {}).get(tenant, 0.0) for tenant in tenants
+        },
+    )
 
+
+def _rechecks(item: Submission, figures: _Figures) -> list[Outcome]:
+    """The gates whose facts may have changed since the request read them, on what this
+    transaction sees. Each usable state has one way out: a base model is retired, a source
+    revoked, a file erased."""
+    job = item.job
+    base_status = "active" if job.base_model in figures.active_bases else "retired"
+    checks = [gates.base_model_active(job.base_model, status=base_status)]
+    checks += [
+        gates.source_approved(
+            sid, status="approved" if sid in figures.approved_sources else "revoked"
+        )
+        for sid in item.source_ids
+    ]
+    for fid in item.file_ids:
+        erased = fid in figures.erased_files
+        param = "training_file" if fid == job.training_file else "validation_file"
+        checks.append(
+            gates.file_usable(
+                fid, status="deleted" if erased else "processed", stored=not erased, param=param
+            )
+        )
+    return checks
+
+
+def _decide(
+    session: Session,
+    batch: list[Submission],
+    *,
+    concurrent_jobs: int,
+    device_hours_per_month: float,
+) -> list[Submission]:
+    """Re-checks and quotas for the whole batch, in order; returns those accepted."""
+    tenants = sorted({item.job.tenant for item in batch})
+    _lock_tenants(session, tenants)
+    figures = _read_figures(session, batch, tenants)
     accepted = []
     for item in batch:
         job = item.job
-        item.refusal = item.refused_gate = None  # decided afresh when a batch is retried
-        if job.base_model not in active_bases:
-            item._refuse(
-                InvalidRequest(
-                    f"base model {job.base_model} was retired",
-                    code="base_model_retired",
-                    param="model",
-                    details={"base_model": job.base_model, "status": "retired"},
-                ),
-                gate="model",
-            )
+        item.refused = None  # decided afresh when a batch is retried
+        active = figures.active_jobs.get(job.tenant, 0)
+        quotas = [
+            gates.concurrent_jobs(active, limit=concurrent_jobs),
+            gates.device_hours(
+                figures.device_seconds[job.tenant],
+                requested_seconds=job.estimated_device_seconds,
+                limit_hours=device_hours_per_month,
+            ),
+        ]
+        item.refused = next((c for c in [*_rechecks(item, figures), *quotas] if not c.passed), None)
+        if item.refused is not None:
             continue
-        revoked = [sid for sid in item.source_ids if sid not in approved]
-        if revoked:
-            item._refuse(
-                Forbidden(
-                    f"data source {revoked[0]} is no longer approved",
-                    code="data_source_not_approved",
-                    details={"data_source": revoked[0]},
-                ),
-                gate="data_source_approved",
-            )
-            continue
-        gone = [fid for fid in item.file_ids if fid in erased]
-        if gone:
-            item._refuse(
-                InvalidRequest(
-                    f"file {gone[0]} was erased",
-                    code="file_not_usable",
-                    details={"file_id": gone[0]},
-                ),
-                gate="file",
-            )
-            continue
-        active = int(active_jobs.get(job.tenant, 0))
-        if active >= concurrent_jobs:
-            item._refuse(
-                TooManyRequests(
-                    f"{active} jobs are active; the tenant's limit is {concurrent_jobs}",
-                    details={
-                        "quota": "concurrent_jobs",
-                        "limit": concurrent_jobs,
-                        "current": active,
-                    },
-                ),
-                gate="quota",
-            )
-            continue
-        used = device_seconds[job.tenant] / 3600
-        requested = round(job.estimated_device_seconds / 3600, 6)
-        limit = device_hours_per_month
-        if used + requested > limit:
-            item._refuse(
-                TooManyRequests(
-                    f"this job needs about {requested:.3f} device-hours; {used:.3f} of the "
-                    f"tenant's {limit:g} this month are used",
-                    details={
-                        "quota": "device_hours_per_month",
-                        "limit": limit,
-                        "used": round(used, 6),
-                        "requested": requested,
-                    },
-                ),
-                gate="quota",
-            )
-            continue
+        quota_figures = {key: value for outcome in quotas for key, value in outcome.figures.items()}
         job.decisions = [
             *item._gate_decisions,
-            {
-                "kind": "gate",
-                "gate": "quota",
-                "passed": True,
-                "active_jobs": active,
-                "device_hours_used": round(used, 6),
-            },
+            {"kind": "gate", "gate": "quota", "passed": True, **quota_figures},
         ]
-        active_jobs[job.tenant] = active + 1
-        device_seconds[job.tenant] += job.estimated_device_seconds
+        figures.active_jobs[job.tenant] = active + 1
+        figures.device_seconds[job.tenant] += job.estimated_device_seconds
         accepted.append(item)
     return accepted

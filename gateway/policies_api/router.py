@@ -4,7 +4,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
-from gateway.deps import Authorized, SessionDep, authorize
+from gateway.authz import Authorized
+from gateway.deps import SessionDep, StateDep, authorize
 from gateway.policies_api import service
 from gateway.policies_api.schemas import (
     PolicyCheck,
@@ -60,20 +61,20 @@ def list_policy_rules(
 
 @router.post("/rules", response_model=PolicyVersionPublic, status_code=status.HTTP_201_CREATED)
 def add_policy_rules(
-    body: RulesChange, session: SessionDep, authorized: EditPolicy
+    body: RulesChange, session: SessionDep, state: StateDep, authorized: EditPolicy
 ) -> PolicyVersionPublic:
     version = service.change_rules(
-        session, authorized=authorized, add=body.rules, reason=body.reason
+        session, state=state, authorized=authorized, add=body.rules, reason=body.reason
     )
     return PolicyVersionPublic(**version.as_dict())
 
 
 @router.delete("/rules", response_model=PolicyVersionPublic)
 def remove_policy_rules(
-    body: RulesChange, session: SessionDep, authorized: EditPolicy
+    body: RulesChange, session: SessionDep, state: StateDep, authorized: EditPolicy
 ) -> PolicyVersionPublic:
     version = service.change_rules(
-        session, authorized=authorized, remove=body.rules, reason=body.reason
+        session, state=state, authorized=authorized, remove=body.rules, reason=body.reason
     )
     return PolicyVersionPublic(**version.as_dict())
 
@@ -82,9 +83,10 @@ def remove_policy_rules(
 def check_policy(
     body: PolicyCheck,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("policy", "check")],
 ) -> PolicyCheckResult:
-    decision = service.check(session, authorized=authorized, request=body)
+    decision = service.check(session, state=state, authorized=authorized, request=body)
     return PolicyCheckResult(
         **decision.as_dict(),
         request={**body.model_dump(), "tenant": authorized.principal.tenant},

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from sqlmodel import Session
 
 from gateway.audit_api.service import record_allowed
-from gateway.deps import Authorized, after_commit
+from gateway.authz import Authorized
+from gateway.db import after_commit
 from gateway.errors import Conflict, GatewayError, InvalidRequest
 from gateway.policies_api.schemas import PolicyCheck, RuleIn
+from gateway.runtime import Runtime
 from policies import store
 from policies.enforcer import Decision
 from policies.vocabulary import DENY, GLOBAL_TENANT, PolicyError, Rule, parse_rule
@@ -67,6 +69,7 @@ def _refuse_admin_lockout(rules: Sequence[Rule]) -> None:
 def change_rules(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     add: Sequence[RuleIn] = (),
     remove: Sequence[RuleIn] = (),
@@ -98,7 +101,6 @@ def change_rules(
             "rule_count": version.rule_count,
         },
     )
-    state = session.info["gateway"]
     after_commit(session, state.refresh_policy)
     return version
 
@@ -177,10 +179,11 @@ def _version_seen_from(version: store.PolicyVersionInfo, tenant: str, with_chang
     return seen
 
 
-def check(session: Session, *, authorized: Authorized, request: PolicyCheck) -> Decision:
+def check(
+    session: Session, *, state: Runtime, authorized: Authorized, request: PolicyCheck
+) -> Decision:
     """A dry run in the caller's tenant: what the policy would decide, and the rule that
     decided. Recorded, since it reveals who may do what."""
-    state = session.info["gateway"]
     tenant = authorized.principal.tenant
     decision = state.policy.decide(
         request.sub, tenant, request.obj, request.act, extra_roles=request.roles

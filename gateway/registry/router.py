@@ -3,17 +3,16 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 
+from gateway.authz import Authorized
 from gateway.base_models.models import RegisteredBaseModel
-from gateway.deps import Authorized, SessionDep, authorize
-from gateway.registry import dossier, service
+from gateway.deps import SessionDep, StateDep, authorize
+from gateway.registry import service
 from gateway.registry.models import ModelVersion
 from gateway.registry.schemas import (
     BaseModelEntry,
-    DossierPublic,
     FineTunedModelPublic,
-    LineagePublic,
     ModelPromote,
     ModelPublic,
     ModelsPage,
@@ -33,6 +32,7 @@ def _public(row: RegisteredBaseModel | ModelVersion) -> BaseModelEntry | FineTun
 @router.get("", response_model=ModelsPage)
 def list_models(
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("model:*", "list")],
     status: Annotated[
         Literal["candidate", "production", "retired", "active"] | None,
@@ -49,6 +49,7 @@ def list_models(
     versions, are in production."""
     rows, next_after = service.list_visible(
         session,
+        state=state,
         authorized=authorized,
         status=status,
         flagged=flagged,
@@ -73,34 +74,6 @@ def get_model(
     return _public(service.get_visible(session, authorized=authorized, model_id=model_id))
 
 
-@router.get("/{model_id}/lineage", response_model=LineagePublic)
-def get_model_lineage(
-    model_id: ModelId,
-    session: SessionDep,
-    authorized: Annotated[Authorized, authorize("model:{model_id}", "read")],
-) -> LineagePublic:
-    return LineagePublic.model_validate(
-        service.lineage(session, authorized=authorized, model_id=model_id)
-    )
-
-
-@router.get(
-    "/{model_id}/dossier",
-    response_model=DossierPublic,
-    responses={200: {"content": {"text/markdown": {}}}},
-)
-def get_model_dossier(
-    model_id: ModelId,
-    session: SessionDep,
-    authorized: Annotated[Authorized, authorize("model:{model_id}", "export")],
-    format: Literal["json", "markdown"] = "json",
-) -> DossierPublic | Response:
-    built = dossier.build(session, authorized=authorized, model_id=model_id)
-    if format == "markdown":
-        return Response(dossier.render_markdown(built), media_type="text/markdown; charset=utf-8")
-    return DossierPublic.model_validate(built)
-
-
 @router.get(
     "/{model_id}/adapter",
     response_class=StreamingResponse,
@@ -109,11 +82,12 @@ def get_model_dossier(
 def download_model_adapter(
     model_id: ModelId,
     session: SessionDep,
+    state: StateDep,
     authorized: Annotated[Authorized, authorize("model:{model_id}", "use")],
 ) -> StreamingResponse:
     """The adapter's files as a tar stream, each checked against its recorded sha256
     before the first byte goes out."""
-    download = service.open_adapter(session, authorized=authorized, model_id=model_id)
+    download = service.open_adapter(session, state=state, authorized=authorized, model_id=model_id)
     return StreamingResponse(
         download.chunks,
         media_type="application/x-tar",

@@ -1,5 +1,6 @@
-"""The model registry: listing base and fine-tuned models, lineage, promotion, retirement,
-adapter downloads and the flags that revocations and erasure requests leave. Never commits.
+"""The model registry: listing base and fine-tuned models, promotion, retirement, adapter
+downloads and the flags that revocations and erasure requests leave. Never commits.
+(Lineage and the dossier, which read across the domains, are gateway.dossier's.)
 
 Fine-tuned versions are tenant-scoped: another tenant's version answers 404 exactly like
 one that does not exist. Rows are written by the job worker; this module only moves a
@@ -21,21 +22,19 @@ from sqlmodel import Session
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record, record_allowed
+from gateway.authz import Authorized, allows
 from gateway.base_models import service as base_models
 from gateway.base_models.models import RegisteredBaseModel
-from gateway.deps import Authorized
 from gateway.errors import Conflict, Gone, NotFound
-from gateway.files.models import TrainingFile
+from gateway.pagination import visible_page
 from gateway.registry.models import ModelVersion
 from gateway.registry.schemas import FINE_TUNED_ID, FINE_TUNED_PREFIX
+from gateway.runtime import Runtime
 from gateway.security import Principal
-from gateway.state import GatewayState
 
 log = structlog.get_logger()
 
 VISIBLE_WITH = "read"
-LIST_BATCH = 500
-MAX_LINEAGE_DEPTH = 64
 FLAG_REASONS = ("data_source_revoked", "erasure_requested")
 TAR_BLOCK = 512
 READ_CHUNK = 1 << 20
@@ -51,7 +50,7 @@ def is_fine_tuned(model_id: str) -> bool:
     return model_id.startswith(FINE_TUNED_PREFIX)
 
 
-def kind_of(state: GatewayState, principal: Principal, values: dict[str, str]) -> dict[str, str]:
+def kind_of(state: Runtime, principal: Principal, values: dict[str, str]) -> dict[str, str]:
     """The authorization resolver for GET /v1/models/{model_id}: a fine-tuned id is a
     `model:` object, anything else names a base model (`base:`). Decided on the id's form
     alone, so nothing about existence leaks to a caller the policy refuses."""
@@ -88,6 +87,7 @@ def get_visible(
 def _fine_tuned_visible(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     status: str | None,
     flagged: bool | None,
@@ -95,32 +95,23 @@ def _fine_tuned_visible(
     limit: int,
 ) -> tuple[list[ModelVersion], bool]:
     principal = authorized.principal
-    policy = session.info["gateway"].policy
 
     def wanted(row: ModelVersion) -> bool:
         if flagged is not None and bool(row.flags) != flagged:
             return False
-        return policy.decide(
-            principal.subject,
-            principal.tenant,
-            policy_object(row.id),
-            VISIBLE_WITH,
-            extra_roles=principal.roles,
-        ).allowed
+        return allows(state.policy, principal, policy_object(row.id), VISIBLE_WITH)
 
     query = select(ModelVersion).where(ModelVersion.tenant == principal.tenant)
     if status is not None:
         query = query.where(ModelVersion.status == status)
-    visible: list[ModelVersion] = []
-    cursor = after
-    while len(visible) <= limit:
-        page_query = query if cursor is None else query.where(ModelVersion.id > cursor)
-        rows = session.scalars(page_query.order_by(ModelVersion.id).limit(LIST_BATCH)).all()
-        visible.extend(row for row in rows if wanted(row))
-        if len(rows) < LIST_BATCH:
-            break
-        cursor = rows[-1].id
-    return visible[: limit + 1], len(visible) > limit
+    return visible_page(
+        session,
+        query,
+        keys=[ModelVersion.id],
+        after=None if after is None else [after],
+        visible=wanted,
+        limit=limit,
+    )
 
 
 def _row_id(row: RegisteredBaseModel | ModelVersion) -> str:
@@ -130,6 +121,7 @@ def _row_id(row: RegisteredBaseModel | ModelVersion) -> str:
 def list_visible(
     session: Session,
     *,
+    state: Runtime,
     authorized: Authorized,
     status: str | None,
     flagged: bool | None,
@@ -144,13 +136,19 @@ def list_visible(
     base_status = status if status in (None, "active", "retired") else "none"
     if base_status != "none" and not flagged:
         bases, next_base = base_models.list_visible(
-            session, authorized=authorized, status=base_status, after=after, limit=limit
+            session,
+            state=state,
+            authorized=authorized,
+            status=base_status,
+            after=after,
+            limit=limit,
         )
         rows.extend(bases)
         more = more or next_base is not None
     if status != "active":
         tuned, tuned_more = _fine_tuned_visible(
             session,
+            state=state,
             authorized=authorized,
             status=status,
             flagged=flagged,
@@ -163,128 +161,6 @@ def list_visible(
     more = more or len(rows) > limit
     page = rows[:limit]
     return page, (_row_id(page[-1]) if more and page else None)
-
-
-# --- lineage ----------------------------------------------------------------------------
-
-
-def _files_by_id(session: Session, *, tenant: str, file_ids: Iterable[str]) -> dict[str, Any]:
-    wanted = sorted(set(file_ids))
-    if not wanted:
-        return {}
-    rows = session.scalars(
-        select(TrainingFile).where(TrainingFile.tenant == tenant, TrainingFile.id.in_(wanted))
-    ).all()
-    return {row.id: row for row in rows}
-
-
-def lineage_file(entry: dict[str, Any], row: TrainingFile | None) -> dict[str, Any]:
-    """A data file as the model recorded it, with what the file's row says now (erased or
-    not). The hashes recorded on the model win: they are what was trained on."""
-    redaction = entry.get("redaction")
-    if redaction is None and row is not None and row.redaction is not None:
-        redaction = {
-            key: row.redaction.get(key)
-            for key in (
-                "input_sha256",
-                "output_sha256",
-                "recogniser_set",
-                "settings",
-                "redacted_lines",
-            )
-        }
-    return {
-        "role": entry.get("role"),
-        "file_id": entry.get("file_id"),
-        "data_source": entry.get("data_source") or (row.data_source_id if row else None),
-        "filename": row.filename if row else None,
-        "sha256": entry.get("sha256") or (row.sha256 if row else None),
-        "content_sha256": entry.get("content_sha256") or (row.content_sha256 if row else None),
-        "examples": row.examples if row else None,
-        "pii_action": row.pii_action if row else None,
-        "redaction": redaction,
-        "status": row.status if row else None,
-        "content_deleted_at": row.content_deleted_at if row else None,
-        "erasure_request_id": row.erasure_request_id if row else None,
-    }
-
-
-def _version(row: ModelVersion, files: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "status": row.status,
-        "job_id": row.job_id,
-        "requested_by": row.requested_by,
-        "purpose": row.purpose,
-        "created_at": row.created_at,
-        "base_model": row.base_model,
-        "base_manifest_sha256": row.base_manifest_sha256,
-        "parent_model_id": row.parent_model_id,
-        "adapter_sha256": row.adapter_sha256,
-        "seed": row.seed,
-        "hyperparameters": row.hyperparameters,
-        "data_files": [
-            lineage_file(entry, files.get(entry.get("file_id", ""))) for entry in row.data_files
-        ],
-        "decisions": row.decisions,
-        "verdict": row.verdict,
-        "promotion": {
-            "promoted_by": row.promoted_by,
-            "promoted_at": row.promoted_at,
-            "override": row.promotion_override_reason is not None,
-        },
-        "flags": row.flags,
-    }
-
-
-def chain_of(session: Session, row: ModelVersion) -> tuple[list[ModelVersion], str | None]:
-    """The version and its ancestors, newest first; and the parent id where the chain
-    breaks (a parent the registry does not hold in this tenant), if it does."""
-    chain = [row]
-    seen = {row.id}
-    current = row
-    while current.parent_model_id is not None:
-        parent_id = current.parent_model_id
-        parent = session.get(ModelVersion, parent_id) if FINE_TUNED_ID.match(parent_id) else None
-        if (
-            parent is None
-            or parent.tenant != row.tenant
-            or parent.id in seen
-            or len(chain) >= MAX_LINEAGE_DEPTH
-        ):
-            return chain, parent_id
-        chain.append(parent)
-        seen.add(parent.id)
-        current = parent
-    return chain, None
-
-
-def build_lineage(session: Session, *, row: ModelVersion) -> dict[str, Any]:
-    chain, broken_at = chain_of(session, row)
-    files = _files_by_id(
-        session,
-        tenant=row.tenant,
-        file_ids=(entry.get("file_id", "") for each in chain for entry in each.data_files),
-    )
-    root = chain[-1]
-    base = session.get(RegisteredBaseModel, root.base_model)
-    return {
-        "model_id": row.id,
-        "chain": [_version(each, files) for each in chain],
-        "base_model": {
-            "name": root.base_model,
-            "manifest_sha256": root.base_manifest_sha256,
-            "registered_manifest_sha256": base.manifest_sha256 if base else None,
-            "license": base.license if base else None,
-            "status": base.status if base else None,
-        },
-        "broken_at": broken_at,
-    }
-
-
-def lineage(session: Session, *, authorized: Authorized, model_id: str) -> dict[str, Any]:
-    row = get_in_tenant(session, tenant=authorized.principal.tenant, model_id=model_id)
-    return build_lineage(session, row=row)
 
 
 # --- promotion and retirement -----------------------------------------------------------
@@ -580,12 +456,13 @@ def download_name(model_id: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in model_id) + ".tar"
 
 
-def open_adapter(session: Session, *, authorized: Authorized, model_id: str) -> AdapterDownload:
+def open_adapter(
+    session: Session, *, state: Runtime, authorized: Authorized, model_id: str
+) -> AdapterDownload:
     row = get_in_tenant(session, tenant=authorized.principal.tenant, model_id=model_id)
     if row.status == "retired":
         raise Conflict("the model is retired", code="model_retired")
-    settings = session.info["gateway"].settings
-    files = _open_verified(adapter_directory(settings, row), row)
+    files = _open_verified(adapter_directory(state.settings, row), row)
     try:
         record_allowed(
             session,

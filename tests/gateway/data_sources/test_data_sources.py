@@ -220,14 +220,6 @@ class TestGates:
         assert refused.value.code == "data_source_not_approved"
         service.require_usable(self._source())
 
-    def test_purpose_must_be_allowed(self):
-        with pytest.raises(GatewayError) as refused:
-            service.require_purpose(self._source(), "marketing")
-        assert refused.value.status_code == 403
-        assert refused.value.code == "purpose_not_allowed"
-        assert refused.value.details["allowed_purposes"] == ["claims-triage"]
-        service.require_purpose(self._source(), "claims-triage")
-
 
 class TestPathValues:
     @pytest.mark.parametrize("value", ["*", "a b", "x)||(y", "a" * 129])

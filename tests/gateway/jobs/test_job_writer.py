@@ -198,7 +198,7 @@ class TestGroupedWrites:
 def _submission(client, people, ready) -> Submission:
     """A real submission's job and audit event (as the service would build them), ready to
     hand to a writer of the test's own."""
-    from gateway.jobs.service import new_job_id
+    from gateway.jobs.submission import new_job_id
 
     template = _submit(client, people, ready).json()
     now_ns = time.time_ns()

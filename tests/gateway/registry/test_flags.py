@@ -114,7 +114,6 @@ class TestFlagModels:
         try:
             for _ in range(2):
                 with Session(engine) as session:
-                    session.info["gateway"] = client.app.state.gateway
                     ids = flag_models(
                         session,
                         tenant="default",
@@ -133,7 +132,6 @@ class TestFlagModels:
         engine = make_engine(gateway_settings.database_url)
         try:
             with Session(engine) as session:
-                session.info["gateway"] = client.app.state.gateway
                 ids = flag_models(
                     session,
                     tenant="acme",

@@ -1,0 +1,187 @@
+"""Every gate a job submission passes, each written once.
+
+A gate is a pure function of the facts it decides on. It returns an ``Outcome``: the
+gate's name, the figures behind the decision (kept in the job's decisions when it
+passes), and the refusal when it refuses. The submission's read checks
+(gateway.jobs.service) call the gates on the rows they read; the writer
+(gateway.jobs.writer) calls the same gates again, in the transaction that inserts the
+job, on what it re-read and counted there; a dry run can call them without writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import Forbidden, GatewayError, InvalidRequest, TooManyRequests
+from ingest import min_examples_gate, overlap_gate
+
+TRAINABLE_PURPOSE = "fine-tune"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    gate: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    refusal: GatewayError | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.refusal is None
+
+
+def base_model_active(name: str, *, status: str) -> Outcome:
+    """Nothing new is trained on a retired base model."""
+    if status == "active":
+        return Outcome("model", {"base_model": name})
+    return Outcome(
+        "model",
+        refusal=InvalidRequest(
+            f"base model {name} is {status}",
+            code="base_model_retired",
+            param="model",
+            details={"base_model": name, "status": status},
+        ),
+    )
+
+
+def file_usable(file_id: str, *, status: str, stored: bool, param: str | None) -> Outcome:
+    """Only a processed file whose content is still stored (not erased, not deleted)."""
+    if status != "processed" or not stored:
+        return Outcome(
+            "file",
+            refusal=InvalidRequest(
+                f"file {file_id} is {status}: only processed files can be trained on",
+                code="file_not_usable",
+                param=param,
+                details={"file_id": file_id, "status": status},
+            ),
+        )
+    return Outcome("file", {"file_id": file_id})
+
+
+def file_for_training(file_id: str, *, purpose: str, param: str | None) -> Outcome:
+    """Only a file uploaded for fine-tuning (a file's purpose never changes)."""
+    if purpose != TRAINABLE_PURPOSE:
+        return Outcome(
+            "file",
+            refusal=InvalidRequest(
+                f"file {file_id} was not uploaded for {TRAINABLE_PURPOSE}",
+                code="file_not_usable",
+                param=param,
+            ),
+        )
+    return Outcome("file", {"file_id": file_id})
+
+
+def source_approved(
+    source_id: str,
+    *,
+    status: str,
+    approved_by: str | None = None,
+    approval_policy_version: str | None = None,
+) -> Outcome:
+    """Nothing is trained on a data source that is not (or no longer) approved."""
+    if status != "approved":
+        return Outcome(
+            "data_source_approved",
+            refusal=Forbidden(
+                f"data source {source_id} is {status}, not approved",
+                code="data_source_not_approved",
+                details={"data_source": source_id, "status": status},
+            ),
+        )
+    figures = {
+        "data_source": source_id,
+        "approved_by": approved_by,
+        "approval_policy_version": approval_policy_version,
+    }
+    return Outcome("data_source_approved", figures)
+
+
+def purpose_allowed(source_id: str, *, purpose: str, allowed_purposes: list[str]) -> Outcome:
+    """A source is used only for the purposes it was approved for."""
+    if purpose not in allowed_purposes:
+        return Outcome(
+            "purpose",
+            refusal=Forbidden(
+                f"purpose {purpose!r} is not allowed for data source {source_id}",
+                code="purpose_not_allowed",
+                details={
+                    "data_source": source_id,
+                    "purpose": purpose,
+                    "allowed_purposes": allowed_purposes,
+                },
+            ),
+        )
+    return Outcome("purpose", {"data_source": source_id, "purpose": purpose})
+
+
+def enough_examples(examples: int, *, minimum: int) -> Outcome:
+    """The training file holds at least the source's minimum of examples."""
+    result = min_examples_gate(examples=examples, minimum=minimum)
+    if result.passed:
+        return Outcome(result.gate, dict(result.details))
+    return Outcome(
+        result.gate,
+        refusal=InvalidRequest(
+            result.message,
+            code=result.code or "too_few_examples",
+            param="training_file",
+            details=result.details,
+        ),
+    )
+
+
+def no_overlap(training_fingerprint: Path, validation_fingerprint: Path) -> Outcome:
+    """No validation example repeats a training example, exactly or nearly."""
+    result = overlap_gate(
+        training_fingerprint=training_fingerprint, validation_fingerprint=validation_fingerprint
+    )
+    figures = {key: result.details[key] for key in ("overlapping_lines", "max_overlapping_lines")}
+    if result.passed:
+        return Outcome(result.gate, figures)
+    return Outcome(
+        result.gate,
+        refusal=InvalidRequest(
+            result.message,
+            code=result.code or result.gate,
+            param="validation_file",
+            details=figures,
+        ),
+    )
+
+
+def concurrent_jobs(active: int, *, limit: int) -> Outcome:
+    """The tenant's queued and running jobs stay under its quota."""
+    if active >= limit:
+        return Outcome(
+            "quota",
+            refusal=TooManyRequests(
+                f"{active} jobs are active; the tenant's limit is {limit}",
+                details={"quota": "concurrent_jobs", "limit": limit, "current": active},
+            ),
+        )
+    return Outcome("quota", {"active_jobs": active})
+
+
+def device_hours(used_seconds: float, *, requested_seconds: float, limit_hours: float) -> Outcome:
+    """The month's estimated device-hours, this job's included, stay under the quota."""
+    used = used_seconds / 3600
+    requested = round(requested_seconds / 3600, 6)
+    if used + requested > limit_hours:
+        return Outcome(
+            "quota",
+            refusal=TooManyRequests(
+                f"this job needs about {requested:.3f} device-hours; {used:.3f} of the "
+                f"tenant's {limit_hours:g} this month are used",
+                details={
+                    "quota": "device_hours_per_month",
+                    "limit": limit_hours,
+                    "used": round(used, 6),
+                    "requested": requested,
+                },
+            ),
+        )
+    return Outcome("quota", {"device_hours_used": round(used, 6)})
