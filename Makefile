@@ -49,16 +49,21 @@ bench: install
 
 # SmolLM2-135M-Instruct, imported once from its GGUF file to safetensors.
 smollm2: install
-	$(PY) -m trainer.base_models import-smollm2 $(SMOLLM2_DIR)
+	$(PY) -m trainer import-smollm2 $(SMOLLM2_DIR)
 
 demo-train: smollm2
-	$(PY) -m trainer.demo_task run $(SMOLLM2_DIR) runs/demo-$$(date +%s)
+	$(PY) -m trainer demo-task run $(SMOLLM2_DIR) runs/demo-$$(date +%s)
 
 bench-train: smollm2
 	$(PY) bench/train.py cpu --model tiny-30m --threads 1
 	$(PY) bench/train.py cpu --model smollm2 --base-model $(SMOLLM2_DIR) --threads 1
 
+# The layout's rules: import contracts (layers, no circles; pyproject.toml), the type checker
+# over the libraries and the service layer, the formatter and the linter.
 lint: install
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 clean:

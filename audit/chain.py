@@ -254,7 +254,7 @@ def chain_events(
             )
         )
         checkpoint = None
-        if sign_every and seq % sign_every == 0:
+        if signer is not None and sign_every and seq % sign_every == 0:
             checkpoint = signer.sign(seq, frontier_root(frontier), record.ts)
             checkpoints.append(checkpoint)
         appended.append(Appended(seq=seq, ts=record.ts, hash=digest, checkpoint=checkpoint))
@@ -410,7 +410,9 @@ def _queue_has_rows(connection: Connection) -> bool:
     on PostgreSQL it opens the transaction that the batch then goes on in. Saves an empty
     round its head lock and its commit (a WAL flush on PostgreSQL: a row lock is a
     write)."""
-    cursor = connection.connection.dbapi_connection.cursor()
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None  # a live Connection holds one
+    cursor = dbapi_connection.cursor()
     try:
         cursor.execute(sql(connection.dialect.name, "peek_queue"))
         return cursor.fetchone() is not None

@@ -97,7 +97,7 @@ class Checkpoint:
         if len(root_hash) != HASH_SIZE:
             raise CheckpointError("malformed", f"root_hash must be {HASH_SIZE} bytes")
         ts, key_id = doc.get("ts"), doc.get("key_id")
-        if not is_canonical_ts(ts):
+        if not isinstance(ts, str) or not is_canonical_ts(ts):
             raise CheckpointError("malformed", f"ts {ts!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
         if not isinstance(key_id, str):
             raise CheckpointError("malformed", "key_id must be a string")

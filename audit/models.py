@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, SQLModel
 
 from audit.hashing import GENESIS_HASH
@@ -100,3 +101,11 @@ class AuditQueued(SQLModel, table=True):
     policy_version: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     # canonical JSON text (audit.event.encode_details), copied verbatim into the body
     details: str = Field(sa_column=Column(Text, nullable=False))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for statements that skip the ORM (SQLModel sets
+    ``__table__`` when the class is made; its type stubs do not declare it)."""
+    table = sa_inspect(model).local_table
+    assert isinstance(table, Table)
+    return table

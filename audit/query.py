@@ -12,22 +12,24 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import desc, select
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, desc, select
+from sqlmodel import Session, col
 
 from audit.chain import read_head, sign_checkpoint
 from audit.checkpoints import Checkpoint, Signer
 from audit.encoding import normalize_ts
 from audit.hashing import leaf_hash
 from audit.merkle import frontier_root, inclusion_path, root, verify_inclusion
-from audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode
+from audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, table_of
 
 MAX_PAGE = 1000
 PROOF_FORMAT = "tunegate-inclusion-proof/v1"
 BLOCK = 256  # audit.chain stores subtrees of this many leaves and up
 
-_events = AuditEvent.__table__
+_events = table_of(AuditEvent)
+_nodes = table_of(AuditTreeNode)
 _ROW = (_events.c.seq, _events.c.body, _events.c.prev_hash, _events.c.hash)
 
 
@@ -46,8 +48,8 @@ def _where(
     decision: str | None = None,
     since: str | datetime | None = None,
     until: str | datetime | None = None,
-) -> list:
-    clauses = []
+) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
     for column, value in (
         (_events.c.actor, actor),
         (_events.c.action, action),
@@ -72,9 +74,7 @@ def event_dict(body: bytes, prev_hash: bytes, digest: bytes) -> dict:
     return event
 
 
-def list_events(
-    session: Session, *, after: int = 0, limit: int = 100, **filters: str | datetime | None
-) -> EventPage:
+def list_events(session: Session, *, after: int = 0, limit: int = 100, **filters: Any) -> EventPage:
     """Events with seq > ``after`` matching every filter given (actor, action, resource,
     tenant, decision, since, until), oldest first, at most ``limit``."""
     if not 1 <= limit <= MAX_PAGE:
@@ -105,7 +105,7 @@ def get_event(session: Session, seq: int) -> dict | None:
 
 
 def export_jsonl(
-    session: Session, *, after: int = 0, chunk_size: int = 1000, **filters: str | datetime | None
+    session: Session, *, after: int = 0, chunk_size: int = 1000, **filters: Any
 ) -> Iterator[bytes]:
     """The matching events as JSON Lines, one chunk of up to ``chunk_size`` lines per
     item, read page by page on seq (memory stays bounded). A line is the event's body
@@ -170,9 +170,9 @@ class _StoredTree:
         if n & (n - 1) == 0:
             level = n.bit_length() - 1
             stored = self.connection.execute(
-                select(AuditTreeNode.__table__.c.hash).where(
-                    AuditTreeNode.__table__.c.level == level,
-                    AuditTreeNode.__table__.c.idx == start >> level,
+                select(_nodes.c.hash).where(
+                    _nodes.c.level == level,
+                    _nodes.c.idx == start >> level,
                 )
             ).scalar()
             if stored is not None:
@@ -229,10 +229,10 @@ def latest_checkpoint(session: Session, signer: Signer | None = None) -> Checkpo
     """The newest checkpoint (by this signer's key, when one is given). With a signer,
     one is signed now if none covers the current head."""
     query = select(AuditCheckpoint).order_by(
-        desc(AuditCheckpoint.tree_size), desc(AuditCheckpoint.id)
+        desc(col(AuditCheckpoint.tree_size)), desc(col(AuditCheckpoint.id))
     )
     if signer is not None:
-        query = query.where(AuditCheckpoint.key_id == signer.key_id)
+        query = query.where(col(AuditCheckpoint.key_id) == signer.key_id)
     row = session.scalars(query.limit(1)).first()
     newest = None if row is None else _checkpoint(row)
     if signer is not None and (newest is None or newest.tree_size < read_head(session).seq):
@@ -243,8 +243,8 @@ def latest_checkpoint(session: Session, signer: Signer | None = None) -> Checkpo
 def checkpoint_at(session: Session, tree_size: int) -> Checkpoint | None:
     row = session.scalars(
         select(AuditCheckpoint)
-        .where(AuditCheckpoint.tree_size == tree_size)
-        .order_by(desc(AuditCheckpoint.id))
+        .where(col(AuditCheckpoint.tree_size) == tree_size)
+        .order_by(desc(col(AuditCheckpoint.id)))
         .limit(1)
     ).first()
     return None if row is None else _checkpoint(row)

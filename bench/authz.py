@@ -28,9 +28,6 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policies.enforcer import PolicyEngine, build_casbin_enforcer, casbin_decide
 from policies.store import read_seed

@@ -33,8 +33,6 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import httpx
 from fastapi import Request
 
@@ -139,7 +137,7 @@ def prepare(workdir: Path, database_url: str) -> dict:
     from gateway.config import Settings
     from gateway.main import create_app
     from gateway.security import mint_dev_token
-    from trainer.base_models import build_tiny_model
+    from trainer.fixtures import build_tiny_model
 
     models = workdir / "import"
     build_tiny_model(models / "tiny", seed=0)

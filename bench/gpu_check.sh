@@ -21,6 +21,8 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# bench/train.py imports the installed package; here nothing is installed, so the checkout.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 WORKDIR="${WORKDIR:-/tmp/tunegate-gpu-check}"
 

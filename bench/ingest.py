@@ -32,15 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import structlog
 
 from ingest import IngestLimits, ScanPool, ingest
 from ingest.pii import RECOGNISER_SET_VERSION, luhn_valid
-from tests.ingest.pii_metrics import format_table, load_labelled, score
+from ingest.pii_eval import format_table, load_labelled, score
 
 MB = 1_000_000
+LABELLED = Path(__file__).resolve().parents[1] / "tests" / "data" / "pii" / "labelled.jsonl"
 GENERATOR_VERSION = 1  # bump when generate() changes, so cached files are remade
 
 # --- generation ----------------------------------------------------------------------------
@@ -245,7 +244,7 @@ def main() -> None:
         rss_child(args.rss_child, args.workers, args.pii_action)
         return
 
-    labelled = load_labelled()
+    labelled = load_labelled(LABELLED)
     print(
         f"PII recognisers {RECOGNISER_SET_VERSION} on tests/data/pii/labelled.jsonl "
         f"({len(labelled)} texts, exact type+span match):"

@@ -26,30 +26,22 @@ import math
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from transformers import logging as transformers_logging
 
-from trainer.base_models import (
-    MANIFEST_NAME,
-    OOD_TEXT_PATH,
-    TinyModelShape,
-    build_tiny_model,
-    import_smollm2,
-    load_base_model,
-    verify_manifest,
-)
+from trainer.base_models import MANIFEST_NAME, import_smollm2, load_base_model, verify_manifest
 from trainer.data import IGNORE_INDEX, tokenize_file
-from trainer.evaluate import mean_target_loss
+from trainer.evaluate import OOD_TEXT_PATH, mean_target_loss
+from trainer.fixtures import TinyModelShape, build_tiny_model
 from trainer.modeling import use_segmented_attention
-from trainer.recipe import attention_and_mlp_linears, train
+from trainer.recipe import train
+from trainer.results import RunStartedEvent, StepEvent, TrainEvent, ValidationEvent
 from trainer.spec import EvalSpec, Hyperparameters, LoraSpec, TrainSpec
 
 SHAPES = {
@@ -126,13 +118,14 @@ def training_flops(model_dir: Path, lora: LoraSpec, train_file: Path, max_seq_le
     """FLOPs one epoch needs (see the module docstring); identical for both loops."""
     loaded = load_base_model(model_dir)
     model, config = loaded.model, loaded.model.config
-    targets = set(lora.target_modules or attention_and_mlp_linears(model))
+    # No target_modules: peft's "all-linear", every linear layer but the output head.
+    targets = set(lora.target_modules) if lora.target_modules else None
     head = model.get_output_embeddings()
     frozen = lora_params = 0
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and module is not head:
             frozen += module.weight.numel()
-            if name.rsplit(".", 1)[-1] in targets:
+            if targets is None or name.rsplit(".", 1)[-1] in targets:
                 lora_params += lora.r * (module.in_features + module.out_features)
     attention_width = config.num_attention_heads * (
         config.hidden_size // config.num_attention_heads
@@ -193,14 +186,15 @@ def run_ours(spec: TrainSpec) -> dict:
     validation: list[float] = []
     step_rates: list[float] = []
 
-    def on_event(event) -> None:
-        if event.type == "run.started":
-            clock["start"] = time.perf_counter()
-        elif event.type == "train.step":
-            clock["end"] = time.perf_counter()
-            step_rates.append(event.data["tokens_per_second"])
-        elif event.type == "train.validation":
-            validation.append(event.data["validation_loss"])
+    def on_event(event: TrainEvent) -> None:
+        match event:
+            case RunStartedEvent():
+                clock["start"] = time.perf_counter()
+            case StepEvent():
+                clock["end"] = time.perf_counter()
+                step_rates.append(event.tokens_per_second)
+            case ValidationEvent():
+                validation.append(event.validation_loss)
 
     result = train(spec, on_event)
     return {
@@ -240,7 +234,7 @@ def run_transformers_trainer(spec: TrainSpec, total_steps: int, warmup_steps: in
             r=spec.lora.r,
             lora_alpha=spec.lora.alpha,
             lora_dropout=spec.lora.dropout,
-            target_modules=attention_and_mlp_linears(loaded.model),
+            target_modules="all-linear",
             task_type=TaskType.CAUSAL_LM,
         ),
     )

@@ -382,7 +382,7 @@ def _build_tiny_model(root: Path, name: str) -> threading.Thread:
             import structlog
             from transformers.utils import logging as transformers_logging
 
-            from trainer.base_models import build_tiny_model
+            from trainer.fixtures import build_tiny_model
 
             # The narration is the demo's output; the builder's own chatter is not.
             structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))

@@ -42,25 +42,29 @@ def make_engine(database_url: str, **kwargs) -> Engine:
 
 
 def install_sqlite_pragmas(engine: Engine) -> None:
+    event.listen(engine, "connect", _set_pragmas)
+    _serialise_writers(engine, _process_write_lock(engine.url.database or ":memory:"))
+
+
+def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # pysqlite's own transaction handling defers BEGIN until the first write, and a WAL
     # reader that later writes fails with SQLITE_BUSY_SNAPSHOT when another writer got
     # there first. Taking the write lock at BEGIN (IMMEDIATE) lets busy_timeout queue
     # writers instead, which is what serialises audit appends on the chain head.
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.close()
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
 
-    # Within one process, writers queue on a Python lock rather than in SQLite's busy
-    # handler, which polls with sleeps of up to 100 ms: with dozens of threads waiting,
-    # the lock sat free while every waiter slept (a few dozen writes per second, seconds
-    # of tail latency). Across processes (workers) busy_timeout still arbitrates.
-    writers = _process_write_lock(engine.url.database or ":memory:")
+
+def _serialise_writers(engine: Engine, writers: _WriteLock) -> None:
+    """Within one process, writers queue on a Python lock rather than in SQLite's busy
+    handler, which polls with sleeps of up to 100 ms: with dozens of threads waiting, the
+    lock sat free while every waiter slept (a few dozen writes per second, seconds of tail
+    latency). Across processes (workers) busy_timeout still arbitrates."""
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
@@ -92,36 +96,15 @@ def install_sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "rollback")
     def _on_rollback(connection):
-        _end(connection.connection.dbapi_connection)
+        writers.end(connection.connection.dbapi_connection)
 
     # A connection can also leave its transaction without a Connection-level rollback:
-    # returned to the pool by the garbage collector, invalidated, closed. Each path
-    # must let the lock go, or every later writer of this process would wait on it.
-    def _end(dbapi_connection) -> None:
-        if dbapi_connection is None or not writers.held_by(dbapi_connection):
-            return
-        try:
-            dbapi_connection.rollback()
-        except Exception:  # noqa: S110 (an invalidated connection: nothing to roll back)
-            pass
-        finally:
-            writers.release_if_held_by(dbapi_connection)
-
-    @event.listens_for(engine.pool, "reset")
-    def _on_reset(dbapi_connection, _record, _state):
-        _end(dbapi_connection)
-
-    @event.listens_for(engine.pool, "checkin")
-    def _on_checkin(dbapi_connection, _record):
-        _end(dbapi_connection)
-
-    @event.listens_for(engine.pool, "invalidate")
-    def _on_invalidate(dbapi_connection, _record, _exception):
-        _end(dbapi_connection)
-
-    @event.listens_for(engine.pool, "close")
-    def _on_close(dbapi_connection, _record):
-        _end(dbapi_connection)
+    # returned to the pool by the garbage collector, invalidated, closed. Each path must
+    # let the lock go, or every later writer of this process would wait on it.
+    for pool_event in ("reset", "checkin", "invalidate", "close"):
+        event.listen(
+            engine.pool, pool_event, lambda dbapi_connection, *_: writers.end(dbapi_connection)
+        )
 
 
 class _WriteLock:
@@ -143,6 +126,17 @@ class _WriteLock:
         if self.held_by(dbapi_connection):
             self._holder = None
             self._lock.release()
+
+    def end(self, dbapi_connection) -> None:
+        """Rolls back and lets the lock go, if this connection holds it."""
+        if dbapi_connection is None or not self.held_by(dbapi_connection):
+            return
+        try:
+            dbapi_connection.rollback()
+        except Exception:  # noqa: S110 (an invalidated connection: nothing to roll back)
+            pass
+        finally:
+            self.release_if_held_by(dbapi_connection)
 
 
 _WRITE_LOCKS: dict[str, _WriteLock] = {}

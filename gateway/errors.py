@@ -4,7 +4,14 @@ code and a human message, rendered in the OpenAI error shape so SDK clients show
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
+
+import structlog
+
+from gateway import error_codes
+
+log = structlog.get_logger()
 
 
 class GatewayError(Exception):
@@ -27,6 +34,11 @@ class GatewayError(Exception):
         self.param = param
         self.headers = headers or {}
         self.details = details
+        # A code missing from gateway.error_codes is logged, never raised: an error path
+        # must not become a 500.
+        with suppress(Exception):
+            if error_codes.lookup(self.code) is None:
+                log.error("error.code_uncatalogued", code=self.code)
 
 
 class Unauthenticated(GatewayError):

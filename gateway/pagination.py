@@ -8,11 +8,12 @@ are skipped a batch at a time."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, and_, or_
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy.orm import Mapped, QueryableAttribute
 from sqlmodel import Session
+from sqlmodel.sql.expression import SelectOfScalar
 
 T = TypeVar("T")
 
@@ -21,33 +22,34 @@ BATCH = 500
 
 def visible_page(
     session: Session,
-    query: Select[tuple[T]],
+    query: SelectOfScalar[T],
     *,
-    keys: Sequence[InstrumentedAttribute[Any]],
+    keys: Sequence[Mapped[Any]],
     after: Sequence[Any] | None,
     visible: Callable[[T], bool],
     limit: int,
     descending: bool = False,
     batch: int = BATCH,
 ) -> tuple[list[T], bool]:
-    """Up to ``limit`` rows of ``query`` that ``visible`` admits, ordered by ``keys`` (which
-    together identify a row), after the row whose key values are ``after``; and whether
-    more such rows follow."""
+    """Up to ``limit`` rows of ``query`` that ``visible`` admits, ordered by ``keys`` (mapped
+    columns, ``col(Model.field)``, which together identify a row), after the row whose key
+    values are ``after``; and whether more such rows follow."""
     ordered = query.order_by(*(key.desc() if descending else key.asc() for key in keys))
+    names = [cast(QueryableAttribute[Any], key).key for key in keys]
     cursor = tuple(after) if after is not None else None
     shown: list[T] = []
     while len(shown) <= limit:
         page = ordered if cursor is None else ordered.where(beyond(keys, cursor, descending))
-        rows = session.scalars(page.limit(batch)).all()
+        rows = session.exec(page.limit(batch)).all()
         shown.extend(row for row in rows if visible(row))
         if len(rows) < batch:
             break
-        cursor = tuple(getattr(rows[-1], key.key) for key in keys)
+        cursor = tuple(getattr(rows[-1], name) for name in names)
     return shown[:limit], len(shown) > limit
 
 
 def beyond(
-    keys: Sequence[InstrumentedAttribute[Any]], cursor: Sequence[Any], descending: bool
+    keys: Sequence[Mapped[Any]], cursor: Sequence[Any], descending: bool
 ) -> ColumnElement[bool]:
     """Rows strictly after ``cursor`` in the order of ``keys``: k1 > v1, or k1 = v1 and
     the rest beyond the rest (written out, not as a row value, so every database uses the

@@ -188,10 +188,10 @@ class FingerprintWriter:
             block_rows = 1 << 15
             with open(self._rows.name, "rb") as rows:
                 for first in range(0, count, block_rows):
-                    block = np.fromfile(
+                    read = np.fromfile(
                         rows, dtype="<u8", count=min(block_rows, count - first) * BANDS
                     )
-                    bands = block.reshape(-1, BANDS)
+                    bands = read.reshape(-1, BANDS)
                     for band in range(BANDS):
                         os.pwrite(
                             fd,

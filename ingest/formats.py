@@ -104,7 +104,7 @@ class PromptCompletionExample(msgspec.Struct, forbid_unknown_fields=True):
 
 Example = ChatExample | PromptCompletionExample
 
-DECODERS: Final = {
+DECODERS: Final[dict[str, msgspec.json.Decoder[Example]]] = {
     CHAT: msgspec.json.Decoder(ChatExample),
     PROMPT_COMPLETION: msgspec.json.Decoder(PromptCompletionExample),
 }
@@ -187,6 +187,7 @@ def parse(raw: bytes) -> tuple[str | None, list[tuple[str, str]], Example | None
         return None, [(FaultCode.INVALID_JSON, "not valid JSON: NaN or Infinity")], None
     if not isinstance(value, dict):
         return None, [(FaultCode.NOT_AN_OBJECT, "a line must be one JSON object")], None
+    target: type[ChatExample] | type[PromptCompletionExample]
     if "messages" in value:
         fmt, faults, target = CHAT, _chat_faults(value), ChatExample
     elif "prompt" in value or "completion" in value:

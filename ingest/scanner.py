@@ -45,7 +45,11 @@ _exact_key = dedup.exact_key
 CHAT, PROMPT_COMPLETION = formats.CHAT, formats.PROMPT_COMPLETION
 _CHAT_CODE, _PROMPT_COMPLETION_CODE = _FORMAT_CODES[CHAT], _FORMAT_CODES[PROMPT_COMPLETION]
 _SYSTEM, _USER, _ASSISTANT = 0, 1, 2
-_ROLE_CODES: Final = {SystemMessage: _SYSTEM, UserMessage: _USER, AssistantMessage: _ASSISTANT}
+_ROLE_CODES: Final[dict[type, int]] = {
+    SystemMessage: _SYSTEM,
+    UserMessage: _USER,
+    AssistantMessage: _ASSISTANT,
+}
 # After each MinHash text: a newline between the turns of one example, padding after its last.
 _TURN_SEPARATORS: Final = ("\n", dedup.PAD.decode())
 _REFUSED = (msgspec.DecodeError, UnicodeDecodeError)
@@ -229,7 +233,7 @@ class _LineScanner:
         """Decode every line; check and measure the chat examples together; then go through
         the lines that need more, one by one and in line order (faults are kept in order)."""
         examples = self._decode_all(lines, prefer)
-        chat_rows = [i for i, example in enumerate(examples) if type(example) is ChatExample]
+        chat_rows = [i for i, example in enumerate(examples) if isinstance(example, ChatExample)]
         later: set[int] = set()
         if len(chat_rows) == len(examples):
             self._chat_batch(np.arange(len(examples)), examples, later)
@@ -249,8 +253,9 @@ class _LineScanner:
             later.update(line_pii.decode)
             later.update(line_pii.findings)
         for index in sorted(later):
-            if self.formats[index]:
-                self._line_pii(index, examples[index], line_pii)
+            decoded = examples[index]
+            if self.formats[index] and decoded is not None:
+                self._line_pii(index, decoded, line_pii)
             else:
                 prefer = self.scan(index, lines[index], prefer, line_pii)
 
@@ -294,7 +299,7 @@ class _LineScanner:
         example = _decode(raw, prefer)
         if example is None or not (
             self._chat(index, example)
-            if type(example) is ChatExample
+            if isinstance(example, ChatExample)
             else self._prompt_completion(index, example)
         ):
             # The slow path decides: it names the faults, or accepts what the strict decoder
@@ -308,10 +313,10 @@ class _LineScanner:
             assert accepted, "the slow path accepted a line the checks refuse"
         self._typed(index, example)
         self._line_pii(index, example, line_pii)
-        return CHAT if type(example) is ChatExample else PROMPT_COMPLETION
+        return CHAT if isinstance(example, ChatExample) else PROMPT_COMPLETION
 
     def _typed(self, index: int, example: formats.Example) -> None:
-        chat = type(example) is ChatExample
+        chat = isinstance(example, ChatExample)
         self.formats[index] = _CHAT_CODE if chat else _PROMPT_COMPLETION_CODE
         self.exact[index] = int.from_bytes(_exact_key(_encode(example)), "little")
 
@@ -327,7 +332,7 @@ class _LineScanner:
 
     def _accept(self, index: int, example: formats.Example) -> bool:
         """Checks the strict decoder leaves to us; records the line's figures if it passes."""
-        if type(example) is ChatExample:
+        if isinstance(example, ChatExample):
             return self._chat(index, example)
         return self._prompt_completion(index, example)
 
@@ -366,7 +371,7 @@ class _LineScanner:
     def _pii(self, index: int, example: formats.Example) -> None:
         contents = (
             [m.content for m in example.messages]
-            if type(example) is ChatExample
+            if isinstance(example, ChatExample)
             else [example.prompt, example.completion]
         )
         encoded = [content.encode() for content in contents]
@@ -394,7 +399,7 @@ class _LineScanner:
             self.fault(index, FaultCode.PII_FOUND, "personal data: " + ", ".join(distinct))
 
     def _redact(self, index: int, example: formats.Example, redacted: list[str]) -> None:
-        if type(example) is ChatExample:
+        if isinstance(example, ChatExample):
             messages = []
             for message, content in zip(example.messages, redacted, strict=True):
                 messages.append(_with_content(message, content))
@@ -426,9 +431,9 @@ class _LineScanner:
                 )
         redacted_signatures: dict[int, np.ndarray] = {}
         if self.redacted_texts:
-            rows = list(self.redacted_texts)
-            computed = dedup.signatures([self.redacted_texts[r] for r in rows])
-            redacted_signatures = {row: computed[i] for i, row in enumerate(rows)}
+            redacted_rows = list(self.redacted_texts)
+            computed = dedup.signatures([self.redacted_texts[r] for r in redacted_rows])
+            redacted_signatures = {row: computed[i] for i, row in enumerate(redacted_rows)}
         if self.token_texts is not None:
             self._count_tokens_exactly()
         short_rows = np.sort(

@@ -23,13 +23,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
+
+import numpy as np
+
+# The figures are counted one example at a time or for a whole batch at once (numpy).
+Count = TypeVar("Count", int, np.ndarray)
 
 APPROXIMATION: Final = "approx:utf8/4+4/message"
 TOKENS_PER_MESSAGE: Final = 4
 
 
-def approximate_tokens(*, chars: int, utf8_bytes: int, messages: int) -> int:
+def approximate_tokens(*, chars: Count, utf8_bytes: Count, messages: Count) -> Count:
     return (chars + 2 * (utf8_bytes - chars) + 3) // 4 + TOKENS_PER_MESSAGE * messages
 
 

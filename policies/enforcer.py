@@ -224,9 +224,9 @@ class _Builder:
         elif rule.ptype == "g":
             member, role, tenant = rule.values
             graph = self._tenant(tenant)
-            rest = graph.get(member, frozenset()) - {role}
-            if rest:
-                graph[member] = rest
+            roles = graph.get(member, frozenset()) - {role}
+            if roles:
+                graph[member] = roles
             else:
                 graph.pop(member, None)
             if not graph:
@@ -299,7 +299,7 @@ def _decide(
     exact = snap.exact
     first_deny: _Entry | None = None
     last_allow: _Entry | None = None
-    hits = []
+    hits: list[_Entry] = []
     for s in subjects:
         for t in tenants:
             for o in objects:

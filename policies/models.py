@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, LargeBinary, String, Text
+from sqlalchemy import Column, Index, LargeBinary, String, Table, Text
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Field, SQLModel
 
 
@@ -37,3 +38,11 @@ class PolicyVersion(SQLModel, table=True):
     rule_count: int = Field(default=0)
     changes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for statements that skip the ORM (SQLModel sets
+    ``__table__`` when the class is made; its type stubs do not declare it)."""
+    table = sa_inspect(model).local_table
+    assert isinstance(table, Table)
+    return table

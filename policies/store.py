@@ -60,7 +60,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from policies.models import CasbinRule, PolicyVersion
+from policies.models import CasbinRule, PolicyVersion, table_of
 from policies.vocabulary import (
     FIELDS,
     PolicyError,
@@ -74,8 +74,8 @@ SEED_PATH = Path(__file__).with_name("seed.csv")
 ADMIN_ROLE = "role:admin"
 MAX_LIST_LIMIT = 1000
 _RULE_COLUMNS = ("ptype", "v0", "v1", "v2", "v3", "v4", "v5")
-_rules_table = CasbinRule.__table__
-_versions_table = PolicyVersion.__table__
+_rules_table = table_of(CasbinRule)
+_versions_table = table_of(PolicyVersion)
 
 
 class RuleExistsError(PolicyError):
@@ -305,10 +305,10 @@ _LINES_SQL = text(
 
 def _all_lines(conn: Connection) -> list[str]:
     """The canonical line of every stored rule, unvalidated (for hashing after a change)."""
-    lines = conn.execute(_LINES_SQL).scalars().all()
+    lines: list[str | None] = list(conn.execute(_LINES_SQL).scalars().all())
     if any(line is None for line in lines):
         raise PolicyIntegrityError("invalid_stored_rule", "casbin_rule has an unknown ptype")
-    return lines
+    return [line for line in lines if line is not None]
 
 
 def head_version(bind: Session | Connection) -> VersionRecord | None:
@@ -563,9 +563,10 @@ def _write(
     rec_added = tuple(sorted(recorded_added if recorded_added is not None else added))
     rec_removed = tuple(sorted(removed))
     created_at = _now()
+    parent_hash = head.hash if head else None
     row = {
         "hash": new_hash,
-        "parent_hash": head.hash if head else None,
+        "parent_hash": parent_hash,
         "created_at": created_at,
         "actor": actor,
         "rule_count": len(lines),
@@ -576,7 +577,7 @@ def _write(
     return PolicyVersionInfo(
         id=new_id,
         hash=new_hash,
-        parent_hash=row["parent_hash"],
+        parent_hash=parent_hash,
         created_at=created_at,
         actor=actor,
         rule_count=len(lines),

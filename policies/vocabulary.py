@@ -352,6 +352,9 @@ class Rule:
     both the rule-set hash and the order in which rules are handed to Casbin."""
 
     __slots__ = ("ptype", "values", "line")
+    ptype: str
+    values: tuple[str, ...]
+    line: str
 
     def __init__(self, ptype: str, values: Sequence[str]) -> None:
         values = tuple(values)
@@ -406,6 +409,8 @@ def parse_rule(data: Any) -> Rule:
     """A validated Rule from any of: a Rule; ``[ptype, v0, ...]``; ``{"ptype": .., "values":
     [..]}``; or named fields ``{"ptype": "p", "sub": .., "tenant": .., "obj": .., "act": ..,
     "eft": ..}`` (``eft`` defaults to allow). Unknown keys are refused (``bad_field``)."""
+    ptype: Any  # unvalidated until validate_rule below
+    values: Any
     if isinstance(data, Rule):
         ptype, values = data.ptype, data.values
     elif isinstance(data, Mapping):

@@ -29,12 +29,11 @@ from transformers import PreTrainedTokenizerBase
 
 from trainer.checkpoints import write_adapter
 from trainer.data import render_chat
-from trainer.hashing import sha256_file
+from trainer.hashing import CHECKSUMS_NAME, hash_tree
 from trainer.results import ArtifactFile
 
 log = structlog.get_logger(__name__)
 
-CHECKSUMS_NAME = "SHA256SUMS"
 MERGE_PROBE_MESSAGES = [
     {"role": "user", "content": "Summarise what an invoice is in one sentence."}
 ]
@@ -42,18 +41,6 @@ MERGE_PROBE_MESSAGES = [
 
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def hash_tree(directory: Path) -> list[ArtifactFile]:
-    return [
-        ArtifactFile(
-            relative_path=path.relative_to(directory).as_posix(),
-            sha256=sha256_file(path),
-            bytes=path.stat().st_size,
-        )
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and path.name != CHECKSUMS_NAME
-    ]
 
 
 def export_merged(
@@ -90,17 +77,28 @@ def export_merged(
 
 
 def render_model_card(facts: dict[str, Any]) -> str:
+    """MODEL_CARD.md: the facts of training_config.json and eval_report.json, for people."""
     config = facts["config"]
-    hyper = config["resolved_hyperparameters"]
-    lora = config["spec"]["lora"]
     lines = [
         f"# LoRA adapter for {facts['base_model_name']}",
         "",
         f"Adapter sha256: `{facts['adapter_sha256']}`",
         "",
+        *_card_base_model_and_data(facts["base_model_name"], config),
+        *_card_hyperparameters(config),
+        *_card_compute(facts, config),
+        *_card_evaluation(facts.get("evaluation")),
+        *_card_merged_weights(facts.get("merged_check")),
+        *_card_limitations(),
+    ]
+    return "\n".join(lines)
+
+
+def _card_base_model_and_data(base_model_name: str, config: dict[str, Any]) -> list[str]:
+    lines = [
         "## Base model",
         "",
-        f"- Directory: `{facts['base_model_name']}`",
+        f"- Directory: `{base_model_name}`",
         f"- Manifest sha256: `{config['base_model']['manifest_sha256']}`",
         f"- Source: `{json.dumps(config['base_model']['source'])}`",
         "",
@@ -115,11 +113,20 @@ def render_model_card(facts: dict[str, Any]) -> str:
             f"| {data_file['examples']} |"
         )
     held_out = config["held_out"]
-    lines += [
+    return [
+        *lines,
         "",
         f"Held-out set: {held_out['source']} ({held_out['examples']} examples).",
         f"Examples left out for exceeding max_seq_len: {len(config['too_long_lines'])}.",
         "",
+    ]
+
+
+def _card_hyperparameters(config: dict[str, Any]) -> list[str]:
+    hyper = config["resolved_hyperparameters"]
+    spec = config["spec"]
+    lora = spec["lora"]
+    lines = [
         "## Hyperparameters",
         "",
         "| name | value | decided by |",
@@ -127,8 +134,8 @@ def render_model_card(facts: dict[str, Any]) -> str:
     ]
     for name in ("n_epochs", "batch_size", "learning_rate_multiplier"):
         lines.append(f"| {name} | {hyper[name]} | {hyper['decided_by'][name]} |")
-    spec = config["spec"]
-    lines += [
+    return [
+        *lines,
         f"| learning_rate | {hyper['learning_rate']:.3g} | base x multiplier |",
         f"| lr_scheduler | {spec['lr_scheduler']} (warm-up {config['schedule']['warmup_steps']} "
         f"of {config['schedule']['total_steps']} steps) | spec |",
@@ -139,6 +146,11 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"targets={', '.join(config['target_modules'])}, rslora={lora['use_rslora']}, "
         f"dora={lora['use_dora']}; {config['trainable_parameters']:,} trainable parameters.",
         "",
+    ]
+
+
+def _card_compute(facts: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    return [
         "## Compute",
         "",
         f"- Device: {facts['device']}; wall clock {facts['seconds']:.1f} s; "
@@ -152,55 +164,62 @@ def render_model_card(facts: dict[str, Any]) -> str:
         + (" (stopped early)." if facts["stopped_early"] else "."),
         "",
     ]
-    evaluation = facts.get("evaluation")
-    if evaluation:
-        lines += [
-            "## Evaluation against baselines",
-            "",
-            f"{evaluation['generation_examples']} held-out examples, greedy decoding; the few-shot "
-            f"baseline shows {evaluation['few_shot_examples']} training examples.",
-            "",
-            "| system | exact match | token F1 | loss | perplexity |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for system, metrics in evaluation["systems"].items():
-            lines.append(
-                f"| {system} | {metrics['exact_match']:.3f} | {metrics['token_f1']:.3f} | "
-                f"{metrics['loss']:.4f} | {metrics['perplexity']:.3f} |"
-            )
-        probe = evaluation["ood_probe"]
-        lines += [
-            "",
-            "## Out-of-distribution probe",
-            "",
-            f"Loss on `{probe['text_file']}` ({probe['tokens_scored']} tokens, sha256 "
-            f"`{probe['text_sha256']}`): {probe['loss_before']:.4f} before, "
-            f"{probe['loss_after']:.4f} after tuning ({probe['relative_change']:+.1%}).",
-            "",
-            "## Verdict",
-            "",
-            f"**{'PASSED' if evaluation['verdict']['passed'] else 'FAILED'}**",
-            "",
-        ]
-        for check in evaluation["verdict"]["checks"]:
-            lines.append(
-                f"- {check['name']}: {'pass' if check['passed'] else 'fail'} "
-                f"(value {check['value']:+.4f}, threshold {check['threshold']})"
-            )
-        lines.append("")
-    else:
-        lines += ["## Evaluation against baselines", "", "Not run (evaluation disabled).", ""]
-    merged = facts.get("merged_check")
-    if merged:
-        lines += [
-            "## Merged weights",
-            "",
-            f"`merged/` holds the base weights with the adapter merged in; on a fixed prompt the "
-            f"largest logit difference to the adapter is {merged['max_abs_logit_difference']:.2e} "
-            f"(tolerance {merged['tolerance']}).",
-            "",
-        ]
+
+
+def _card_evaluation(evaluation: dict[str, Any] | None) -> list[str]:
+    if not evaluation:
+        return ["## Evaluation against baselines", "", "Not run (evaluation disabled).", ""]
+    lines = [
+        "## Evaluation against baselines",
+        "",
+        f"{evaluation['generation_examples']} held-out examples, greedy decoding; the few-shot "
+        f"baseline shows {evaluation['few_shot_examples']} training examples.",
+        "",
+        "| system | exact match | token F1 | loss | perplexity |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for system, metrics in evaluation["systems"].items():
+        lines.append(
+            f"| {system} | {metrics['exact_match']:.3f} | {metrics['token_f1']:.3f} | "
+            f"{metrics['loss']:.4f} | {metrics['perplexity']:.3f} |"
+        )
+    probe = evaluation["ood_probe"]
     lines += [
+        "",
+        "## Out-of-distribution probe",
+        "",
+        f"Loss on `{probe['text_file']}` ({probe['tokens_scored']} tokens, sha256 "
+        f"`{probe['text_sha256']}`): {probe['loss_before']:.4f} before, "
+        f"{probe['loss_after']:.4f} after tuning ({probe['relative_change']:+.1%}).",
+        "",
+        "## Verdict",
+        "",
+        f"**{'PASSED' if evaluation['verdict']['passed'] else 'FAILED'}**",
+        "",
+    ]
+    for check in evaluation["verdict"]["checks"]:
+        lines.append(
+            f"- {check['name']}: {'pass' if check['passed'] else 'fail'} "
+            f"(value {check['value']:+.4f}, threshold {check['threshold']})"
+        )
+    return [*lines, ""]
+
+
+def _card_merged_weights(merged: dict[str, Any] | None) -> list[str]:
+    if not merged:
+        return []
+    return [
+        "## Merged weights",
+        "",
+        f"`merged/` holds the base weights with the adapter merged in; on a fixed prompt the "
+        f"largest logit difference to the adapter is {merged['max_abs_logit_difference']:.2e} "
+        f"(tolerance {merged['tolerance']}).",
+        "",
+    ]
+
+
+def _card_limitations() -> list[str]:
+    return [
         "## Limitations",
         "",
         "- Evaluated only on the held-out set named above; scores do not transfer to other "
@@ -214,7 +233,6 @@ def render_model_card(facts: dict[str, Any]) -> str:
         f"Every file of this directory is listed with its sha256 in `{CHECKSUMS_NAME}`.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_final_artifacts(

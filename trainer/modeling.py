@@ -72,6 +72,8 @@ def _varlen_flash_attention(
     max_length: int,
     scaling: float | None,
 ) -> torch.Tensor:
+    # Here, not at the top: only the CUDA path needs it, and not every torch the project
+    # admits (>=2.4) has torch.nn.attention.varlen.
     from torch.nn.attention.varlen import varlen_attn
 
     def tokens_first(states: torch.Tensor) -> torch.Tensor:

@@ -1,22 +1,119 @@
-"""What a run reports: events while it runs, and a TrainResult when it ends."""
+"""What a run reports: events while it runs, and a TrainResult when it ends.
+
+One frozen dataclass per kind of event, so a consumer matches on the class and reads typed
+fields. Everything here is plain data that pickles (events and results cross process
+boundaries: worker processes, Ray tasks and Ray Train workers), and this module imports no
+torch, so the gateway can match on these classes without loading it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """One thing that happened in a run; `type` is a dotted event name, `data` plain JSON."""
+    """One thing that happened in a run, at optimizer step `step` (0 before the first)."""
 
-    type: str
+    # The event's dotted name, for logs and for consumers that only print events.
+    type: ClassVar[str] = "train.event"
+
     step: int
-    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        return {"type": self.type, "step": data.pop("step"), "data": data}
+
+
+@dataclass(frozen=True)
+class RunStartedEvent(TrainEvent):
+    """Setup is done; `step` is above 0 when the run resumed from a checkpoint."""
+
+    type: ClassVar[str] = "run.started"
+
+    total_steps: int
+    device: str
+    train_examples: int
+    held_out_examples: int
+    resolved_hyperparameters: dict[str, Any]
+    world_size: int | None = None  # data-parallel runs only
+
+
+@dataclass(frozen=True)
+class StepEvent(TrainEvent):
+    """An optimizer step finished."""
+
+    type: ClassVar[str] = "train.step"
+
+    total_steps: int
+    epoch: float
+    loss: float
+    learning_rate: float
+    grad_norm: float
+    tokens_per_second: float
+    step_tokens: int
+    trained_tokens: int
+    processed_tokens: int
+    seconds_remaining: float
+    estimated_finish: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class EpochEvent(TrainEvent):
+    type: ClassVar[str] = "train.epoch_completed"
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class ValidationEvent(TrainEvent):
+    type: ClassVar[str] = "train.validation"
+
+    validation_loss: float
+    best_validation_loss: float | None
+    improved: bool
+
+
+@dataclass(frozen=True)
+class CheckpointEvent(TrainEvent):
+    type: ClassVar[str] = "checkpoint.written"
+
+    path: str
+    adapter_sha256: str
+
+
+@dataclass(frozen=True)
+class EarlyStoppedEvent(TrainEvent):
+    type: ClassVar[str] = "train.early_stopped"
+
+    best_step: int | None
+
+
+@dataclass(frozen=True)
+class EvaluationEvent(TrainEvent):
+    """The evaluation report's headline parts (the whole report is in the TrainResult)."""
+
+    type: ClassVar[str] = "evaluation.completed"
+
+    systems: dict[str, Any]
+    ood_probe: dict[str, Any]
+    verdict: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunCancelledEvent(TrainEvent):
+    type: ClassVar[str] = "run.cancelled"
+
+
+@dataclass(frozen=True)
+class RunSucceededEvent(TrainEvent):
+    type: ClassVar[str] = "run.succeeded"
+
+    adapter_sha256: str | None
+    artifact_dir: str | None
+    files: int
 
 
 @dataclass(frozen=True)

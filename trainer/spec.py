@@ -96,8 +96,9 @@ class LoraSpec:
     target_modules: list[str] | None = field(
         default=None,
         metadata=_help(
-            "Names of the linear layers that get an adapter. None: every linear layer of the "
-            "attention and MLP blocks (q/k/v/o and gate/up/down projections for Llama)."
+            "Names of the linear layers that get an adapter. None: peft's 'all-linear', every "
+            "linear layer but the output head (for Llama the q/k/v/o and gate/up/down "
+            "projections of the attention and MLP blocks)."
         ),
     )
     use_rslora: bool = field(

@@ -29,9 +29,8 @@ from types import ModuleType
 from typing import Any
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from gateway.audit_api.service import record_allowed
 from gateway.authz import Authorized, allows
@@ -106,11 +105,11 @@ def list_visible(
     principal = authorized.principal
     query = select(RegisteredBaseModel)
     if status is not None:
-        query = query.where(RegisteredBaseModel.status == status)
+        query = query.where(col(RegisteredBaseModel.status) == status)
     page, more = visible_page(
         session,
         query,
-        keys=[RegisteredBaseModel.name],
+        keys=[col(RegisteredBaseModel.name)],
         after=None if after is None else [after],
         visible=lambda row: allows(state.policy, principal, _policy_object(row.name), VISIBLE_WITH),
         limit=limit,

@@ -11,9 +11,8 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
@@ -60,8 +59,8 @@ def get_in_tenant(
 def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate) -> DataSource:
     principal = authorized.principal
     taken = session.scalars(
-        select(DataSource.id).where(
-            DataSource.tenant == principal.tenant, DataSource.name == body.name
+        select(col(DataSource.id)).where(
+            col(DataSource.tenant) == principal.tenant, col(DataSource.name) == body.name
         )
     ).first()
     if taken is not None:
@@ -224,13 +223,13 @@ def list_visible(
 ) -> tuple[list[DataSource], str | None]:
     """The tenant's sources the caller may read, in id order."""
     principal = authorized.principal
-    query = select(DataSource).where(DataSource.tenant == principal.tenant)
+    query = select(DataSource).where(col(DataSource.tenant) == principal.tenant)
     if status is not None:
-        query = query.where(DataSource.status == status)
+        query = query.where(col(DataSource.status) == status)
     page, more = visible_page(
         session,
         query,
-        keys=[DataSource.id],
+        keys=[col(DataSource.id)],
         after=None if after is None else [after],
         visible=lambda source: allows(
             state.policy, principal, _policy_object(source.id), VISIBLE_WITH

@@ -1,4 +1,9 @@
-"""The dossier for people: the same sections as the JSON, as Markdown."""
+"""The dossier for people: the same sections as the JSON, as Markdown.
+
+One renderer per section, each returning its lines (the last one blank); render_markdown
+joins them in the dossier's order. Values are shown as the JSON has them: a record quotes
+its row's own keys (gateway.dossier.records), so both say the same.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,43 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from gateway.dossier.records import DossierDecision
+from gateway.dossier.schemas import (
+    DossierApprovals,
+    DossierAudit,
+    DossierData,
+    DossierEvaluation,
+    DossierGeneral,
+    DossierIntendedPurpose,
+    DossierPreparedFile,
+    DossierPromotion,
+    DossierPublic,
+    DossierRedactionStep,
+    DossierStep,
+    DossierTraining,
+    DossierUnheldFile,
+    LineagePublic,
+)
+from gateway.registry.schemas import ModelFlag
+
+# --- cells, tables, blocks ----------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON values as the API serialises them (models become objects)."""
+    return to_jsonable_python(value)
+
 
 def _cell(value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, list | dict):
-        value = json.dumps(value, sort_keys=True)
+    if isinstance(value, BaseModel | list | dict):
+        value = json.dumps(_plain(value), sort_keys=True)
     text = str(value).replace("\\", "\\\\").replace("|", "\\|")
     return " ".join(text.split()) or "—"
 
@@ -29,347 +63,343 @@ def _table(headers: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
 
 
 def _json_block(value: Any) -> list[str]:
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    text = json.dumps(_plain(value), indent=2, sort_keys=True, ensure_ascii=False)
     return ["```json", text.replace("```", "` ` `"), "```", ""]
 
 
-def _evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
-    lines = [f"Verdict: **{_cell(evaluation.get('verdict'))}**", ""]
-    report = evaluation.get("report")
-    if not isinstance(report, dict):
-        return [*lines, "No evaluation report was recorded.", ""]
-    systems = report.get("systems")
-    if isinstance(systems, dict) and systems:
-        lines += ["Against the baselines:", ""]
-        lines += _table(
-            ["system", "exact match", "token F1", "loss", "perplexity"],
-            (
-                [
-                    name,
-                    *(
-                        metrics.get(key)
-                        for key in ("exact_match", "token_f1", "loss", "perplexity")
-                    ),
-                ]
-                for name, metrics in systems.items()
-                if isinstance(metrics, dict)
-            ),
-        )
-    verdict = report.get("verdict")
-    if isinstance(verdict, dict) and isinstance(verdict.get("checks"), list):
-        lines += _table(
-            ["check", "passed", "value", "threshold"],
-            (
-                [check.get("name"), check.get("passed"), check.get("value"), check.get("threshold")]
-                for check in verdict["checks"]
-                if isinstance(check, dict)
-            ),
-        )
-    return [*lines, "Full report:", "", *_json_block(report)]
+# --- the sections -------------------------------------------------------------------------
 
 
-def render_markdown(dossier: dict[str, Any]) -> str:
-    general = dossier["general"]
-    purpose = dossier["intended_purpose"]
-    data = dossier["data"]
-    approvals = dossier["approvals"]
-    audit = dossier["audit"]
-    lines = [
-        f"# Technical dossier: {_code(dossier['model_id'])}",
+def render_header(dossier: DossierPublic) -> list[str]:
+    return [
+        f"# Technical dossier: {_code(dossier.model_id)}",
         "",
-        f"Format `{dossier['format']}`, generated {dossier['generated_at']} by "
-        f"{_cell(dossier['generated_by'])}. Structured after EU AI Act Annex IV.",
+        f"Format `{dossier.format}`, generated {dossier.generated_at} by "
+        f"{_cell(dossier.generated_by)}. Structured after EU AI Act Annex IV.",
         "",
+    ]
+
+
+def render_general(general: DossierGeneral) -> list[str]:
+    facts: list[list[Any]] = [
+        ["model", general.model_id],
+        ["provider (tenant)", general.provider],
+        ["status", general.status],
+        ["created (epoch s)", general.created_at],
+        ["base model", general.base_model],
+        ["base manifest sha256", general.base_manifest_sha256],
+        ["parent model", general.parent_model_id],
+        ["adapter sha256", general.adapter_sha256],
+        ["fine-tuning job", general.job_id],
+        ["requested by", general.requested_by],
+    ]
+    files = ([f.relative_path, f.sha256, f.bytes] for f in general.adapter_files)
+    return [
         "## 1. General description",
         "",
-        *_table(
-            ["field", "value"],
-            [
-                ["model", general["model_id"]],
-                ["provider (tenant)", general["provider"]],
-                ["status", general["status"]],
-                ["created (epoch s)", general["created_at"]],
-                ["base model", general["base_model"]],
-                ["base manifest sha256", general["base_manifest_sha256"]],
-                ["parent model", general["parent_model_id"]],
-                ["adapter sha256", general["adapter_sha256"]],
-                ["fine-tuning job", general["job_id"]],
-                ["requested by", general["requested_by"]],
-            ],
-        ),
+        *_table(["field", "value"], facts),
         "Adapter files:",
         "",
-        *_table(
-            ["file", "sha256", "bytes"],
-            (
-                [f.get("relative_path"), f.get("sha256"), f.get("bytes")]
-                for f in general["adapter_files"]
-            ),
-        ),
+        *_table(["file", "sha256", "bytes"], files),
+    ]
+
+
+def render_intended_purpose(purpose: DossierIntendedPurpose) -> list[str]:
+    sources = (
+        [s.data_source, s.name, ", ".join(s.allowed_purposes), s.purpose_allowed]
+        for s in purpose.data_sources
+    )
+    return [
         "## 2. Intended purpose",
         "",
-        f"Trained for the purpose {_code(purpose['job_purpose'])}.",
+        f"Trained for the purpose {_code(purpose.job_purpose)}.",
         "",
-        *_table(
-            ["data source", "name", "allowed purposes", "purpose allowed"],
-            (
-                [
-                    s["data_source"],
-                    s["name"],
-                    ", ".join(s["allowed_purposes"]),
-                    s["purpose_allowed"],
-                ]
-                for s in purpose["data_sources"]
-            ),
-        ),
+        *_table(["data source", "name", "allowed purposes", "purpose allowed"], sources),
+    ]
+
+
+SOURCE_COLUMNS = [
+    "id",
+    "name",
+    "classification",
+    "personal data",
+    "legal basis",
+    "owner",
+    "retention (days)",
+    "PII action",
+    "status",
+]
+FILE_COLUMNS = [
+    "file",
+    "role",
+    "data source",
+    "sha256 (as uploaded)",
+    "content sha256 (trained on)",
+    "examples",
+    "status",
+]
+
+
+def render_data(data: DossierData) -> list[str]:
+    sources = (
+        [
+            s.id,
+            s.name,
+            s.classification,
+            s.contains_personal_data,
+            s.legal_basis,
+            s.owner,
+            s.retention_days,
+            s.pii_action,
+            s.status,
+        ]
+        for s in data.data_sources
+    )
+    files = (
+        [f.file_id, f.role, f.data_source, f.sha256, f.content_sha256, f.examples, f.status]
+        for f in data.files
+    )
+    lines = [
         "## 3. Data",
         "",
         "### Data sources",
         "",
-        *_table(
-            [
-                "id",
-                "name",
-                "classification",
-                "personal data",
-                "legal basis",
-                "owner",
-                "retention (days)",
-                "PII action",
-                "status",
-            ],
-            (
-                [
-                    s["id"],
-                    s["name"],
-                    s["classification"],
-                    s["contains_personal_data"],
-                    s["legal_basis"],
-                    s["owner"],
-                    s["retention_days"],
-                    s["pii_action"],
-                    s["status"],
-                ]
-                for s in data["data_sources"]
-            ),
-        ),
+        *_table(SOURCE_COLUMNS, sources),
         "### File versions",
         "",
-        *_table(
-            [
-                "file",
-                "role",
-                "data source",
-                "sha256 (as uploaded)",
-                "content sha256 (trained on)",
-                "examples",
-                "status",
-            ],
-            (
-                [
-                    f["file_id"],
-                    f["role"],
-                    f["data_source"],
-                    f["sha256"],
-                    f["content_sha256"],
-                    f["examples"],
-                    f["status"],
-                ]
-                for f in data["files"]
-            ),
-        ),
+        *_table(FILE_COLUMNS, files),
     ]
-    for file in data["files"]:
-        if file.get("datasheet") is not None:
-            lines += [
-                f"Datasheet of {_code(file['file_id'])}:",
-                "",
-                *_json_block(file["datasheet"]),
-            ]
-    lines += ["## 4. Data preparation", ""]
-    for prepared in dossier["preparation"]:
-        lines += [f"### {_code(prepared['file_id'])}", ""]
-        for step in prepared["steps"]:
-            name = step["step"]
-            rest = {key: value for key, value in step.items() if key != "step"}
-            if name == "redaction":
-                lines.append(
-                    f"- redaction: {_code(rest.get('input_sha256'))} -> "
-                    f"{_code(rest.get('output_sha256'))}, recognisers "
-                    f"{_code(rest.get('recogniser_set'))}, "
-                    f"lines {_cell(rest.get('redacted_lines'))}"
-                )
-            else:
-                lines.append(
-                    f"- {name}: "
-                    + ", ".join(f"{key} {_cell(value)}" for key, value in rest.items())
-                )
+    for file in data.files:
+        if file.datasheet is not None:
+            lines += [f"Datasheet of {_code(file.file_id)}:", "", *_json_block(file.datasheet)]
+    return lines
+
+
+def _step_line(step: DossierStep) -> str:
+    if isinstance(step, DossierRedactionStep):
+        return (
+            f"- redaction: {_code(step.input_sha256)} -> {_code(step.output_sha256)}, "
+            f"recognisers {_code(step.recogniser_set)}, lines {_cell(step.redacted_lines)}"
+        )
+    facts = {key: value for key, value in _plain(step).items() if key != "step"}
+    return f"- {step.step}: " + ", ".join(f"{key} {_cell(value)}" for key, value in facts.items())
+
+
+def render_preparation(preparation: list[DossierPreparedFile | DossierUnheldFile]) -> list[str]:
+    lines = ["## 4. Data preparation", ""]
+    for prepared in preparation:
+        lines += [f"### {_code(prepared.file_id)}", ""]
+        lines += [_step_line(step) for step in prepared.steps]
         lines.append("")
-    training = dossier["training"]
-    lines += [
+    return lines
+
+
+def render_training(training: DossierTraining) -> list[str]:
+    settings = sorted(_plain(training.hyperparameters).items())
+    return [
         "## 5. Training",
         "",
-        *_table(
-            ["setting", "value"],
-            [
-                *([key, value] for key, value in sorted(training["hyperparameters"].items())),
-                ["seed", training["seed"]],
-            ],
-        ),
+        *_table(["setting", "value"], [*([k, v] for k, v in settings), ["seed", training.seed]]),
         "LoRA:",
         "",
-        *_json_block(training["lora"]),
+        *_json_block(training.lora),
         "Library versions:",
         "",
-        *_json_block(training["library_versions"]),
+        *_json_block(training.library_versions),
         "Compute:",
         "",
-        *_json_block(training["compute"]),
+        *_json_block(training.compute),
         "Job:",
         "",
-        *_json_block(training["job"]),
-        "## 6. Evaluation",
-        "",
-        *_evaluation_lines(dossier["evaluation"]),
+        *_json_block(training.job),
+    ]
+
+
+def render_evaluation(evaluation: DossierEvaluation) -> list[str]:
+    lines = ["## 6. Evaluation", "", f"Verdict: **{_cell(evaluation.verdict)}**", ""]
+    report = evaluation.report
+    if report is None:
+        return [*lines, "No evaluation report was recorded.", ""]
+    if report.systems:
+        lines += ["Against the baselines:", ""]
+        lines += _table(
+            ["system", "exact match", "token F1", "loss", "perplexity"],
+            (
+                [name, m.exact_match, m.token_f1, m.loss, m.perplexity]
+                for name, m in report.systems.items()
+            ),
+        )
+    if report.verdict is not None and report.verdict.checks is not None:
+        lines += _table(
+            ["check", "passed", "value", "threshold"],
+            ([c.name, c.passed, c.value, c.threshold] for c in report.verdict.checks),
+        )
+    return [*lines, "Full report:", "", *_json_block(report)]
+
+
+APPROVAL_COLUMNS = [
+    "data source",
+    "proposed by",
+    "proposed at",
+    "approved by",
+    "approved at",
+    "policy version",
+    "revoked by",
+    "revoked at",
+]
+
+
+def _decision_row(decision: DossierDecision) -> list[Any]:
+    d = _plain(decision)
+    name = d.get("name") or d.get("gate") or d.get("act") or d.get("action")
+    return [name, d.get("policy_version"), {k: v for k, v in d.items() if k != "policy_version"}]
+
+
+def _promotion_lines(promotion: DossierPromotion) -> list[str]:
+    if promotion.promoted_by is None:
+        return ["Not promoted."]
+    lines = [
+        f"Promoted to production by {_cell(promotion.promoted_by)} at "
+        f"{_cell(promotion.promoted_at)} (epoch s)."
+    ]
+    if promotion.override_reason is not None:
+        lines += [
+            "",
+            f"Override reason (sha256 {_code(promotion.override_reason_sha256)}):",
+            "",
+            "> " + "\n> ".join(promotion.override_reason.splitlines() or [""]),
+        ]
+    return lines
+
+
+def render_approvals(approvals: DossierApprovals) -> list[str]:
+    sources = (
+        [
+            a.data_source,
+            a.proposed_by,
+            a.proposed_at,
+            a.approved_by,
+            a.approved_at,
+            a.approval_policy_version,
+            a.revoked_by,
+            a.revoked_at,
+        ]
+        for a in approvals.data_sources
+    )
+    request = approvals.training_request
+    lines = [
         "## 7. Approvals",
         "",
-        *_table(
-            [
-                "data source",
-                "proposed by",
-                "proposed at",
-                "approved by",
-                "approved at",
-                "policy version",
-                "revoked by",
-                "revoked at",
-            ],
-            (
-                [
-                    a["data_source"],
-                    a["proposed_by"],
-                    a["proposed_at"],
-                    a["approved_by"],
-                    a["approved_at"],
-                    a["approval_policy_version"],
-                    a["revoked_by"],
-                    a["revoked_at"],
-                ]
-                for a in approvals["data_sources"]
-            ),
-        ),
-        f"Training requested by {_cell(approvals['training_request']['requested_by'])} "
-        f"(job {_code(approvals['training_request']['job_id'])}). Decisions:",
+        *_table(APPROVAL_COLUMNS, sources),
+        f"Training requested by {_cell(request.requested_by)} "
+        f"(job {_code(request.job_id)}). Decisions:",
         "",
         *_table(
             ["decision", "policy version", "details"],
-            (
-                [
-                    d.get("name") or d.get("gate") or d.get("act") or d.get("action"),
-                    d.get("policy_version"),
-                    {k: v for k, v in d.items() if k not in ("policy_version",)},
-                ]
-                for d in approvals["training_request"]["decisions"]
-                if isinstance(d, dict)
-            ),
+            (_decision_row(decision) for decision in request.decisions),
         ),
+        *_promotion_lines(approvals.promotion),
     ]
-    promotion = approvals["promotion"]
-    if promotion["promoted_by"] is not None:
-        lines.append(
-            f"Promoted to production by {_cell(promotion['promoted_by'])} at "
-            f"{_cell(promotion['promoted_at'])} (epoch s)."
-        )
-        if promotion["override_reason"] is not None:
-            lines += [
-                "",
-                f"Override reason (sha256 {_code(promotion['override_reason_sha256'])}):",
-                "",
-                "> " + "\n> ".join(promotion["override_reason"].splitlines() or [""]),
-            ]
-    else:
-        lines.append("Not promoted.")
-    retirement = approvals["retirement"]
-    if retirement["retired_by"] is not None:
+    retirement = approvals.retirement
+    if retirement.retired_by is not None:
         lines += [
             "",
-            f"Retired by {_cell(retirement['retired_by'])} at "
-            f"{_cell(retirement['retired_at'])} (epoch s).",
+            f"Retired by {_cell(retirement.retired_by)} at "
+            f"{_cell(retirement.retired_at)} (epoch s).",
         ]
-    lineage = dossier["lineage"]
-    lines += [
-        "",
+    return [*lines, ""]
+
+
+def render_lineage(lineage: LineagePublic) -> list[str]:
+    versions = (
+        [
+            v.id,
+            v.job_id,
+            v.requested_by,
+            v.adapter_sha256,
+            ", ".join(f"{f.file_id} ({f.content_sha256})" for f in v.data_files),
+        ]
+        for v in lineage.chain
+    )
+    return [
         "## 8. Lineage",
         "",
-        *_table(
-            ["version", "job", "requested by", "adapter sha256", "data files"],
-            (
-                [
-                    v["id"],
-                    v["job_id"],
-                    v["requested_by"],
-                    v["adapter_sha256"],
-                    ", ".join(f"{f['file_id']} ({f['content_sha256']})" for f in v["data_files"]),
-                ]
-                for v in lineage["chain"]
-            ),
-        ),
-        f"Base model {_code(lineage['base_model']['name'])}, manifest sha256 "
-        f"{_code(lineage['base_model']['manifest_sha256'])}.",
-        "",
-        "## 9. Flags",
+        *_table(["version", "job", "requested by", "adapter sha256", "data files"], versions),
+        f"Base model {_code(lineage.base_model.name)}, manifest sha256 "
+        f"{_code(lineage.base_model.manifest_sha256)}.",
         "",
     ]
-    if dossier["flags"]:
-        lines += _table(
-            ["reason", "ref", "at", "via"],
-            ([f.get("reason"), f.get("ref"), f.get("at"), f.get("via")] for f in dossier["flags"]),
-        )
-    else:
-        lines += ["None.", ""]
-    checkpoint = audit["checkpoint"] or {}
-    lines += [
+
+
+def render_flags(flags: list[ModelFlag]) -> list[str]:
+    if not flags:
+        return ["## 9. Flags", "", "None.", ""]
+    rows = ([f.get("reason"), f.get("ref"), f.get("at"), f.get("via")] for f in _plain(flags))
+    return ["## 9. Flags", "", *_table(["reason", "ref", "at", "via"], rows)]
+
+
+EVENT_COLUMNS = [
+    "seq",
+    "time",
+    "action",
+    "actor",
+    "resource",
+    "decision",
+    "policy version",
+    "leaf hash",
+]
+
+
+def render_audit(audit: DossierAudit) -> list[str]:
+    checkpoint = audit.checkpoint
+    size, root, signed = (
+        (checkpoint.tree_size, checkpoint.root_hash, checkpoint.ts) if checkpoint else (None,) * 3
+    )
+    events = (
+        [
+            e.event.seq,
+            e.event.ts,
+            e.event.action,
+            e.event.actor,
+            e.event.resource,
+            e.event.decision,
+            e.event.policy_version,
+            e.proof.leaf_hash,
+        ]
+        for e in audit.events
+    )
+    proofs = {
+        "checkpoint": checkpoint,
+        "public_key": audit.public_key,
+        "proofs": [e.proof for e in audit.events],
+    }
+    return [
         "## 10. Audit trail",
         "",
-        f"Checkpoint: tree size {_cell(checkpoint.get('tree_size'))}, root "
-        f"{_code(checkpoint.get('root_hash'))}, signed {_cell(checkpoint.get('ts'))} by key "
-        f"{_code(audit['public_key']['key_id'])}."
-        + (" The event list was cut at its bound." if audit["truncated"] else ""),
+        f"Checkpoint: tree size {_cell(size)}, root {_code(root)}, signed {_cell(signed)} by key "
+        f"{_code(audit.public_key.key_id)}."
+        + (" The event list was cut at its bound." if audit.truncated else ""),
         "",
-        *_table(
-            [
-                "seq",
-                "time",
-                "action",
-                "actor",
-                "resource",
-                "decision",
-                "policy version",
-                "leaf hash",
-            ],
-            (
-                [
-                    e["event"]["seq"],
-                    e["event"]["ts"],
-                    e["event"]["action"],
-                    e["event"]["actor"],
-                    e["event"]["resource"],
-                    e["event"]["decision"],
-                    e["event"]["policy_version"],
-                    e["proof"]["leaf_hash"],
-                ]
-                for e in audit["events"]
-            ),
-        ),
+        *_table(EVENT_COLUMNS, events),
         "Checkpoint, public key and inclusion proofs (check each with "
         "`tunegate audit verify-proof`):",
         "",
-        *_json_block(
-            {
-                "checkpoint": audit["checkpoint"],
-                "public_key": audit["public_key"],
-                "proofs": [e["proof"] for e in audit["events"]],
-            }
-        ),
+        *_json_block(proofs),
+    ]
+
+
+def render_markdown(dossier: DossierPublic) -> str:
+    lines = [
+        *render_header(dossier),
+        *render_general(dossier.general),
+        *render_intended_purpose(dossier.intended_purpose),
+        *render_data(dossier.data),
+        *render_preparation(dossier.preparation),
+        *render_training(dossier.training),
+        *render_evaluation(dossier.evaluation),
+        *render_approvals(dossier.approvals),
+        *render_lineage(dossier.lineage),
+        *render_flags(dossier.flags),
+        *render_audit(dossier.audit),
     ]
     return "\n".join(lines)

@@ -25,9 +25,7 @@ def get_model_lineage(
     session: SessionDep,
     authorized: Annotated[Authorized, authorize("model:{model_id}", "read")],
 ) -> LineagePublic:
-    return LineagePublic.model_validate(
-        lineage.lineage(session, authorized=authorized, model_id=model_id)
-    )
+    return lineage.lineage(session, authorized=authorized, model_id=model_id)
 
 
 @router.get(
@@ -42,7 +40,7 @@ def get_model_dossier(
     authorized: Annotated[Authorized, authorize("model:{model_id}", "export")],
     format: Literal["json", "markdown"] = "json",
 ) -> DossierPublic | Response:
-    built = service.build(session, state=state, authorized=authorized, model_id=model_id)
+    dossier = service.build(session, state=state, authorized=authorized, model_id=model_id)
     if format == "markdown":
-        return Response(render_markdown(built), media_type="text/markdown; charset=utf-8")
-    return DossierPublic.model_validate(built)
+        return Response(render_markdown(dossier), media_type="text/markdown; charset=utf-8")
+    return dossier

@@ -16,8 +16,7 @@ import time
 from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
@@ -66,11 +65,11 @@ def find_files(state: Runtime, *, tenant: str, subject: str) -> dict[str, Any]:
         rows = session.scalars(
             select(TrainingFile)
             .where(
-                TrainingFile.tenant == tenant,
-                TrainingFile.content_deleted_at.is_(None),
-                TrainingFile.content_sha256.is_not(None),
+                col(TrainingFile.tenant) == tenant,
+                col(TrainingFile.content_deleted_at).is_(None),
+                col(TrainingFile.content_sha256).is_not(None),
             )
-            .order_by(TrainingFile.created_at, TrainingFile.id)
+            .order_by(col(TrainingFile.created_at), col(TrainingFile.id))
         ).all()
     for row in rows:
         path = stored_content(settings, row)
@@ -177,22 +176,11 @@ def decide(
     )
     if request.status != "open":
         raise Conflict("this erasure request is already decided", code="already_decided")
-    erased: list[dict[str, Any]] = []
-    if body.decision is ErasureDecision.delete_data:
-        for match in request.findings.get("files", []):
-            row = session.get(TrainingFile, match["file_id"], with_for_update=True)
-            if row is None or row.content_deleted_at is not None:
-                continue
-            erased.extend(
-                {"file_id": each.id, "content_sha256": each.content_sha256}
-                for each in erase_content(
-                    session,
-                    settings=state.settings,
-                    row=row,
-                    actor=principal.sub,
-                    erasure_request_id=request.id,
-                )
-            )
+    erased = (
+        _erase_found_files(session, state=state, request=request, actor=principal.sub)
+        if body.decision is ErasureDecision.delete_data
+        else []
+    )
     stopped_jobs: list[str] = []
     if erased:
         erased_ids = [item["file_id"] for item in erased]
@@ -249,6 +237,29 @@ def decide(
     return request
 
 
+def _erase_found_files(
+    session: Session, *, state: Runtime, request: ErasureRequest, actor: str
+) -> list[dict[str, Any]]:
+    """delete_data: the content of every file version the search found, and of every live
+    copy of the same bytes in its source, goes; their hashes stay."""
+    erased: list[dict[str, Any]] = []
+    for match in request.findings.get("files", []):
+        row = session.get(TrainingFile, match["file_id"], with_for_update=True)
+        if row is None or row.content_deleted_at is not None:
+            continue
+        erased.extend(
+            {"file_id": each.id, "content_sha256": each.content_sha256}
+            for each in erase_content(
+                session,
+                settings=state.settings,
+                row=row,
+                actor=actor,
+                erasure_request_id=request.id,
+            )
+        )
+    return erased
+
+
 def _stop_jobs_on(
     session: Session, *, authorized: Authorized, request_id: str, file_ids: list[str]
 ) -> list[str]:
@@ -257,10 +268,10 @@ def _stop_jobs_on(
     jobs = session.scalars(
         select(FineTuningJob)
         .where(
-            FineTuningJob.tenant == authorized.principal.tenant,
-            FineTuningJob.status.in_(ACTIVE_STATUSES),
-            (FineTuningJob.training_file.in_(file_ids))
-            | (FineTuningJob.validation_file.in_(file_ids)),
+            col(FineTuningJob.tenant) == authorized.principal.tenant,
+            col(FineTuningJob.status).in_(ACTIVE_STATUSES),
+            (col(FineTuningJob.training_file).in_(file_ids))
+            | (col(FineTuningJob.validation_file).in_(file_ids)),
         )
         .with_for_update()
     ).all()
@@ -288,12 +299,12 @@ def list_in_tenant(
     after: str | None,
     limit: int,
 ) -> tuple[list[ErasureRequest], str | None]:
-    query = select(ErasureRequest).where(ErasureRequest.tenant == authorized.principal.tenant)
+    query = select(ErasureRequest).where(col(ErasureRequest.tenant) == authorized.principal.tenant)
     if status is not None:
-        query = query.where(ErasureRequest.status == status)
+        query = query.where(col(ErasureRequest.status) == status)
     if after is not None:
-        query = query.where(ErasureRequest.id > after)
-    rows = list(session.scalars(query.order_by(ErasureRequest.id).limit(limit + 1)).all())
+        query = query.where(col(ErasureRequest.id) > after)
+    rows = list(session.scalars(query.order_by(col(ErasureRequest.id)).limit(limit + 1)).all())
     more = len(rows) > limit
     page = rows[:limit]
     return page, (page[-1].id if more else None)

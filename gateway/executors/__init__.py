@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from gateway.config import Settings
 from gateway.executors.base import Executor
+from gateway.executors.local import LocalExecutor
 
 
 def make_executor(settings: Settings, engine: Engine) -> Executor:
@@ -21,8 +22,6 @@ def make_executor(settings: Settings, engine: Engine) -> Executor:
         from gateway.executors.ray import RayExecutor
 
         return RayExecutor(settings, engine)
-    from gateway.executors.local import LocalExecutor
-
     return LocalExecutor(settings, engine)
 
 

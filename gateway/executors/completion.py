@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlmodel import Session, select
@@ -20,6 +20,10 @@ from gateway.files.models import TrainingFile
 from gateway.jobs.events import add_event
 from gateway.jobs.models import FLOPS_PER_PARAMETER_TOKEN, FineTuningJob
 from gateway.registry.models import ModelVersion
+from trainer.hashing import hash_tree
+
+if TYPE_CHECKING:
+    from trainer.results import ArtifactFile, TrainResult
 
 log = structlog.get_logger(__name__)
 
@@ -144,10 +148,10 @@ def _training_files(session: Session, job: FineTuningJob) -> list[tuple[str, Tra
     return found
 
 
-def _hash_mismatches(artifact_dir: Path, reported: list[Any], adapter_sha256: str) -> list[str]:
+def _hash_mismatches(
+    artifact_dir: Path, reported: list[ArtifactFile], adapter_sha256: str | None
+) -> list[str]:
     """Paths whose bytes differ from what the run reported (missing, extra or changed)."""
-    from trainer.artifacts import hash_tree
-
     actual = {f.relative_path: (f.sha256, f.bytes) for f in hash_tree(artifact_dir)}
     expected = {f.relative_path: (f.sha256, f.bytes) for f in reported}
     bad = sorted(
@@ -167,7 +171,7 @@ def _data_mismatches(
     return [role for role, row in files if hashed.get(role) != row.content_sha256]
 
 
-def _compute(job: FineTuningJob, result: Any) -> dict[str, Any]:
+def _compute(job: FineTuningJob, result: TrainResult) -> dict[str, Any]:
     """What the run used, beside the estimate made before it (same FLOPs method)."""
     estimate = job.estimate or {}
     parameters = estimate.get("parameters")
@@ -191,7 +195,7 @@ def _compute(job: FineTuningJob, result: Any) -> dict[str, Any]:
     }
 
 
-def _hyperparameters(result: Any) -> dict[str, Any]:
+def _hyperparameters(result: TrainResult) -> dict[str, Any]:
     config = result.resolved_config
     spec = config["spec"]
     return {
@@ -209,7 +213,7 @@ def _verdict(evaluation: dict[str, Any] | None) -> str | None:
     return "passed" if evaluation["verdict"].get("passed") else "failed"
 
 
-def complete_job(session: Session, *, job_id: str, worker_id: str, result: Any) -> str:
+def complete_job(session: Session, *, job_id: str, worker_id: str, result: TrainResult) -> str:
     """Register a succeeded run as a candidate model version, or fail the job if its
     artifacts or data do not hash to what was reported; returns the job's new status.
     Never commits (the caller's one transaction holds it all); raises LeaseLost when the
@@ -219,48 +223,66 @@ def complete_job(session: Session, *, job_id: str, worker_id: str, result: Any) 
         # The owner asked to stop before the model existed in the registry: honour it.
         cancel_job(session, job=job, worker_id=worker_id, step=result.steps_completed)
         return "cancelled"
-    artifact_dir = Path(result.artifact_dir)
-    bad_paths = _hash_mismatches(artifact_dir, result.files, result.adapter_sha256)
-    if bad_paths:
-        fail_job(
-            session,
-            job=job,
-            code="artifact_hash_mismatch",
-            message="the run's artifacts changed between training and registration: "
-            + ", ".join(bad_paths[:10]),
-            worker_id=worker_id,
-            details={"paths": bad_paths[:20]},
-        )
+    artifact_dir = Path(result.artifact_dir)  # set on every succeeded run
+    files: list[tuple[str, TrainingFile]] = []
+    refusal = _artifact_refusal(artifact_dir, result)
+    if refusal is None:
+        files = _training_files(session, job)
+        refusal = _data_refusal(files, result)
+    if refusal is not None:
+        fail_job(session, job=job, worker_id=worker_id, **refusal)
         return "failed"
-    files = _training_files(session, job)
+    model_id = _register(session, job, result, files, artifact_dir)
+    _record_success(session, job, result, files, model_id, worker_id)
+    log.info("job.succeeded", job_id=job.id, model_id=model_id, worker=worker_id)
+    return "succeeded"
+
+
+# Why a run may not be registered: fail_job's code, message and details.
+Refusal = dict[str, Any]
+
+
+def _artifact_refusal(artifact_dir: Path, result: TrainResult) -> Refusal | None:
+    bad_paths = _hash_mismatches(artifact_dir, result.files, result.adapter_sha256)
+    if not bad_paths:
+        return None
+    return {
+        "code": "artifact_hash_mismatch",
+        "message": "the run's artifacts changed between training and registration: "
+        + ", ".join(bad_paths[:10]),
+        "details": {"paths": bad_paths[:20]},
+    }
+
+
+def _data_refusal(files: list[tuple[str, TrainingFile]], result: TrainResult) -> Refusal | None:
     erased = [role for role, row in files if row.content_deleted_at is not None]
     if erased:
         # An erasure decided while the job ran: a model trained on erased data is not
         # registered (the data subject's request wins over the finished run).
-        fail_job(
-            session,
-            job=job,
-            code="training_data_erased",
-            message=f"the job's {' and '.join(erased)} file was erased while it ran",
-            worker_id=worker_id,
-            details={"roles": erased},
-        )
-        return "failed"
+        return {
+            "code": "training_data_erased",
+            "message": f"the job's {' and '.join(erased)} file was erased while it ran",
+            "details": {"roles": erased},
+        }
     bad_roles = _data_mismatches(files, result.data_files)
     if bad_roles:
-        fail_job(
-            session,
-            job=job,
-            code="training_data_mismatch",
-            message="the run read data that is not the stored content of the job's "
+        return {
+            "code": "training_data_mismatch",
+            "message": "the run read data that is not the stored content of the job's "
             f"{' and '.join(bad_roles)} file",
-            worker_id=worker_id,
-            details={"roles": bad_roles},
-        )
-        return "failed"
+            "details": {"roles": bad_roles},
+        }
+    return None
 
-    from trainer.artifacts import hash_tree
 
+def _register(
+    session: Session,
+    job: FineTuningJob,
+    result: TrainResult,
+    files: list[tuple[str, TrainingFile]],
+    artifact_dir: Path,
+) -> str:
+    """The candidate model version, and the job marked succeeded; returns the model's id."""
     adapter_files = [
         {"relative_path": f.relative_path, "sha256": f.sha256, "bytes": f.bytes}
         for f in hash_tree(artifact_dir)
@@ -306,6 +328,18 @@ def complete_job(session: Session, *, job_id: str, worker_id: str, result: Any) 
     job.trained_tokens = result.trained_tokens
     job.compute = compute
     session.add(job)
+    return model_id
+
+
+def _record_success(
+    session: Session,
+    job: FineTuningJob,
+    result: TrainResult,
+    files: list[tuple[str, TrainingFile]],
+    model_id: str,
+    worker_id: str,
+) -> None:
+    """The job's closing events, and the audit records of its success and the new model."""
     add_event(session, job_id=job.id, message=f"New fine-tuned model created: {model_id}")
     add_event(session, job_id=job.id, message="The job has successfully completed")
     record_worker_event(
@@ -336,5 +370,3 @@ def complete_job(session: Session, *, job_id: str, worker_id: str, result: Any) 
             "parent_model_id": job.parent_model_id,
         },
     )
-    log.info("job.succeeded", job_id=job.id, model_id=model_id, worker=worker_id)
-    return "succeeded"

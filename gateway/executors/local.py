@@ -21,6 +21,8 @@ from sqlalchemy import Engine
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.executors.leases import claim, reap_expired
+from gateway.executors.run import run_job
+from gateway.logging import configure_logging
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +51,6 @@ def work(
     engine = engine or make_engine(settings.database_url)
     stop = stop or threading.Event()
     wake = wake or threading.Event()
-    from gateway.executors.run import run_job
-
     ran = 0
     log.info("worker.started", worker=worker_id)
     try:
@@ -79,6 +79,7 @@ def work(
 def pin_device(index: int) -> None:
     """One job per device: worker N trains on CUDA device N (mod the count) when there is
     one; on a CPU-only machine every worker shares the CPU."""
+    # Here, not at the top: only a worker process loads torch, never the gateway.
     import torch
 
     if torch.cuda.is_available():
@@ -86,8 +87,6 @@ def pin_device(index: int) -> None:
 
 
 def _worker_process(settings_data: dict[str, Any], index: int, stop: Any, wake: Any) -> None:
-    from gateway.logging import configure_logging
-
     settings = Settings(**settings_data)
     configure_logging(json_logs=settings.json_logs)
     pin_device(index)

@@ -1,6 +1,7 @@
 """The worker's side of a running job: trainer events become OpenAI job events and
 checkpoint rows, written in batches by a background thread that also renews the lease and
-watches the cancel flag.
+watches the cancel flag. Events are matched on their class (trainer.results, plain
+dataclasses that import no torch).
 
 The training thread only appends to a list; one transaction a tick (about a second) writes
 whatever came in, renews the lease when due, and reads `cancel_requested`, so a run of fast
@@ -25,6 +26,18 @@ from gateway.db import read_only
 from gateway.executors.completion import LeaseLost, locked_if_ours
 from gateway.jobs.events import add_event
 from gateway.jobs.models import FineTuningJob, JobCheckpoint
+from trainer.results import (
+    CheckpointEvent,
+    EarlyStoppedEvent,
+    EpochEvent,
+    EvaluationEvent,
+    RunCancelledEvent,
+    RunStartedEvent,
+    RunSucceededEvent,
+    StepEvent,
+    TrainEvent,
+    ValidationEvent,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -52,117 +65,135 @@ class Pending:
     checkpoint: dict[str, Any] | None = None
 
 
-def translate(event: Any, latest: dict[str, Any]) -> Pending | None:
+def translate(event: TrainEvent, latest: dict[str, Any]) -> Pending:
     """One trainer event as an OpenAI job event; ``latest`` carries the newest losses
     into checkpoint metrics."""
-    at, data, step = int(time.time()), event.data, event.step
-    kind = event.type
-    if kind == "train.step":
-        latest["train_loss"] = _finite(data["loss"])
-        metrics = _clean(
-            {
-                "step": step,
-                "total_steps": data["total_steps"],
-                "train_loss": data["loss"],
-                "learning_rate": data["learning_rate"],
-                "grad_norm": data["grad_norm"],
-                "epoch": data["epoch"],
-                "tokens_per_second": data["tokens_per_second"],
-                "trained_tokens": data["trained_tokens"],
-            }
-        )
-        loss = "nan" if metrics["train_loss"] is None else f"{data['loss']:.4f}"
-        return Pending(
-            at,
-            "info",
-            "metrics",
-            f"Step {step}/{data['total_steps']}: training loss={loss}",
-            metrics,
-        )
-    if kind == "train.validation":
-        latest["valid_loss"] = _finite(data["validation_loss"])
-        metrics = _clean(
-            {
-                "step": step,
-                "valid_loss": data["validation_loss"],
-                "best_valid_loss": data["best_validation_loss"],
-                "improved": data["improved"],
-            }
-        )
-        loss = "nan" if metrics["valid_loss"] is None else f"{data['validation_loss']:.4f}"
-        return Pending(at, "info", "metrics", f"Step {step}: validation loss={loss}", metrics)
-    if kind == "checkpoint.written":
-        checkpoint = {
-            "step": step,
-            "path": data["path"],
-            "adapter_sha256": data["adapter_sha256"],
-            "metrics": {
-                "step": step,
-                "train_loss": latest.get("train_loss"),
-                "valid_loss": latest.get("valid_loss"),
-            },
+    at = int(time.time())
+    match event:
+        case StepEvent():
+            return _step(event, at, latest)
+        case ValidationEvent():
+            return _validation(event, at, latest)
+        case CheckpointEvent():
+            return _checkpoint(event, at, latest)
+        case RunStartedEvent():
+            return _started(event, at)
+        case EpochEvent(epoch=epoch):
+            return Pending(at, "info", "message", f"Epoch {epoch} completed", {"step": event.step})
+        case EarlyStoppedEvent(best_step=best_step):
+            return Pending(
+                at,
+                "info",
+                "message",
+                f"Stopped early at step {event.step}; best step {best_step}",
+                {"step": event.step, "best_step": best_step},
+            )
+        case EvaluationEvent():
+            return _evaluation(event, at)
+        case RunCancelledEvent():
+            message = f"Training stopped at step {event.step}"
+            return Pending(at, "info", "message", message, {"step": event.step})
+        case RunSucceededEvent():
+            return Pending(
+                at,
+                "info",
+                "message",
+                "Training finished; verifying the artifacts",
+                {"step": event.step, "adapter_sha256": event.adapter_sha256},
+            )
+        case _:
+            return Pending(at, "info", "message", event.type, {"step": event.step})
+
+
+def _step(event: StepEvent, at: int, latest: dict[str, Any]) -> Pending:
+    latest["train_loss"] = _finite(event.loss)
+    metrics = _clean(
+        {
+            "step": event.step,
+            "total_steps": event.total_steps,
+            "train_loss": event.loss,
+            "learning_rate": event.learning_rate,
+            "grad_norm": event.grad_norm,
+            "epoch": event.epoch,
+            "tokens_per_second": event.tokens_per_second,
+            "trained_tokens": event.trained_tokens,
         }
-        return Pending(
-            at,
-            "info",
-            "message",
-            f"Checkpoint created at step {step}",
-            {"step": step, "adapter_sha256": data["adapter_sha256"]},
-            checkpoint,
-        )
-    if kind == "run.started":
-        verb = "resumed at step {step} of" if step else "started:"
-        return Pending(
-            at,
-            "info",
-            "message",
-            f"Training {verb.format(step=step)} {data['total_steps']} steps on {data['device']}",
-            {
-                "step": step,
-                "total_steps": data["total_steps"],
-                "device": data["device"],
-                "train_examples": data["train_examples"],
-                "held_out_examples": data["held_out_examples"],
-            },
-        )
-    if kind == "train.epoch_completed":
-        return Pending(at, "info", "message", f"Epoch {data['epoch']} completed", {"step": step})
-    if kind == "train.early_stopped":
-        return Pending(
-            at,
-            "info",
-            "message",
-            f"Stopped early at step {step}; best step {data['best_step']}",
-            {"step": step, "best_step": data["best_step"]},
-        )
-    if kind == "evaluation.completed":
-        verdict = data["verdict"]
-        probe = data["ood_probe"]
-        return Pending(
-            at,
-            "info",
-            "metrics",
-            f"Evaluation: verdict {'passed' if verdict.get('passed') else 'failed'}",
-            {
-                "step": step,
-                "systems": data["systems"],
-                "verdict": verdict,
-                "ood_probe": _clean(
-                    {k: probe.get(k) for k in ("loss_before", "loss_after", "relative_change")}
-                ),
-            },
-        )
-    if kind == "run.cancelled":
-        return Pending(at, "info", "message", f"Training stopped at step {step}", {"step": step})
-    if kind == "run.succeeded":
-        return Pending(
-            at,
-            "info",
-            "message",
-            "Training finished; verifying the artifacts",
-            {"step": step, "adapter_sha256": data["adapter_sha256"]},
-        )
-    return Pending(at, "info", "message", kind, {"step": step})
+    )
+    loss = "nan" if metrics["train_loss"] is None else f"{event.loss:.4f}"
+    message = f"Step {event.step}/{event.total_steps}: training loss={loss}"
+    return Pending(at, "info", "metrics", message, metrics)
+
+
+def _validation(event: ValidationEvent, at: int, latest: dict[str, Any]) -> Pending:
+    latest["valid_loss"] = _finite(event.validation_loss)
+    metrics = _clean(
+        {
+            "step": event.step,
+            "valid_loss": event.validation_loss,
+            "best_valid_loss": event.best_validation_loss,
+            "improved": event.improved,
+        }
+    )
+    loss = "nan" if metrics["valid_loss"] is None else f"{event.validation_loss:.4f}"
+    return Pending(at, "info", "metrics", f"Step {event.step}: validation loss={loss}", metrics)
+
+
+def _checkpoint(event: CheckpointEvent, at: int, latest: dict[str, Any]) -> Pending:
+    step = event.step
+    checkpoint = {
+        "step": step,
+        "path": event.path,
+        "adapter_sha256": event.adapter_sha256,
+        "metrics": {
+            "step": step,
+            "train_loss": latest.get("train_loss"),
+            "valid_loss": latest.get("valid_loss"),
+        },
+    }
+    return Pending(
+        at,
+        "info",
+        "message",
+        f"Checkpoint created at step {step}",
+        {"step": step, "adapter_sha256": event.adapter_sha256},
+        checkpoint,
+    )
+
+
+def _started(event: RunStartedEvent, at: int) -> Pending:
+    step = event.step
+    verb = f"resumed at step {step} of" if step else "started:"
+    return Pending(
+        at,
+        "info",
+        "message",
+        f"Training {verb} {event.total_steps} steps on {event.device}",
+        {
+            "step": step,
+            "total_steps": event.total_steps,
+            "device": event.device,
+            "train_examples": event.train_examples,
+            "held_out_examples": event.held_out_examples,
+        },
+    )
+
+
+def _evaluation(event: EvaluationEvent, at: int) -> Pending:
+    verdict, probe = event.verdict, event.ood_probe
+    return Pending(
+        at,
+        "info",
+        "metrics",
+        f"Evaluation: verdict {'passed' if verdict.get('passed') else 'failed'}",
+        {
+            "step": event.step,
+            "systems": event.systems,
+            "verdict": verdict,
+            "ood_probe": _clean(
+                {k: probe.get(k) for k in ("loss_before", "loss_after", "relative_change")}
+            ),
+        },
+    )
 
 
 class JobMonitor:
@@ -193,15 +224,14 @@ class JobMonitor:
 
     # --- the training thread's side
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: TrainEvent) -> None:
         pending = translate(event, self._latest)
         with self._lock:
-            if pending is not None:
-                self._pending.append(pending)
-            if event.type == "train.step":
+            self._pending.append(pending)
+            if isinstance(event, StepEvent):
                 self._progress = {
-                    "trained_tokens": event.data["trained_tokens"],
-                    "estimated_finish": int(time.time() + event.data["seconds_remaining"]),
+                    "trained_tokens": event.trained_tokens,
+                    "estimated_finish": int(time.time() + event.seconds_remaining),
                 }
 
     def should_stop(self) -> bool:

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 import structlog
@@ -48,10 +48,17 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from gateway.config import Settings
+from gateway.db import make_engine
 from gateway.executors.completion import LeaseLost, cancel_job, locked_if_ours
 from gateway.executors.leases import claim, reap_expired, requeue
+from gateway.executors.run import run_job
 from gateway.jobs.events import add_event
 from gateway.jobs.models import FineTuningJob
+from gateway.logging import configure_logging
+from trainer.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from trainer.results import TrainEvent, TrainResult
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +77,6 @@ def _run_claimed(settings: Settings, engine: Engine, job_id: str, worker_id: str
     the task's main thread, which would otherwise abort the run wherever it was and leave
     its heartbeat thread renewing a lease nobody uses. Here it only asks the run to stop at
     the next step, which records the cancel (flag set) or hands the job back (stop)."""
-    from gateway.executors.run import run_job
-
     stop, finished = threading.Event(), threading.Event()
     result: dict[str, Any] = {}
 
@@ -108,14 +113,14 @@ class _Channel:
     is here when the result is."""
 
     def __init__(self) -> None:
-        self._events: list[Any] = []
+        self._events: list[TrainEvent] = []
         self._stop = False
-        self._result: Any = None
+        self._result: TrainResult | None = None
 
-    def push(self, event: Any) -> None:
+    def push(self, event: TrainEvent) -> None:
         self._events.append(event)
 
-    def drain(self) -> list[Any]:
+    def drain(self) -> list[TrainEvent]:
         events, self._events = self._events, []
         return events
 
@@ -125,10 +130,10 @@ class _Channel:
     def stop_requested(self) -> bool:
         return self._stop
 
-    def set_result(self, result: Any) -> None:
+    def set_result(self, result: TrainResult) -> None:
         self._result = result
 
-    def result(self) -> Any:
+    def result(self) -> TrainResult | None:
         return self._result
 
 
@@ -137,7 +142,10 @@ class _Relay:
     to the channel."""
 
     def __init__(
-        self, channel: Any, on_event: Callable[[Any], None], should_stop: Callable[[], bool]
+        self,
+        channel: Any,
+        on_event: Callable[[TrainEvent], None],
+        should_stop: Callable[[], bool],
     ) -> None:
         self.channel, self.on_event, self.should_stop = channel, on_event, should_stop
         self._stop_sent = False
@@ -184,11 +192,11 @@ class _StopPoll:
 
 def _train_loop_per_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: one rank of the recipe (Ray Train set up the process group)."""
+    # Here, not at the top: they load torch, which the driver (the gateway) never needs.
     import ray.train
     import torch
 
     from trainer import recipe
-    from trainer.spec import TrainSpec
 
     if torch.cuda.is_available():
         from ray.train.torch import get_device
@@ -206,13 +214,14 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
 def train_on_workers(
     settings: Settings,
     job_id: str,
-    spec: Any,
-    on_event: Callable[[Any], None] | None = None,
+    spec: TrainSpec,
+    on_event: Callable[[TrainEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Any:
+) -> TrainResult:
     """``trainer.recipe.train`` on ``ray_train_workers`` Ray Train workers, seen from the
     calling task as if it ran here: events and stop through the job's channel, rank 0's
     TrainResult returned. A worker's exception is raised as itself (rank 0's first)."""
+    # Here, not at the top: Ray Train's torch integration loads torch.
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -263,14 +272,13 @@ def train_on_workers(
 def run_ray_job(settings_data: dict[str, Any], job_id: str, worker_id: str) -> str:
     """The body of a job's Ray task: claim ``job_id`` (only that one) and run it."""
     # A fresh Ray worker takes seconds to import torch and transformers; done after the
-    # claim, that would eat the lease before the first heartbeat.
-    import gateway.executors.run  # noqa: F401
+    # claim, that would eat the lease before the first heartbeat (and the gateway that
+    # imports this module must not pay for it: hence here, not at the top).
     import trainer.recipe  # noqa: F401
-    from gateway.db import make_engine
-    from gateway.logging import configure_logging
 
     settings = Settings(**settings_data)
     if settings.ray_train_workers > 1:
+        # Likewise Ray Train's torch integration, which train_on_workers needs.
         from ray.train import torch as _ray_train_torch  # noqa: F401
     configure_logging(json_logs=settings.json_logs)
     engine = make_engine(settings.database_url)

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from sqlalchemy import Engine
@@ -33,6 +33,11 @@ from gateway.executors.leases import requeue
 from gateway.executors.monitor import JobMonitor
 from gateway.jobs.models import FineTuningJob, JobCheckpoint
 from gateway.registry.models import ModelVersion
+from trainer.hashing import sha256_file
+from trainer.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from trainer.results import TrainEvent, TrainResult
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +48,17 @@ _ERROR_CODES = {
     "AdapterMismatchError": ("parent_adapter_mismatch", None),
     "OutOfMemoryError": ("out_of_memory", "the run ran out of device memory"),
 }
+
+
+class Train(Protocol):
+    """What runs the recipe for a job: ``trainer.recipe.train`` or one of its stand-ins."""
+
+    def __call__(
+        self,
+        spec: TrainSpec,
+        on_event: Callable[[TrainEvent], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TrainResult: ...
 
 
 class JobRefused(Exception):
@@ -60,7 +76,7 @@ def run_job(
     *,
     engine: Engine | None = None,
     shutdown: Callable[[], bool] | None = None,
-    train: Callable[..., Any] | None = None,
+    train: Train | None = None,
 ) -> str:
     """Run a claimed job to its end; returns succeeded | failed | cancelled | queued (handed
     back at shutdown) | lease_lost (someone else decides). ``train`` runs the recipe
@@ -81,10 +97,10 @@ def _run(
     job_id: str,
     worker_id: str,
     shutdown: Callable[[], bool] | None,
-    train: Callable[..., Any] | None,
+    train: Train | None,
 ) -> str:
+    # Here, not at the top: the recipe loads torch, which only a running job should pay for.
     from trainer import recipe
-    from trainer.spec import TrainSpec
 
     train = train or recipe.train
 
@@ -157,7 +173,9 @@ def _close(monitor: JobMonitor) -> bool:
     return not monitor.lease_lost
 
 
-def _stopped(session: Session, job_id: str, worker_id: str, reason: str | None, result: Any) -> str:
+def _stopped(
+    session: Session, job_id: str, worker_id: str, reason: str | None, result: TrainResult
+) -> str:
     job = locked_if_ours(session, job_id, worker_id)
     if reason == "shutdown" and not job.cancel_requested:
         if requeue(session, job=job, reason="worker_shutdown", worker_id=worker_id):
@@ -198,11 +216,11 @@ def _describe(exc: Exception) -> tuple[str, str]:
     return code, message
 
 
-def _check_before_training(session: Session, job: FineTuningJob, spec: Any) -> None:
+def _check_before_training(session: Session, job: FineTuningJob, spec: TrainSpec) -> None:
     """Lineage checks a run cannot make itself: a resumed checkpoint and a parent adapter
     must be the bytes the database recorded for them."""
+    # Here, not at the top: trainer.checkpoints loads torch.
     from trainer.checkpoints import ADAPTER_WEIGHTS
-    from trainer.hashing import sha256_file
 
     if spec.resume_from_checkpoint:
         path = spec.resume_from_checkpoint
@@ -238,6 +256,7 @@ def _check_before_training(session: Session, job: FineTuningJob, spec: Any) -> N
 def _set_aside_unregistered_artifacts(output_dir: Path) -> None:
     """An earlier attempt may have written final artifacts and died before registering
     them; they were never registered, so the new attempt writes its own beside them."""
+    # Here, not at the top: trainer.recipe loads torch.
     from trainer.recipe import ARTIFACT_DIR_NAME
 
     stale = output_dir / ARTIFACT_DIR_NAME

@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 
 import anyio
 import structlog
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
@@ -283,11 +282,11 @@ def _discard_unreferenced(
             continue
         with Session(read_only(state.engine)) as fresh:
             referenced = fresh.scalars(
-                select(TrainingFile.id).where(
-                    TrainingFile.tenant == tenant,
-                    TrainingFile.data_source_id == data_source_id,
-                    TrainingFile.content_sha256 == stored.sha256,
-                    TrainingFile.content_deleted_at.is_(None),
+                select(col(TrainingFile.id)).where(
+                    col(TrainingFile.tenant) == tenant,
+                    col(TrainingFile.data_source_id) == data_source_id,
+                    col(TrainingFile.content_sha256) == stored.sha256,
+                    col(TrainingFile.content_deleted_at).is_(None),
                 )
             ).first()
         if referenced is None:
@@ -307,8 +306,8 @@ def data_source_of(state: Runtime, principal: Principal, values: dict[str, str])
     if FILE_ID.match(file_id):
         with Session(read_only(state.engine)) as session:
             source_id = session.scalars(
-                select(TrainingFile.data_source_id).where(
-                    TrainingFile.id == file_id, TrainingFile.tenant == principal.tenant
+                select(col(TrainingFile.data_source_id)).where(
+                    col(TrainingFile.id) == file_id, col(TrainingFile.tenant) == principal.tenant
                 )
             ).first()
     return {"data_source": source_id or "*"}
@@ -377,11 +376,11 @@ def list_visible(
             )
         return readable[row.data_source_id]
 
-    query = select(TrainingFile).where(TrainingFile.tenant == principal.tenant)
+    query = select(TrainingFile).where(col(TrainingFile.tenant) == principal.tenant)
     if purpose is not None:
-        query = query.where(TrainingFile.purpose == purpose)
+        query = query.where(col(TrainingFile.purpose) == purpose)
     if data_source is not None:
-        query = query.where(TrainingFile.data_source_id == data_source)
+        query = query.where(col(TrainingFile.data_source_id) == data_source)
     cursor = None
     if after is not None:
         anchor = get_in_tenant_file(session, tenant=principal.tenant, file_id=after)
@@ -389,7 +388,7 @@ def list_visible(
     return visible_page(
         session,
         query,
-        keys=[TrainingFile.created_at, TrainingFile.id],
+        keys=[col(TrainingFile.created_at), col(TrainingFile.id)],
         descending=order == "desc",
         after=cursor,
         visible=may_read,
@@ -419,10 +418,10 @@ def erase_content(
             session.scalars(
                 select(TrainingFile)
                 .where(
-                    TrainingFile.tenant == row.tenant,
-                    TrainingFile.data_source_id == row.data_source_id,
-                    TrainingFile.content_sha256 == row.content_sha256,
-                    TrainingFile.content_deleted_at.is_(None),
+                    col(TrainingFile.tenant) == row.tenant,
+                    col(TrainingFile.data_source_id) == row.data_source_id,
+                    col(TrainingFile.content_sha256) == row.content_sha256,
+                    col(TrainingFile.content_deleted_at).is_(None),
                 )
                 .with_for_update()
             ).all()

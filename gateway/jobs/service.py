@@ -23,8 +23,7 @@ import re
 import time
 
 import structlog
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from gateway.audit_api.service import allowed_event, record_allowed
 from gateway.authz import Authorized, allows
@@ -227,8 +226,8 @@ def list_visible(
         cursor = (anchor.created_ns, anchor.id)
     return visible_page(
         session,
-        select(FineTuningJob).where(FineTuningJob.tenant == principal.tenant),
-        keys=[FineTuningJob.created_ns, FineTuningJob.id],
+        select(FineTuningJob).where(col(FineTuningJob.tenant) == principal.tenant),
+        keys=[col(FineTuningJob.created_ns), col(FineTuningJob.id)],
         descending=True,
         after=cursor,
         visible=wanted,
@@ -241,10 +240,10 @@ def list_events(
 ) -> tuple[list[JobEvent], bool]:
     """Newest first, as OpenAI lists them; ``after`` an event id (``ftevent-<n>``)."""
     job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
-    query = select(JobEvent).where(JobEvent.job_id == job.id)
+    query = select(JobEvent).where(col(JobEvent.job_id) == job.id)
     if after is not None:
-        query = query.where(JobEvent.seq < event_seq(after))
-    rows = list(session.scalars(query.order_by(JobEvent.seq.desc()).limit(limit + 1)).all())
+        query = query.where(col(JobEvent.seq) < event_seq(after))
+    rows = list(session.scalars(query.order_by(col(JobEvent.seq).desc()).limit(limit + 1)).all())
     return rows[:limit], len(rows) > limit
 
 
@@ -267,12 +266,14 @@ def events_since(state: Runtime, *, job_id: str, after_seq: int) -> tuple[list[J
         rows = list(
             session.scalars(
                 select(JobEvent)
-                .where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
-                .order_by(JobEvent.seq)
+                .where(col(JobEvent.job_id) == job_id, col(JobEvent.seq) > after_seq)
+                .order_by(col(JobEvent.seq))
                 .limit(500)
             ).all()
         )
-        status = session.scalar(select(FineTuningJob.status).where(FineTuningJob.id == job_id))
+        status = session.scalar(
+            select(col(FineTuningJob.status)).where(col(FineTuningJob.id) == job_id)
+        )
     return rows, status or "failed"
 
 
@@ -280,13 +281,13 @@ def list_checkpoints(
     session: Session, *, authorized: Authorized, job_id: str, after: str | None, limit: int
 ) -> tuple[list[JobCheckpoint], bool]:
     job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
-    query = select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)
+    query = select(JobCheckpoint).where(col(JobCheckpoint.job_id) == job.id)
     if after is not None:
         anchor = session.get(JobCheckpoint, after)
         if anchor is None or anchor.job_id != job.id:
             raise InvalidRequest(
                 "not a checkpoint of this job", code="invalid_cursor", param="after"
             )
-        query = query.where(JobCheckpoint.step < anchor.step)
-    rows = list(session.scalars(query.order_by(JobCheckpoint.step.desc()).limit(limit + 1)))
+        query = query.where(col(JobCheckpoint.step) < anchor.step)
+    rows = list(session.scalars(query.order_by(col(JobCheckpoint.step).desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit

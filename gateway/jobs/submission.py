@@ -37,7 +37,7 @@ from gateway.runtime import Runtime
 from ingest import fingerprint_path
 from trainer.spec import Hyperparameters, TrainSpec, resolve_hyperparameters
 
-BASE_LEARNING_RATE = TrainSpec.__dataclass_fields__["base_learning_rate"].default
+BASE_LEARNING_RATE: float = TrainSpec.base_learning_rate  # the dataclass field's default
 
 
 class Canceller(Protocol):

@@ -34,9 +34,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, and_, bindparam, func, literal, select, text, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy import inspect as sa_inspect
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel, col
 
 from audit import chain
 from gateway import metrics
@@ -53,14 +65,22 @@ log = structlog.get_logger()
 MAX_BATCH = 64
 WRITE_TIMEOUT_SECONDS = 30.0
 _PENDING, _TAKEN, _WITHDRAWN, _FAILED = "pending", "taken", "withdrawn", "failed"
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table = sa_inspect(model).local_table
+    assert isinstance(table, Table)
+    return table
+
+
 # (attribute, column) pairs: the INSERTs below are Core statements, which name columns
 # (``user_metadata`` is stored as ``metadata``); the ORM's bulk path cost more than them.
 _JOB_COLUMNS = tuple(
     (attribute.key, attribute.columns[0].key)
     for attribute in sa_inspect(FineTuningJob).column_attrs
 )
-_INSERT_JOBS = FineTuningJob.__table__.insert()
-_INSERT_EVENTS = JobEvent.__table__.insert()
+_INSERT_JOBS = insert(_table(FineTuningJob))
+_INSERT_EVENTS = insert(_table(JobEvent))
 
 
 @dataclass
@@ -102,37 +122,37 @@ def month_start(now: float) -> int:
 
 
 # Built once; one statement answers the whole batch. Each row: (kind, key, figure).
-_FIGURES = union_all(
-    select(literal("base_model_active"), RegisteredBaseModel.name, literal(0.0)).where(
-        RegisteredBaseModel.name.in_(bindparam("base_models", expanding=True)),
-        RegisteredBaseModel.status == "active",
+_FIGURES: CompoundSelect[str, str, float] = union_all(
+    select(literal("base_model_active"), col(RegisteredBaseModel.name), literal(0.0)).where(
+        col(RegisteredBaseModel.name).in_(bindparam("base_models", expanding=True)),
+        col(RegisteredBaseModel.status) == "active",
     ),
-    select(literal("source_approved"), DataSource.id, literal(0.0)).where(
-        DataSource.id.in_(bindparam("source_ids", expanding=True)),
-        DataSource.status == "approved",
+    select(literal("source_approved"), col(DataSource.id), literal(0.0)).where(
+        col(DataSource.id).in_(bindparam("source_ids", expanding=True)),
+        col(DataSource.status) == "approved",
     ),
-    select(literal("file_erased"), TrainingFile.id, literal(0.0)).where(
-        TrainingFile.id.in_(bindparam("file_ids", expanding=True)),
-        TrainingFile.content_deleted_at.is_not(None),
+    select(literal("file_erased"), col(TrainingFile.id), literal(0.0)).where(
+        col(TrainingFile.id).in_(bindparam("file_ids", expanding=True)),
+        col(TrainingFile.content_deleted_at).is_not(None),
     ),
-    select(literal("active_jobs"), FineTuningJob.tenant, func.count() * 1.0)
+    select(literal("active_jobs"), col(FineTuningJob.tenant), func.count() * 1.0)
     .where(
-        FineTuningJob.tenant.in_(bindparam("tenants", expanding=True)),
-        FineTuningJob.status.in_(ACTIVE_STATUSES),
+        col(FineTuningJob.tenant).in_(bindparam("tenants", expanding=True)),
+        col(FineTuningJob.status).in_(ACTIVE_STATUSES),
     )
-    .group_by(FineTuningJob.tenant),
+    .group_by(col(FineTuningJob.tenant)),
     select(
         literal("device_seconds"),
-        FineTuningJob.tenant,
-        func.coalesce(func.sum(FineTuningJob.estimated_device_seconds), 0.0),
+        col(FineTuningJob.tenant),
+        func.coalesce(func.sum(col(FineTuningJob.estimated_device_seconds)), 0.0),
     )
     .where(
         and_(
-            FineTuningJob.tenant.in_(bindparam("tenants", expanding=True)),
-            FineTuningJob.created_ns >= bindparam("month_start_ns"),
+            col(FineTuningJob.tenant).in_(bindparam("tenants", expanding=True)),
+            col(FineTuningJob.created_ns) >= bindparam("month_start_ns"),
         ),
     )
-    .group_by(FineTuningJob.tenant),
+    .group_by(col(FineTuningJob.tenant)),
 )
 
 

@@ -17,8 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import structlog
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import record, record_allowed
@@ -101,13 +100,13 @@ def _fine_tuned_visible(
             return False
         return allows(state.policy, principal, policy_object(row.id), VISIBLE_WITH)
 
-    query = select(ModelVersion).where(ModelVersion.tenant == principal.tenant)
+    query = select(ModelVersion).where(col(ModelVersion.tenant) == principal.tenant)
     if status is not None:
-        query = query.where(ModelVersion.status == status)
+        query = query.where(col(ModelVersion.status) == status)
     return visible_page(
         session,
         query,
-        keys=[ModelVersion.id],
+        keys=[col(ModelVersion.id)],
         after=None if after is None else [after],
         visible=wanted,
         limit=limit,
@@ -300,8 +299,8 @@ def flag_models(
         return []
     rows = session.scalars(
         select(ModelVersion)
-        .where(ModelVersion.tenant == tenant)
-        .order_by(ModelVersion.id)
+        .where(col(ModelVersion.tenant) == tenant)
+        .order_by(col(ModelVersion.id))
         .with_for_update()
     ).all()
     direct: dict[str, str] = {}
@@ -422,8 +421,8 @@ def _open_verified(directory: Path, row: ModelVersion) -> list[tuple[str, IO[byt
             handle.seek(0)
             opened[-1] = (relative.as_posix(), handle, size)
     except BaseException:
-        for _, handle, _ in opened:
-            handle.close()
+        for _, each, _ in opened:
+            each.close()
         raise
     return opened
 

@@ -102,7 +102,7 @@ TINY_BASE = "tiny-llama"
 @pytest.fixture(scope="session")
 def tiny_model_root(tmp_path_factory):
     """An import root holding one tiny random-initialised Llama (built once per run)."""
-    from trainer.base_models import build_tiny_model
+    from trainer.fixtures import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-model-root")
     build_tiny_model(root / TINY_BASE, seed=0)

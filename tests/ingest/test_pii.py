@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from itertools import accumulate
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +19,9 @@ from ingest.pii import (
     scan_text,
     verhoeff_valid,
 )
-from tests.ingest.pii_metrics import format_table, load_labelled, score
+from ingest.pii_eval import format_table, load_labelled, score
 
-LABELLED = load_labelled()
+LABELLED = load_labelled(Path(__file__).resolve().parents[1] / "data" / "pii" / "labelled.jsonl")
 
 
 class TestChecksums:

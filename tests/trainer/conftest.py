@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.base_models import build_tiny_model
 from trainer.demo_task import write_demo_files
+from trainer.fixtures import build_tiny_model
 from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 
 # The tiny model's ops are far too small to share between threads; on a busy 2-core machine a

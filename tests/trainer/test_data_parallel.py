@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from trainer.checkpoints import ADAPTER_WEIGHTS
 from trainer.hashing import sha256_file
 from trainer.recipe import ARTIFACT_DIR_NAME, CHECKPOINT_DIR_NAME, train
+from trainer.results import StepEvent
 from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 
 WORLD_SIZE = 2
@@ -32,7 +33,7 @@ def _rank_main(rank: int, init_file: str, spec: dict[str, Any], out_dir: str, st
         events: list[Any] = []
 
         def should_stop() -> bool:
-            return stop_at > 0 and sum(e.type == "train.step" for e in events) >= stop_at
+            return stop_at > 0 and sum(isinstance(e, StepEvent) for e in events) >= stop_at
 
         result = train(TrainSpec.from_dict(spec), on_event=events.append, should_stop=should_stop)
         record = {"result": result.to_dict(), "events": [e.to_dict() for e in events]}
@@ -87,7 +88,7 @@ def test_two_ranks_train_disjoint_shards_and_match_one_process(make_spec, tmp_pa
 
     # Summed gradients: the step two ranks take is the step one process takes.
     parallel_losses = [e["data"]["loss"] for e in leader["events"] if e["type"] == "train.step"]
-    single_losses = [e.data["loss"] for e in single_events if e.type == "train.step"]
+    single_losses = [e.loss for e in single_events if isinstance(e, StepEvent)]
     assert parallel_losses == pytest.approx(single_losses, rel=1e-4)
     artifact_dir = Path(result["artifact_dir"])
     assert artifact_dir == Path(parallel_spec.output_dir) / ARTIFACT_DIR_NAME

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainer.__main__ import main
 from trainer.demo_task import FIELDS, generate_examples, write_demo_files
 
 
@@ -32,3 +33,10 @@ class TestDemoTask:
             return {json.loads(e["messages"][2]["content"])["invoice_number"] for e in examples}
 
         assert not numbers(train) & numbers(validation)
+
+
+def test_the_command_line_writes_the_demo_files(tmp_path: Path, capsys):
+    main(["demo-task", "write", str(tmp_path), "--train", "5", "--validation", "2"])
+    written = json.loads(capsys.readouterr().out)
+    assert len(Path(written["train"]).read_text().splitlines()) == 5
+    assert len(Path(written["validation"]).read_text().splitlines()) == 2

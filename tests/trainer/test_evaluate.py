@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer.base_models import OOD_TEXT_PATH, load_base_model
+from trainer.base_models import load_base_model
 from trainer.evaluate import (
+    OOD_TEXT_PATH,
     OOD_WINDOW_TOKENS,
     exact_match,
     few_shot_messages,

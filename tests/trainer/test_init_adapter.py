@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer.checkpoints import ADAPTER_WEIGHTS, adapter_state
-from trainer.recipe import AdapterMismatchError, setup, train
+from trainer.checkpoints import ADAPTER_WEIGHTS, AdapterMismatchError, adapter_state
+from trainer.recipe import setup, train
 from trainer.spec import LoraSpec
 
 
@@ -38,7 +38,7 @@ class TestInitAdapter:
     def test_child_starts_from_the_parent_weights(self, make_spec, parent_artifacts):
         parent = load_file(parent_artifacts / "adapter" / ADAPTER_WEIGHTS)
         run = setup(make_spec(lora=LoraSpec(r=4, alpha=8), init_adapter_dir=str(parent_artifacts)))
-        child = adapter_state(run.model)
+        child = adapter_state(run.model.peft)
         assert child.keys() == parent.keys()
         assert all(torch.equal(child[name], parent[name]) for name in parent)
         # A fresh adapter starts with lora_B at zero; the parent's has moved.
@@ -51,7 +51,7 @@ class TestInitAdapter:
                 lora=LoraSpec(r=4, alpha=8), init_adapter_dir=str(parent_artifacts / "adapter")
             )
         )
-        child = adapter_state(run.model)
+        child = adapter_state(run.model.peft)
         assert all(torch.equal(child[name], parent[name]) for name in parent)
 
     def test_child_trains_on(self, make_spec, parent_artifacts):

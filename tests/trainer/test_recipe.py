@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
@@ -15,8 +16,21 @@ from trainer.base_models import load_base_model
 from trainer.checkpoints import ADAPTER_WEIGHTS
 from trainer.hashing import sha256_file
 from trainer.recipe import ARTIFACT_DIR_NAME, setup, train, train_loop
-from trainer.results import TrainEvent
+from trainer.results import (
+    CheckpointEvent,
+    EarlyStoppedEvent,
+    EpochEvent,
+    EvaluationEvent,
+    RunCancelledEvent,
+    RunStartedEvent,
+    RunSucceededEvent,
+    StepEvent,
+    TrainEvent,
+    ValidationEvent,
+)
 from trainer.spec import EvalSpec, Hyperparameters, LoraSpec
+
+E = TypeVar("E", bound=TrainEvent)
 
 
 class EventLog:
@@ -26,8 +40,8 @@ class EventLog:
     def __call__(self, event: TrainEvent) -> None:
         self.events.append(event)
 
-    def of(self, kind: str) -> list[TrainEvent]:
-        return [event for event in self.events if event.type == kind]
+    def of(self, kind: type[E]) -> list[E]:
+        return [event for event in self.events if isinstance(event, kind)]
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -46,8 +60,8 @@ class TestTraining:
             ),
             events,
         )
-        losses = [event.data["loss"] for event in events.of("train.step")]
-        validation = [event.data["validation_loss"] for event in events.of("train.validation")]
+        losses = [event.loss for event in events.of(StepEvent)]
+        validation = [event.validation_loss for event in events.of(ValidationEvent)]
         assert result.status == "succeeded" and len(losses) == result.total_steps == 15
         assert sum(losses[-3:]) / 3 < losses[0] - 0.1
         assert len(validation) == 3 and validation[-1] < validation[0]
@@ -55,22 +69,24 @@ class TestTraining:
 
     def test_only_lora_parameters_change(self, make_spec):
         run = setup(make_spec())
-        before = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+        before = {name: p.detach().clone() for name, p in run.model.peft.named_parameters()}
         train_loop(run, lambda event: None, lambda: None)
         changed = {
-            name for name, p in run.model.named_parameters() if not torch.equal(p, before[name])
+            name
+            for name, p in run.model.peft.named_parameters()
+            if not torch.equal(p, before[name])
         }
         lora = {name for name in before if "lora_" in name}
         lora_b = {name for name in lora if "lora_B" in name}
         assert changed and changed <= lora
         assert lora_b <= changed
         assert all(
-            not p.requires_grad for name, p in run.model.named_parameters() if name not in lora
+            not p.requires_grad for name, p in run.model.peft.named_parameters() if name not in lora
         )
 
     def test_default_targets_are_every_attention_and_mlp_projection(self, make_spec):
         run = setup(make_spec())
-        assert run.target_modules == [
+        assert run.model.target_modules == [
             "down_proj",
             "gate_proj",
             "k_proj",
@@ -80,35 +96,29 @@ class TestTraining:
             "v_proj",
         ]
         adapted = {
-            name.split(".")[-4] for name, _ in run.model.named_parameters() if "lora_A" in name
+            name.split(".")[-4] for name, _ in run.model.peft.named_parameters() if "lora_A" in name
         }
-        assert adapted == set(run.target_modules)
+        assert adapted == set(run.model.target_modules)
 
     def test_events_report_progress(self, make_spec):
         events = EventLog()
         result = train(make_spec(), events)
-        steps = events.of("train.step")
+        steps = events.of(StepEvent)
         assert [event.step for event in steps] == list(range(1, result.total_steps + 1))
-        for field in (
-            "loss",
-            "learning_rate",
-            "tokens_per_second",
-            "trained_tokens",
-            "estimated_finish",
-        ):
-            assert field in steps[0].data
-        assert steps[-1].data["trained_tokens"] == result.trained_tokens > 0
-        assert steps[-1].data["seconds_remaining"] == 0
-        assert [event.type for event in events.events][0] == "run.started"
-        assert events.events[-1].type == "run.succeeded"
-        assert len(events.of("train.epoch_completed")) == 1
+        assert steps[0].loss > 0 and steps[0].learning_rate > 0 and steps[0].tokens_per_second > 0
+        assert steps[-1].trained_tokens == result.trained_tokens > 0
+        assert steps[-1].seconds_remaining == 0 and steps[-1].estimated_finish
+        assert isinstance(events.events[0], RunStartedEvent)
+        assert isinstance(events.events[-1], RunSucceededEvent)
+        assert events.events[-1].adapter_sha256 == result.adapter_sha256
+        assert len(events.of(EpochEvent)) == 1
 
     def test_padded_and_packed_runs_start_from_the_same_loss(self, make_spec):
         first_losses = []
         for packing in (True, False):
             events = EventLog()
             train(make_spec(packing=packing, max_steps=1), events)
-            first_losses.append(events.of("train.step")[0].data["loss"])
+            first_losses.append(events.of(StepEvent)[0].loss)
         assert first_losses[0] == pytest.approx(first_losses[1], rel=1e-5)
 
     def test_gradient_accumulation_over_micro_batches_matches_one_pass(self, make_spec):
@@ -119,7 +129,7 @@ class TestTraining:
                 make_spec(max_seq_len=256, micro_batch_tokens=micro_batch_tokens, max_steps=3),
                 events,
             )
-            first_losses.append(events.of("train.step")[0].data["loss"])
+            first_losses.append(events.of(StepEvent)[0].loss)
             adapters.append(load_file(Path(result.artifact_dir) / "adapter" / ADAPTER_WEIGHTS))
         assert first_losses[0] == pytest.approx(first_losses[1], rel=1e-5)
         for name, tensor in adapters[0].items():
@@ -155,7 +165,7 @@ class TestCheckpointsAndResume:
         interrupted_spec = make_spec(hyperparameters=hyper, checkpoint_every_steps=4)
         events = EventLog()
         interrupted = train(
-            interrupted_spec, events, should_stop=lambda: bool(events.of("checkpoint.written"))
+            interrupted_spec, events, should_stop=lambda: bool(events.of(CheckpointEvent))
         )
         assert interrupted.status == "cancelled" and interrupted.steps_completed == 4
         checkpoint = Path(interrupted.checkpoints[0].path)
@@ -194,9 +204,9 @@ class TestCancel:
             hyperparameters=Hyperparameters(n_epochs=3, batch_size=4, learning_rate_multiplier=1)
         )
         events = EventLog()
-        result = train(spec, events, should_stop=lambda: len(events.of("train.step")) >= 2)
+        result = train(spec, events, should_stop=lambda: len(events.of(StepEvent)) >= 2)
         assert result.status == "cancelled" and result.steps_completed == 2 < result.total_steps
-        assert events.events[-1].type == "run.cancelled"
+        assert isinstance(events.events[-1], RunCancelledEvent)
         output = Path(spec.output_dir)
         assert not (output / ARTIFACT_DIR_NAME).exists()
         assert (
@@ -213,7 +223,7 @@ class TestCancel:
             ),
         )
         events = EventLog()
-        result = train(spec, events, should_stop=lambda: bool(events.of("train.validation")))
+        result = train(spec, events, should_stop=lambda: bool(events.of(ValidationEvent)))
         assert result.status == "cancelled" and result.steps_completed == 1
         assert not (Path(spec.output_dir) / ARTIFACT_DIR_NAME).exists()
 
@@ -245,10 +255,8 @@ class TestEarlyStopping:
             events,
         )
         assert result.stopped_early and result.steps_completed < result.total_steps
-        assert events.of("train.early_stopped")
-        validation_losses = [
-            event.data["validation_loss"] for event in events.of("train.validation")
-        ]
+        assert events.of(EarlyStoppedEvent)
+        validation_losses = [event.validation_loss for event in events.of(ValidationEvent)]
         assert result.best_validation_loss == min(validation_losses)
         assert validation_losses[-1] > result.best_validation_loss
         best_checkpoint = next(c for c in result.checkpoints if c.step == result.best_step)
@@ -310,7 +318,8 @@ class TestArtifacts:
             "ood_loss_increase_within_limit",
         }
         assert report["ood_probe"]["tokens_scored"] > 0
-        assert events.of("evaluation.completed")
+        (evaluated,) = events.of(EvaluationEvent)
+        assert evaluated.verdict == report["verdict"]
         assert result.merged_check["agrees"]
 
         card = (artifact_dir / "MODEL_CARD.md").read_text()
@@ -337,7 +346,8 @@ class TestArtifacts:
 class TestIsolation:
     def test_trainer_never_imports_the_gateway_audit_or_policies(self):
         code = (
-            "import sys, trainer.recipe, trainer.base_models, trainer.evaluate, trainer.artifacts;"
+            "import sys, trainer.recipe, trainer.base_models, trainer.evaluate, trainer.artifacts,"
+            " trainer.fixtures, trainer.parallel, trainer.__main__;"
             "bad = sorted(m for m in sys.modules"
             " if m.split('.')[0] in {'gateway', 'audit', 'policies'});"
             "print(bad); sys.exit(1 if bad else 0)"

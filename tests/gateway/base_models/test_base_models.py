@@ -15,11 +15,11 @@ from gateway.main import create_app
 from tests.trainer.gguf_writer import write_llama_gguf
 from trainer.base_models import (
     MANIFEST_NAME,
-    build_tiny_model,
     load_base_model,
     read_manifest,
     verify_manifest,
 )
+from trainer.fixtures import build_tiny_model
 
 # The tiny model's ops are far too small to share between threads; on a busy 2-core
 # machine a second thread only waits for a core.

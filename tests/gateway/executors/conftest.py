@@ -24,9 +24,9 @@ from gateway.data_sources.models import DataSource
 from gateway.files.models import TrainingFile
 from gateway.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
 from gateway.registry.models import ModelVersion
-from trainer.base_models import build_tiny_model
 from trainer.demo_task import write_demo_files
-from trainer.hashing import sha256_file
+from trainer.fixtures import build_tiny_model
+from trainer.hashing import hash_tree, sha256_file
 from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 
 # Tiny ops do not share well between threads on a busy 2-core machine.
@@ -208,8 +208,6 @@ def registered_by_a_ray_task(world: JobWorld, job_id: str) -> tuple[Any, Any, Pa
     """The job, after a Ray task ran it: succeeded on its first attempt, one candidate
     model whose recorded adapter hashes are the files on disk. Returns (job, model,
     artifact_dir)."""
-    from trainer.artifacts import hash_tree
-
     job = world.job(job_id)
     assert job.status == "succeeded", job.error
     assert job.lease_owner.startswith("ray-") and job.attempts == 1

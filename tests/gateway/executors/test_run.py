@@ -12,8 +12,7 @@ from gateway.executors.run import run_job
 from gateway.jobs.models import FineTuningJob
 from tests.gateway.executors.conftest import TENANT, wait_for
 from trainer import recipe
-from trainer.artifacts import hash_tree
-from trainer.hashing import sha256_file
+from trainer.hashing import hash_tree, sha256_file
 
 WORKER = "worker-test"
 

@@ -1,7 +1,9 @@
-"""Precision and recall of the PII recognisers on the committed labelled set.
+"""Precision and recall of the PII recognisers on a labelled set (JSON Lines of
+``{"text", "spans": [{"start", "end", "type"}]}``, character offsets).
 
 A prediction counts as correct when its type and character span equal a gold span's.
-Shared by tests/ingest/test_pii.py (floors) and bench/ingest.py (the printed table).
+The set the project measures itself on is tests/data/pii/labelled.jsonl: the tests hold
+the floors (tests/ingest/test_pii.py), bench/ingest.py prints the table.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.pii import PiiFinding, scan_text
-
-LABELLED = Path(__file__).resolve().parent.parent / "data" / "pii" / "labelled.jsonl"
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Score:
         return self.true_positives / actual if actual else 1.0
 
 
-def load_labelled(path: Path = LABELLED) -> list[dict]:
+def load_labelled(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
