@@ -45,7 +45,8 @@ serve: install
 
 bench: install
 	$(PY) bench/authz.py
-	$(PY) bench/audit.py
+	$(PY) bench/audit_trail.py
+	$(PY) bench/uploads.py
 
 # SmolLM2-135M-Instruct, imported once from its GGUF file to safetensors.
 smollm2: install

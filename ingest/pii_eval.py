@@ -3,7 +3,7 @@
 
 A prediction counts as correct when its type and character span equal a gold span's.
 The set the project measures itself on is tests/data/pii/labelled.jsonl: the tests hold
-the floors (tests/ingest/test_pii.py), bench/ingest.py prints the table.
+the floors (tests/ingest/test_pii.py), bench/uploads.py prints the table.
 """
 
 from __future__ import annotations

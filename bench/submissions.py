@@ -14,7 +14,7 @@ engine settings) on loopback, one after the other, each with a fresh database:
 goal (<= 50 ms). Then the load check: no 5xx, and every accepted submission has its job
 row and its `job.created` audit event.
 
-Usage: python bench/gateway.py [--seconds 20] [--clients 50] [--database sqlite|postgresql]
+Usage: python bench/submissions.py [--seconds 20] [--clients 50] [--database sqlite|postgresql]
        (postgresql uses TUNEGATE_TEST_POSTGRES_URL's server, a fresh database per run)
 """
 

@@ -13,7 +13,7 @@ Goal: >= 50 MB/s and >= 0.2 of sha256sum's rate. Peak RSS is measured in fresh
 subprocesses that only ingest (files generated beforehand) at 50 MB and at the full size:
 memory must stay flat as the file grows.
 
-Usage: python bench/ingest.py [--size-mb 200] [--workers 2] [--rss-sizes 50,200]
+Usage: python bench/uploads.py [--size-mb 200] [--workers 2] [--rss-sizes 50,200]
                               [--pii-action allow|redact|block] [--seed 7]
 """
 

@@ -28,7 +28,7 @@
 Runs in about four minutes on 2 cores; sized for 24 GiB (1M rows in memory is ~1.2 GiB).
 The load average is printed at the start and the end: the figures mean little on a
 machine that other work keeps busy.
-Usage: python bench/audit.py [--events N] [--writers W] [--append-seconds S] [--drain-limit S]
+Usage: python bench/audit_trail.py [--events N] [--writers W] [--append-seconds S] [--drain-limit S]
                              [--postgres URL | --no-postgres] [--skip-append] [--skip-verify]
 """
 
@@ -45,9 +45,6 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
