@@ -27,11 +27,12 @@ $(STAMP): pyproject.toml
 
 # The whole governed story against a real gateway, in var/demo-<timestamp>: SmolLM2-135M
 # on the invoice task (several minutes on a CPU); demo-quick: a tiny random model, < 1 min.
+# KEEP=1 leaves the gateway running after the story, to look around in the console.
 demo: install
-	$(PY) examples/demo.py
+	KEEP=$(KEEP) $(PY) examples/demo.py
 
 demo-quick: install
-	$(PY) examples/demo.py --quick
+	KEEP=$(KEEP) $(PY) examples/demo.py --quick
 
 test: install
 	$(PY) -m pytest

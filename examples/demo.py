@@ -11,8 +11,9 @@ in the cast (dev tokens):
 4. bob (ml-engineer) submits a job and is refused: no grant on the data source;
 5. ada grants it; bob submits again and the job trains, followed on its event stream;
 6. carol reviews the evaluation against the baselines zero-shot and few-shot;
-7. bob may not promote his own model; erin (ml-engineer, the role the seed policy lets
-   promote) does, with an override reason only when the verdict failed;
+7. erin (ml-engineer) asks for the model's promotion, with an override reason only when
+   the verdict failed; bob may not approve it; carol (compliance-officer, who neither asked
+   nor trained it) approves, and the model goes to production;
 8. carol exports the dossier (Markdown) and verifies the audit chain, and one event's
    inclusion proof is checked offline against the signed checkpoint.
 
@@ -98,7 +99,7 @@ FULL = Scenario(
 )
 QUICK = Scenario(
     label="a tiny random-initialised Llama, 40 training / 4 held-out invoices, 1 epoch "
-    "(it cannot learn the task: watch the promotion need an override)",
+    "(it cannot learn the task: watch the promotion request need an override)",
     base_model="tiny-llama",
     n_train=40,
     n_validation=4,
@@ -453,9 +454,30 @@ def run(workdir: Path, scenario: Scenario) -> None:
             _story(
                 http, cast, scenario, workdir, builder=builder, files=(train_path, validation_path)
             )
+        _console_sign_ins(gateway)
+        if os.environ.get("KEEP") == "1":
+            console.print("[bold]KEEP=1[/bold]: the gateway keeps running; Ctrl-C stops it.")
+            while gateway.process is not None and gateway.process.poll() is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        if os.environ.get("KEEP") != "1":
+            raise
     finally:
         gateway.stop()
     console.rule(f"[green]done in {time.monotonic() - started:.1f} s[/green]")
+
+
+def _console_sign_ins(gateway: Gateway) -> None:
+    """Where the console is, and how each of the five people signs in to it."""
+    console.rule("the console")
+    console.print(f"console: {gateway.base_url}/console/login  (paste a token printed below)")
+    for person, role in CAST.items():
+        console.print(
+            f"  {person:<6} ({role}): "
+            f".venv/bin/tunegate token --sub {person} --role {role} --tenant {TENANT}"
+        )
+    if os.environ.get("KEEP") != "1":
+        console.print("  (the gateway stops now; `make demo KEEP=1` leaves it running)")
 
 
 def _story(
@@ -622,34 +644,7 @@ def _story(
     say("9.", "carol reviews the evaluation against the baselines (exact match, greedy):")
     passed = _print_evaluation(review["evaluation"])
 
-    own = http.post(f"/v1/models/{model_id}/promote", headers=cast["bob"])
-    code, _, _ = _error_of(own)
-    if own.status_code != 409 or code != "four_eyes_violation":
-        raise DemoFailure(code, f"bob promoting his own model: HTTP {own.status_code}")
-    say("10.", "promotion")
-    refused(f"bob promotes his own model: {own.status_code} {code}")
-    promote_body = None
-    if not passed:
-        promote_body = {
-            "override_reason": "demo: promoted although the evaluation failed, "
-            "to show the override path"
-        }
-    promoted = _expect(
-        http.post(f"/v1/models/{model_id}/promote", headers=cast["erin"], json=promote_body),
-        200,
-        "promote",
-    )
-    if passed:
-        console.print(
-            f"    erin (ml-engineer) promotes it: {promoted['status']}, "
-            "no override needed (the verdict passed)"
-        )
-    else:
-        console.print(
-            f"    erin (ml-engineer) promotes it [yellow]with an override reason"
-            f"[/yellow] (the verdict failed; the reason is kept on the model, its "
-            f"sha256 in the audit trail): {promoted['status']}"
-        )
+    _promote(http, cast, model_id, passed=passed)
 
     dossier = http.get(
         f"/v1/models/{model_id}/dossier", params={"format": "markdown"}, headers=cast["carol"]
@@ -662,6 +657,48 @@ def _story(
     for line in dossier.text.splitlines()[:DOSSIER_PREVIEW_LINES]:
         console.print(f"    [dim]| {escape(line)}[/dim]")
     _verify_audit(http, cast["carol"], workdir)
+
+
+def _promote(
+    http: httpx.Client, cast: dict[str, dict[str, str]], model_id: str, *, passed: bool
+) -> None:
+    """Promotion is a request, then an approval: erin asks, bob (who trained the model and
+    holds no approval grant) is refused, carol (compliance-officer, who neither asked nor
+    trained it) approves, and the model goes to production."""
+    say("10.", "promotion: a request, then a compliance officer's approval")
+    body: dict[str, Any] = {"reason": "demo: the invoice extractor is ready for production"}
+    if not passed:
+        body["override_reason"] = (
+            "demo: promoted although the evaluation failed, to show the override path"
+        )
+    request = _expect(
+        http.post(f"/v1/models/{model_id}/promotion_requests", headers=cast["erin"], json=body),
+        201,
+        "promotion request",
+    )
+    if passed:
+        console.print(
+            f"    erin (ml-engineer) asks for its promotion: request {request['id']} "
+            f"{request['status']}, verdict {request['verdict']}, no override needed"
+        )
+    else:
+        console.print(
+            f"    erin (ml-engineer) asks for its promotion [yellow]with an override reason"
+            f"[/yellow] (the verdict {request['verdict']}; the reason is kept on the request, "
+            f"its sha256 in the audit trail): request {request['id']} {request['status']}"
+        )
+    approve = f"/v1/promotion_requests/{request['id']}/approve"
+    own = http.post(approve, headers=cast["bob"])
+    code, _, _ = _error_of(own)
+    if own.status_code != 403:
+        raise DemoFailure(code, f"bob approving the promotion of his model: HTTP {own.status_code}")
+    refused(f"bob approves the promotion of his own model: {own.status_code} {code}")
+    approved = _expect(http.post(approve, headers=cast["carol"]), 200, "approve promotion")
+    model = _expect(http.get(f"/v1/models/{model_id}", headers=cast["bob"]), 200, "read model")
+    console.print(
+        f"    carol (compliance-officer) approves it under policy version "
+        f"{_short(approved['decision_policy_version'])}: {model['status']}"
+    )
 
 
 def _verify_audit(http: httpx.Client, headers: dict[str, str], workdir: Path) -> None:

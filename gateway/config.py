@@ -33,6 +33,24 @@ class Settings(BaseSettings):
     jwks_cache_seconds: float = Field(
         300.0, gt=0, description="how long a fetched key set is trusted before refetching"
     )
+    oidc_issuer: str | None = Field(
+        None, description="OIDC issuer of the console's sign-in (authorization code + PKCE)"
+    )
+    oidc_client_id: str | None = Field(None, description="the console's OIDC client id")
+    oidc_client_secret: str | None = Field(
+        None, description="the console's OIDC client secret (none: a public client, PKCE only)"
+    )
+    oidc_scope: str = Field("openid profile email", description="scopes the console asks for")
+    oidc_redirect_url: str | None = Field(
+        None,
+        description="the callback URL registered with the provider "
+        "(default: <this gateway>/console/oidc/callback)",
+    )
+    console_token_sign_in: bool = Field(
+        False,
+        description="let the console's sign-in form take a bearer token outside dev "
+        "(always on in dev)",
+    )
     max_concurrent_requests: int = Field(
         64,
         ge=1,
@@ -91,6 +109,15 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(
         2, ge=1, description="runs of a job, resumes from a checkpoint included, before it fails"
+    )
+    checkpoint_minutes: float = Field(
+        10.0,
+        ge=0,
+        description="a running job also writes a checkpoint this often (besides each epoch's "
+        "end); 0: only at epoch ends",
+    )
+    checkpoint_keep: int = Field(
+        3, ge=1, le=100, description="checkpoints kept per job, the newest (OpenAI keeps 3)"
     )
     ray_address: str | None = Field(None, description="Ray cluster address; None: a local Ray")
     ray_num_gpus: float = Field(0.0, ge=0, description="GPUs each job asks Ray for")

@@ -149,10 +149,17 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ),
         ("forbidden", 403, "A governance gate refused the request."),
         (
+            "csrf_token_invalid",
+            403,
+            "A console form came without this session's CSRF token (expired, or sent from "
+            "elsewhere): reload the page and submit it again.",
+        ),
+        (
             "four_eyes_violation",
-            409,
-            "Four eyes: whoever proposed a data source cannot approve it, and whoever asked for a "
-            "training cannot promote its model: ask someone else.",
+            (403, 409),
+            "Four eyes: whoever proposed a data source cannot approve it (409), and whoever asked "
+            "for a promotion or trained the model cannot approve or reject the promotion (403, "
+            "audited): ask someone else.",
         ),
         (
             "tenant_not_visible",
@@ -265,6 +272,18 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             410,
             "The file's content is missing from the store: an operator must look into it.",
         ),
+        (
+            "file_deleted",
+            410,
+            "The file was deleted (`DELETE /v1/files/{id}`): its content is gone, its record "
+            "stays.",
+        ),
+        (
+            "file_in_use",
+            409,
+            "A job that has not finished uses the file (`details.jobs` names them): cancel them or "
+            "wait for them to finish, then delete it.",
+        ),
         ("multipart_required", 415, "Upload a file as `multipart/form-data`."),
         (
             "invalid_multipart",
@@ -300,6 +319,22 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "job_not_cancellable",
             409,
             "The job has already finished (succeeded, failed or cancelled).",
+        ),
+        (
+            "job_not_running",
+            409,
+            "Only a running job can be paused; `details.status` is the job's status (and "
+            "`details.cancel_requested` whether its cancellation was asked for).",
+        ),
+        (
+            "job_not_paused",
+            409,
+            "Only a paused job can be resumed; `details.status` is the job's status.",
+        ),
+        (
+            "not_job_requester",
+            403,
+            "Only whoever created the job, or an admin of the tenant, may pause or resume it.",
         ),
         (
             "file_not_usable",
@@ -475,14 +510,49 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         (
             "evaluation_not_passed",
             409,
-            "The model's evaluation did not pass: promote with an `override_reason` to go ahead "
-            "anyway.",
+            "The model's evaluation did not pass: ask for the promotion with an `override_reason` "
+            "to go ahead anyway.",
         ),
         (
             "model_flagged",
             409,
-            "The model is flagged for review: promote with an `override_reason` to go ahead "
-            "anyway.",
+            "The model is flagged for review (a revoked data source, an erasure request): it is "
+            "not promoted until a compliance officer clears its flags "
+            "(`POST /v1/models/{id}/clear_flag`) or a new version replaces it.",
+        ),
+        ("not_flagged", 409, "The model has no flag (of that `ref`) to clear."),
+        (
+            "promotion_request_not_found",
+            404,
+            "No promotion request with this id in your tenant.",
+        ),
+        (
+            "promotion_pending",
+            409,
+            "The model already has a pending promotion request (`details.request_id`): have it "
+            "decided first.",
+        ),
+        (
+            "promotion_request_decided",
+            409,
+            "The promotion request was already decided (`details.status`): ask again with a new "
+            "request.",
+        ),
+        (
+            "model_deleted",
+            (409, 410),
+            "The model was deleted: its adapter is gone, its record, lineage and dossier stay.",
+        ),
+        (
+            "model_in_production",
+            409,
+            "A model in production is not deleted: retire it first.",
+        ),
+        (
+            "base_model_not_deletable",
+            409,
+            "Base models are not deleted through `DELETE /v1/models/{id}`: retire one with "
+            "`POST /v1/base_models/{name}/retire`.",
         ),
         (
             "adapter_unavailable",
@@ -565,6 +635,13 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ),
         ("rule_exists", 409, "The rule to add is already there."),
         ("rule_not_found", 404, "The rule to remove is not there."),
+        (
+            "policy_version_conflict",
+            409,
+            "The policy is no longer at the version the change was planned against (`details` "
+            "name the expected and the current version): plan again.",
+        ),
+        ("policy_version_not_found", 404, "No policy version has that id."),
         (
             "last_admin",
             409,

@@ -14,8 +14,10 @@ from gateway import __doc__ as gateway_doc
 from gateway.audit_api.router import router as audit_router
 from gateway.base_models.router import router as base_models_router
 from gateway.config import Settings, get_settings
+from gateway.console.app import install_console
 from gateway.data_sources.router import router as data_sources_router
 from gateway.dossier.router import router as dossier_router
+from gateway.dry_runs.router import router as dry_runs_router
 from gateway.erasure.router import router as erasure_router
 from gateway.error_handlers import install_error_handlers
 from gateway.files.router import router as files_router
@@ -25,6 +27,7 @@ from gateway.limits import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware
 from gateway.logging import configure_logging
 from gateway.middleware import MetricsMiddleware, RequestContextMiddleware
 from gateway.policies_api.router import router as policies_router
+from gateway.registry.router import promotions_router
 from gateway.registry.router import router as registry_router
 from gateway.state import GatewayState
 
@@ -79,8 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(data_sources_router)
     app.include_router(files_router)
     app.include_router(erasure_router)
+    app.include_router(dry_runs_router)  # before jobs: /dry_run is no job id
     app.include_router(jobs_router)
     app.include_router(base_models_router)
     app.include_router(registry_router)
+    app.include_router(promotions_router)
     app.include_router(dossier_router)
+    install_console(app)
     return app

@@ -21,6 +21,12 @@ from indexes:
   order, stops at the first matching deny and reports the last matching rule it saw; so it
   is the first matching deny in canonical order, else the last matching allow, else none.
 
+:meth:`PolicyEngine.explain` decides the same way and keeps every matching rule with the
+role chain (g links, token roles) and class chain (g2 links) that reached it;
+:meth:`PolicyEngine.what_if` is a separate engine with a change applied, for planning one
+(policies.plan), and :meth:`PolicyEngine.decide_many` decides many requests on one
+snapshot.
+
 The engine holds an immutable snapshot (indexes + the policy version that names them);
 a decision reads one snapshot reference, so it is consistent and needs no lock. Changes
 build a new snapshot (copying only the indexes they touch) under a writer lock and swap it
@@ -31,10 +37,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import casbin
@@ -44,13 +51,18 @@ from sqlalchemy.orm import Session
 
 from policies import store
 from policies.vocabulary import (
+    ALLOW,
     DENY,
     GLOBAL_TENANT,
     PolicyError,
     Rule,
     normalize_role_name,
     parse_rule,
+    validate_action,
+    validate_object,
     validate_request,
+    validate_subject,
+    validate_tenant,
 )
 
 log = logging.getLogger(__name__)
@@ -295,6 +307,19 @@ def _decide(
 ) -> Decision:
     subjects = _reach(snap.groups.get(tenant), sub, extra)
     objects = _reach(snap.classes, obj) if snap.classes else (obj,)
+    return _match(snap, subjects, objects, tenant, obj, act)
+
+
+def _match(
+    snap: _Snapshot,
+    subjects: Collection[str],
+    objects: Collection[str],
+    tenant: str,
+    obj: str,
+    act: str,
+) -> Decision:
+    """The decision, given the request's subjects (``sub`` and its roles) and objects
+    (``obj`` and its classes)."""
     tenants = (tenant, GLOBAL_TENANT) if tenant != GLOBAL_TENANT else (tenant,)
     exact = snap.exact
     first_deny: _Entry | None = None
@@ -329,6 +354,138 @@ def _decide(
     if last_allow is not None:
         return Decision(True, last_allow[2], snap.version)
     return Decision(False, None, snap.version)
+
+
+# --------------------------------------------------------------------------- explanation
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One step of a chain: ``source`` reaches ``target`` through ``via``, the canonical line
+    of a ``g`` or ``g2`` rule, or ``token`` (a role the caller's token holds)."""
+
+    source: str
+    target: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A p rule that matches a request, and how: the role chain from the request's subject
+    to the rule's subject, and the class chain from the request's object to the rule's
+    object (``object_match``: ``exact``, ``wildcard`` (keyMatch) or ``class`` (g2))."""
+
+    rule: tuple[str, ...]
+    role_chain: tuple[Link, ...]
+    object_chain: tuple[Link, ...]
+    object_match: str
+    deciding: bool
+
+    @property
+    def line(self) -> str:
+        return ",".join(("p", *self.rule))
+
+    @property
+    def effect(self) -> str:
+        return self.rule[4]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """A decision and every p rule that matched it, in canonical order; the deciding one is
+    marked (the first deny, else the last allow: what :func:`_decide` picks)."""
+
+    decision: Decision
+    matched: tuple[Match, ...] = ()
+
+    @property
+    def deciding(self) -> Match | None:
+        return next((m for m in self.matched if m.deciding), None)
+
+    @property
+    def deny_override(self) -> bool:
+        """A deny decided although an allow matched too."""
+        return not self.decision.allowed and any(m.effect == ALLOW for m in self.matched)
+
+
+def _tree(
+    graph: dict[str, frozenset[str]] | None,
+    start: str,
+    via: Callable[[str, str], str],
+    extra: Sequence[str] = (),
+) -> dict[str, Link | None]:
+    """What :func:`_reach` finds, each node with the link it was first reached by (a
+    shortest chain; rule links before token links, names in order)."""
+    graph = graph or {}
+    parents: dict[str, Link | None] = {start: None}
+    frontier: list[str] = []
+    for node in sorted(graph.get(start, ())):
+        if node not in parents:
+            parents[node] = Link(start, node, via(start, node))
+            frontier.append(node)
+    for node in extra:
+        if node not in parents:
+            parents[node] = Link(start, node, "token")
+            frontier.append(node)
+    depth = 1
+    while frontier and depth < MAX_ROLE_DEPTH:
+        nxt = []
+        for node in frontier:
+            for target in sorted(graph.get(node, ())):
+                if target not in parents:
+                    parents[target] = Link(node, target, via(node, target))
+                    nxt.append(target)
+        frontier = nxt
+        depth += 1
+    return parents
+
+
+def _chain(parents: dict[str, Link | None], node: str) -> tuple[Link, ...]:
+    links: list[Link] = []
+    link = parents[node]
+    while link is not None:
+        links.append(link)
+        link = parents[link.source]
+    return tuple(reversed(links))
+
+
+def _explain(
+    snap: _Snapshot, sub: str, tenant: str, obj: str, act: str, extra: Sequence[str]
+) -> Explanation:
+    """:func:`_decide`, keeping every match and how it was reached."""
+    subjects = _tree(snap.groups.get(tenant), sub, lambda m, r: f"g,{m},{r},{tenant}", extra)
+    objects = _tree(snap.classes, obj, lambda o, c: f"g2,{o},{c}")
+    tenants = (tenant, GLOBAL_TENANT) if tenant != GLOBAL_TENANT else (tenant,)
+    found: dict[str, tuple[_Entry, str, str, str]] = {}  # line -> (entry, subject, obj, how)
+    for s in subjects:
+        for t in tenants:
+            for o in objects:
+                for entry in snap.exact.get((s, t, o, act), ()):
+                    found.setdefault(entry[0], (entry, s, o, "exact" if o == obj else "class"))
+            for length in snap.wild_lengths:
+                if length > len(obj):
+                    break
+                for entry in snap.wild.get((obj[:length], s, t, act), ()):
+                    found.setdefault(entry[0], (entry, s, obj, "wildcard"))
+    denies = [line for line, item in found.items() if item[0][1]]
+    allows = [line for line, item in found.items() if not item[0][1]]
+    decider = min(denies) if denies else max(allows) if allows else None
+    decision = Decision(
+        decider is not None and not denies,
+        found[decider][0][2] if decider is not None else None,
+        snap.version,
+    )
+    matched = tuple(
+        Match(
+            rule=entry[2],
+            role_chain=_chain(subjects, s),
+            object_chain=_chain(objects, o),
+            object_match=how,
+            deciding=line == decider,
+        )
+        for line, (entry, s, o, how) in sorted(found.items())
+    )
+    return Explanation(decision, matched)
 
 
 # --------------------------------------------------------------------------- engine
@@ -430,6 +587,122 @@ class PolicyEngine:
         except Exception as exc:
             log.exception("authorization decision failed")
             return Decision(False, None, snap.version, "internal", f"{type(exc).__name__}: {exc}")
+
+    def explain(
+        self, sub: str, tenant: str, obj: str, act: str, extra_roles: Iterable[str] = ()
+    ) -> Explanation:
+        """:meth:`decide`, with every p rule that matched and the chains that reached it
+        (deny-override visible). Never raises: a failure is a deny with ``error`` set and
+        nothing matched."""
+        snap = self._snap
+        try:
+            if not self._loaded:
+                decision = Decision(False, None, snap.version, "not_loaded", "policy not loaded")
+                return Explanation(decision)
+            validate_request(sub, tenant, obj, act)
+            if isinstance(extra_roles, str):
+                extra_roles = (extra_roles,)
+            extra = [r for r in map(normalize_role_name, extra_roles) if r is not None]
+            return _explain(snap, sub, tenant, obj, act, extra)
+        except PolicyError as exc:
+            return Explanation(Decision(False, None, snap.version, exc.reason, exc.field))
+        except Exception as exc:
+            log.exception("authorization explanation failed")
+            detail = f"{type(exc).__name__}: {exc}"
+            return Explanation(Decision(False, None, snap.version, "internal", detail))
+
+    def decide_many(self, tenant: str, requests: Iterable[tuple[str, str, str]]) -> list[Decision]:
+        """:meth:`decide` for each ``(sub, obj, act)`` in ``tenant`` (no token roles), on one
+        snapshot, finding each subject's roles and each object's classes once."""
+        snap = self._snap
+        subjects: dict[str, set[str]] = {}
+        objects: dict[str, Collection[str]] = {}
+        kinds_ok: set[tuple[str, str]] = set()
+        out = []
+        for sub, obj, act in requests:
+            try:
+                if not self._loaded:
+                    raise LookupError
+                if sub not in subjects:
+                    validate_subject(sub, "sub")
+                    validate_tenant(tenant, "tenant")
+                    subjects[sub] = _reach(snap.groups.get(tenant), sub)
+                if obj not in objects:
+                    validate_object(obj, "obj")
+                    objects[obj] = _reach(snap.classes, obj) if snap.classes else (obj,)
+                if (obj.split(":", 1)[0], act) not in kinds_ok:
+                    validate_action(act, "act", obj=obj)
+                    kinds_ok.add((obj.split(":", 1)[0], act))
+                decision = _match(snap, subjects[sub], objects[obj], tenant, obj, act)
+            except Exception:  # decide says what went wrong, as it always would
+                decision = self.decide(sub, tenant, obj, act)
+            out.append(decision)
+        return out
+
+    # ---- what-if
+
+    def what_if(self, added: Iterable[Any] = (), removed: Iterable[Any] = ()) -> PolicyEngine:
+        """A separate, frozen engine: the rules held now with one change applied (the
+        indexes it touches are copied, the rest shared). This engine is left as it is.
+        Its ``policy_version`` is the hash the changed rule set would have (unchanged
+        when the change is empty); ``version_id`` is this one's. Raises KeyError like
+        :meth:`apply_changes`."""
+        added = [parse_rule(r) for r in added]
+        removed = [parse_rule(r) for r in removed]
+        snap = self._snap
+        builder = _Builder(snap.derive())
+        for rule in removed:
+            builder.remove(rule)
+        for rule in added:
+            builder.add(rule)
+        changed = bool(added or removed)
+        version = store.lines_hash(builder.snap.rules) if changed else snap.version
+        other = PolicyEngine()
+        other._snap = builder.finish(version, snap.version_id)
+        other._loaded = self._loaded
+        return other
+
+    def holds(self, rule: Rule) -> bool:
+        """Whether the rule is held now."""
+        return rule.line in self._snap.rules
+
+    def tenant_lines(self, tenant: str) -> list[str]:
+        """The canonical lines, sorted, of the p rules of ``tenant`` and the g memberships in
+        it (not the ``*`` baseline, not g2): what the tenant's policy file holds."""
+        suffix = "," + tenant
+        found = []
+        for line in self._snap.rules:
+            if line[0] == "p":
+                if line.split(",", 3)[2] == tenant:
+                    found.append(line)
+            elif line[1] == "," and line.endswith(suffix):  # g (a g2 line starts "g2,")
+                found.append(line)
+        return sorted(found)
+
+    def memberships(self, tenant: str) -> Mapping[str, frozenset[str]]:
+        """member -> the roles its ``g`` rules give it in ``tenant`` (read-only)."""
+        return MappingProxyType(self._snap.groups.get(tenant, {}))
+
+    def classes_of(self, obj: str) -> frozenset[str]:
+        """The classes a request on ``obj`` also stands for (what :meth:`decide` follows:
+        ``g2`` links, at most MAX_ROLE_DEPTH away), ``obj`` excluded."""
+        return frozenset(_reach(self._snap.classes, obj) - {obj})
+
+    def classifications(self) -> Mapping[str, frozenset[str]]:
+        """object -> the classes its ``g2`` rules put it under (read-only)."""
+        return MappingProxyType(self._snap.classes)
+
+    def grants_of(self, subjects: Collection[str], tenant: str) -> list[tuple[str, ...]]:
+        """The p rules (values) whose subject is one of ``subjects`` and whose tenant is
+        ``tenant`` or ``*``, in canonical order."""
+        tenants = {tenant, GLOBAL_TENANT}
+        found = {
+            entry[0]: entry[2]
+            for key, entries in self._snap.exact.items()
+            if key[0] in subjects and key[1] in tenants
+            for entry in entries
+        }
+        return [found[line] for line in sorted(found)]
 
     # ---- changing
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +96,21 @@ class PolicyConflictError(PolicyError):
     http_status = 409
 
 
+class VersionConflictError(PolicyError):
+    """The policy is no longer at the version a change was planned against (409).
+    ``expected`` is that version's id; ``current`` the head now (None: no version yet)."""
+
+    http_status = 409
+    expected: int = 0
+    current: VersionRecord | None = None
+
+
+class VersionNotFoundError(PolicyError):
+    """No policy version with that id (404)."""
+
+    http_status = 404
+
+
 class PolicyIntegrityError(PolicyError):
     """The database holds something the store never writes (500)."""
 
@@ -117,7 +132,8 @@ def ruleset_hash(rules: Iterable[Rule]) -> str:
 
 def lines_hash(lines: Iterable[str]) -> str:
     """ruleset_hash of rules given by their lines."""
-    data = "".join(line + "\n" for line in sorted(set(lines))).encode("utf-8")
+    ordered = sorted(set(lines))
+    data = ("\n".join(ordered) + "\n" if ordered else "").encode("utf-8")
     return hashlib.sha256(data).hexdigest()
 
 
@@ -452,6 +468,45 @@ def list_rules(
     return RulePage(items, items[-1].id if len(rows) > limit else None)
 
 
+def diff_versions(
+    bind: Session | Connection, *, from_id: int, to_id: int
+) -> tuple[list[Rule], list[Rule]]:
+    """The rules added and removed (each in canonical order) going from version ``from_id``
+    to version ``to_id`` (either may be the older; 0 is the empty set before the first
+    version), composed from the versions' stored ``changes``. Raises VersionNotFoundError."""
+    conn = _connection(bind)
+    for name, wanted in (("from", from_id), ("to", to_id)):
+        found = conn.execute(
+            text("SELECT 1 FROM policy_versions WHERE id = :id"), {"id": wanted}
+        ).first()
+        if wanted != 0 and found is None:
+            raise VersionNotFoundError(
+                "policy_version_not_found", f"no policy version {wanted}", field=name
+            )
+    low, high = sorted((from_id, to_id))
+    rows = conn.execute(
+        text("SELECT changes FROM policy_versions WHERE id > :low AND id <= :high ORDER BY id"),
+        {"low": low, "high": high},
+    )
+    added: set[Rule] = set()
+    removed: set[Rule] = set()
+    for (changes,) in rows:
+        step_added, step_removed = parse_changes(changes)
+        for rule in step_removed:
+            if rule in added:
+                added.discard(rule)
+            else:
+                removed.add(rule)
+        for rule in step_added:
+            if rule in removed:
+                removed.discard(rule)
+            else:
+                added.add(rule)
+    if from_id > to_id:
+        added, removed = removed, added
+    return sorted(added), sorted(removed)
+
+
 # --------------------------------------------------------------------------- changes
 
 
@@ -490,19 +545,51 @@ def change_rules(
     add: Iterable[Any] = (),
     remove: Iterable[Any] = (),
     reason: str | None = None,
+    expect_version: int | None = None,
 ) -> PolicyVersionInfo:
     """Add and remove rules in one change; returns the new version (not committed).
 
     Raises PolicyValidationError (a bad rule; a rule twice; a rule both added and removed; an
     empty change), RuleExistsError (adding a rule that is there), RuleNotFoundError
     (removing one that is not), PolicyConflictError (reason ``last_admin``: the change would
-    leave a tenant that has a ``g, user:*, role:admin, <tenant>`` membership with none).
-    Nothing is written when it raises."""
+    leave a tenant that has a ``g, user:*, role:admin, <tenant>`` membership with none),
+    VersionConflictError (``expect_version`` given and the head version's id is another;
+    0 stands for "no version yet"). Nothing is written when it raises."""
     actor = _check_actor(actor)
     if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
         raise PolicyValidationError(
             "bad_reason", "reason must be text of at most 2000 characters", field="reason"
         )
+    added, removed = _parse_change(add, remove)
+    conn = _connection(session)
+    _lock(conn)
+    head = head_version(conn)
+    _check_expected(head, expect_version)
+    _check_against(conn, added, removed)
+    return _write(conn, head=head, added=added, removed=removed, actor=actor, reason=reason)
+
+
+def check_change(
+    bind: Session | Connection,
+    *,
+    add: Iterable[Any] = (),
+    remove: Iterable[Any] = (),
+    expect_version: int | None = None,
+    holds: Callable[[Rule], bool] | None = None,
+) -> tuple[VersionRecord | None, list[Rule], list[Rule]]:
+    """What :func:`change_rules` would refuse, checked against the rules as they are now,
+    without taking the lock or writing anything (a plan). ``holds`` answers whether a rule
+    is there in place of the database (an engine known to be at the head version: quicker
+    for large changes). Returns the head version and the parsed rules to add and remove."""
+    added, removed = _parse_change(add, remove)
+    conn = _connection(bind)
+    head = head_version(conn)
+    _check_expected(head, expect_version)
+    _check_against(conn, added, removed, holds=holds)
+    return head, added, removed
+
+
+def _parse_change(add: Iterable[Any], remove: Iterable[Any]) -> tuple[list[Rule], list[Rule]]:
     added = _parse_all(add, "add")
     removed = _parse_all(remove, "remove")
     both = set(added) & set(removed)
@@ -513,11 +600,32 @@ def change_rules(
         )
     if not added and not removed:
         raise PolicyValidationError("empty_change", "nothing to add or remove", field="add")
+    return added, removed
 
-    conn = _connection(session)
-    _lock(conn)
-    head = head_version(conn)
-    present = _existing(conn, added + removed)
+
+def _check_expected(head: VersionRecord | None, expect_version: int | None) -> None:
+    current = head.id if head is not None else 0
+    if expect_version is None or expect_version == current:
+        return
+    now = f"version {current} ({head.hash[:12]})" if head is not None else "no version yet"
+    error = VersionConflictError(
+        "policy_version_conflict",
+        f"the policy is at {now}, not at version {expect_version} as expected: plan again",
+        field="expect_version",
+    )
+    error.expected, error.current = expect_version, head
+    raise error
+
+
+def _check_against(
+    conn: Connection,
+    added: Sequence[Rule],
+    removed: Sequence[Rule],
+    *,
+    holds: Callable[[Rule], bool] | None = None,
+) -> None:
+    changed = [*added, *removed]
+    present = _existing(conn, changed) if holds is None else set(filter(holds, changed))
     for r in added:
         if r in present:
             raise RuleExistsError(
@@ -537,7 +645,6 @@ def change_rules(
                 f"the change would leave tenant {tenant!r} without an admin",
                 field="tenant",
             )
-    return _write(conn, head=head, added=added, removed=removed, actor=actor, reason=reason)
 
 
 def _write(

@@ -38,7 +38,8 @@ kind        object forms           actions
 ``base``    ``base:<name>``,       read, list, create (register), train (fine-tune on it), retire
             ``base:*``
 ``model``   ``model:<id>``,        read, list, use (download / serve), promote (ask for a
-            ``model:*``            promotion), approve (a promotion), retire, export (dossier)
+            ``model:*``            promotion), approve (decide a promotion, clear a flag),
+                                   retire, export (dossier), delete (its adapter)
 ``job``     ``job:<id>``,          read, list, create, cancel
             ``job:*``
 ``policy``  ``policy``             read (rules, versions), edit (add / remove rules), check
@@ -90,7 +91,7 @@ ACTIONS_BY_KIND: Mapping[str, frozenset[str]] = {
     "ds": _DS_ACTIONS,
     "class": _DS_ACTIONS,
     "base": frozenset({"read", "list", "create", "train", "retire"}),
-    "model": frozenset({"read", "list", "use", "promote", "approve", "retire", "export"}),
+    "model": frozenset({"read", "list", "use", "promote", "approve", "retire", "export", "delete"}),
     "job": frozenset({"read", "list", "create", "cancel"}),
     "policy": frozenset({"read", "edit", "check"}),
     "audit": frozenset({"read", "verify", "export"}),

@@ -111,6 +111,21 @@ def causal_lm_of(model: torch.nn.Module) -> PreTrainedModel:
 
 def summed_target_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Sum of cross-entropy over the batch's target tokens (divide by n_target_tokens)."""
+    logits, targets = target_logits(model, batch)
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def summed_target_loss_and_hits(model: torch.nn.Module, batch: Batch) -> tuple[float, int]:
+    """For scoring, never for training: the summed cross-entropy over the batch's target
+    tokens, and how many of them are the model's most likely next token."""
+    logits, targets = target_logits(model, batch)
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    hits = (logits.argmax(dim=-1) == targets).sum()
+    return loss.item(), int(hits.item())
+
+
+def target_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 logits at the batch's target positions only, and the targets there."""
     causal_lm = causal_lm_of(model)
     attention_mask, boundaries = batch.attention_mask, {}
     if batch.cu_seq_lens is not None:
@@ -138,4 +153,4 @@ def summed_target_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return F.cross_entropy(logits, batch.targets[selected], reduction="sum")
+    return logits, batch.targets[selected]

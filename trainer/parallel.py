@@ -91,9 +91,14 @@ class DataParallel:
 
     def any_rank(self, flag: bool, *, device: torch.device) -> bool:
         """True on every rank when it is true on any (in practice rank 0's stop)."""
-        shared = torch.tensor([1.0 if flag else 0.0], device=device)
+        return self.highest(1 if flag else 0, device=device) > 0
+
+    def highest(self, value: int, *, device: torch.device) -> int:
+        """The largest of every rank's small integer, on every rank: one all-reduce for
+        what rank 0 decided between steps (go on, pause, stop)."""
+        shared = torch.tensor([float(value)], device=device)
         dist.all_reduce(shared, op=dist.ReduceOp.MAX)
-        return bool(shared.item())
+        return int(shared.item())
 
     def leaders_value(self, value: float, *, device: torch.device) -> float:
         """Rank 0's `value`, on every rank."""

@@ -8,6 +8,15 @@ before every optimizer step and micro-batch (and between evaluation batches), an
 TrainResult. A cancelled run returns status="cancelled" and leaves no final artifacts;
 checkpoints written before stay for resume.
 
+Pausing: `should_pause` is polled between optimizer steps only, never inside one, so the
+run stops on a step boundary: it writes that step's checkpoint (unless it has one) and
+returns status="paused". Resuming from that checkpoint continues with the same data order,
+adapter, optimizer and schedule state and random generators, so the loss curve is the one
+an uninterrupted run draws. During evaluation a pause stops the run only when the last
+step's checkpoint exists (``checkpoint_every_epoch`` writes it when training ends); the
+resumed run then skips straight to evaluation. Checkpoint decisions (every N steps, every
+epoch, every N minutes) are taken between steps and cost a clock read.
+
 Data parallel (trainer.parallel): when this process is one rank of a process group, the same
 `train` runs on every rank; each trains its share of every batch and the LoRA gradients are
 summed before clipping, so a step is the step one process would take on the whole batch (the
@@ -29,7 +38,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import peft
 import safetensors
@@ -56,7 +65,7 @@ from trainer.data import (
     plan_micro_batches,
     tokenize_file,
 )
-from trainer.evaluate import evaluate_against_baselines, mean_target_loss
+from trainer.evaluate import evaluate_against_baselines, score_targets
 from trainer.hashing import sha256_json
 from trainer.modeling import summed_target_loss, use_segmented_attention
 from trainer.parallel import DataParallel, GradientSync, data_parallel, no_gradient_sync
@@ -67,6 +76,7 @@ from trainer.results import (
     EpochEvent,
     EvaluationEvent,
     RunCancelledEvent,
+    RunPausedEvent,
     RunStartedEvent,
     RunSucceededEvent,
     StepEvent,
@@ -89,11 +99,17 @@ _NOT_FINGERPRINTED = (
     "resume_from_checkpoint",
     "export_merged",
     "merged_agreement_tolerance",
+    "checkpoint_every_epoch",
+    "checkpoint_every_minutes",
 )
 
 
 class RunCancelled(Exception):
     """should_stop() said so; unwinds the run without writing final artifacts."""
+
+
+class RunPaused(Exception):
+    """should_pause() said so, at a step boundary whose checkpoint exists; unwinds the run."""
 
 
 @dataclass
@@ -146,7 +162,10 @@ class Progress:
     rounds_without_improvement: int = 0
     stopped_early: bool = False
     loss_history: list[dict[str, float]] = field(default_factory=list)
-    validation_history: list[dict[str, float]] = field(default_factory=list)
+    validation_history: list[dict[str, float | None]] = field(default_factory=list)
+    # Seconds the run had trained for when the checkpoint was written (earlier sessions
+    # included), so a resumed run reports the whole run's time, never its pauses.
+    seconds: float = 0.0
 
 
 @dataclass
@@ -160,6 +179,20 @@ class Run:
     best_adapter: dict[str, torch.Tensor] | None = None
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
     parallel: DataParallel | None = None
+    started_at: float = field(default_factory=time.monotonic)  # this session's start
+    prior_seconds: float = 0.0  # the earlier sessions', up to the checkpoint resumed from
+    # The newest checkpoint's step (this session's, or the one it resumed from) and when it
+    # was written (monotonic, this session), for checkpoint_every_minutes.
+    last_checkpoint_step: int | None = None
+    last_checkpoint_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def leader(self) -> bool:
+        """Rank 0 (or the only process): the one that writes and reports."""
+        return self.parallel is None or self.parallel.leader
+
+    def seconds(self) -> float:
+        return self.prior_seconds + (time.monotonic() - self.started_at)
 
 
 @dataclass(frozen=True)
@@ -176,33 +209,45 @@ def train(
     spec: TrainSpec,
     on_event: EventSink | None = None,
     should_stop: StopSignal | None = None,
+    should_pause: StopSignal | None = None,
 ) -> TrainResult:
-    started = time.monotonic()
     run = setup(spec)
-    follower = run.parallel is not None and not run.parallel.leader
-    # Ranks other than 0 report nothing and take their stop from rank 0.
+    follower = not run.leader
+    # Ranks other than 0 report nothing and take their stop and pause from rank 0.
     emit: EventSink = (on_event if not follower else None) or (lambda event: None)
     stop_requested: StopSignal = (should_stop if not follower else None) or (lambda: False)
+    pause_requested: StopSignal = (should_pause if not follower else None) or (lambda: False)
 
     def check_stop() -> None:
         if stop_requested():
             raise RunCancelled
 
+    def check_stop_or_pause() -> None:
+        """Between evaluation batches: a pause unwinds only when there is a checkpoint of
+        the last step to resume from."""
+        check_stop()
+        if run.last_checkpoint_step == run.progress.step and pause_requested():
+            raise RunPaused
+
     emit(_started_event(run))
     try:
-        train_loop(run, emit, check_stop)
+        train_loop(run, emit, check_stop, pause_requested)
         if run.parallel is not None:
             run.parallel.gather_counts(device=run.model.device)
             if follower:
-                return _result(run, status="succeeded", seconds=time.monotonic() - started)
+                return _result(run, status="succeeded", seconds=run.seconds())
         restore_best_adapter(run)
-        evaluation = evaluate(run, emit, check_stop) if spec.evaluation.enabled else None
+        evaluation = evaluate(run, emit, check_stop_or_pause) if spec.evaluation.enabled else None
         check_stop()
-        result = save(run, evaluation, seconds=time.monotonic() - started)
+        result = save(run, evaluation, seconds=run.seconds())
     except RunCancelled:
         log.info("run.cancelled", step=run.progress.step)
         emit(RunCancelledEvent(run.progress.step))
-        return _result(run, status="cancelled", seconds=time.monotonic() - started)
+        return _result(run, status="cancelled", seconds=run.seconds())
+    except RunPaused:
+        log.info("run.paused", step=run.progress.step, checkpoint=run.last_checkpoint_step)
+        emit(RunPausedEvent(run.progress.step))
+        return _result(run, status="paused", seconds=run.seconds())
     emit(
         RunSucceededEvent(
             run.progress.step,
@@ -220,6 +265,7 @@ def train(
 def setup(spec: TrainSpec) -> Run:
     """The base model, the data (in its tokens), the adapter and the optimizer; then the
     checkpoint to resume from and the process group."""
+    started_at = time.monotonic()
     parallel = data_parallel()
     device, autocast_dtype = _pick_device(spec.device)
     _seed_everything(spec.seed)
@@ -240,6 +286,7 @@ def setup(spec: TrainSpec) -> Run:
         optim=optim,
         progress=Progress(),
         parallel=parallel,
+        started_at=started_at,
     )
     if spec.resume_from_checkpoint:
         _resume(run, Path(spec.resume_from_checkpoint))
@@ -379,17 +426,26 @@ def _resume(run: Run, checkpoint_dir: Path) -> None:
     )
     run.progress = Progress(**resumed.progress)
     run.best_adapter = resumed.best_adapter
+    run.prior_seconds = run.progress.seconds
+    run.last_checkpoint_step = run.progress.step
+    run.last_checkpoint_at = time.monotonic()
     log.info("run.resumed", step=run.progress.step, checkpoint=str(checkpoint_dir))
 
 
 # ----------------------------------------------------------------------------------- train
 
 
-def train_loop(run: Run, emit: EventSink, check_stop: Callable[[], None]) -> None:
+def train_loop(
+    run: Run,
+    emit: EventSink,
+    check_stop: Callable[[], None],
+    pause_requested: StopSignal | None = None,
+) -> None:
     spec, progress, optim = run.spec, run.progress, run.optim
     session_started, session_start_step = time.monotonic(), progress.step
-    while progress.step < optim.total_steps:
-        _stop_between_steps(run, check_stop)
+    while progress.step < optim.total_steps and not progress.stopped_early:
+        if _stop_between_steps(run, check_stop, pause_requested):
+            pause(run, emit)
         step_started = time.monotonic()
         stats = train_step(run, examples_for_step(run, progress.step), check_stop)
         progress.step += 1
@@ -403,16 +459,39 @@ def train_loop(run: Run, emit: EventSink, check_stop: Callable[[], None]) -> Non
             emit(EpochEvent(progress.step, epoch=progress.step // optim.steps_per_epoch))
         if _validation_due(run, epoch_ended):
             validate(run, emit)
-        checkpoint_due = (
-            spec.checkpoint_every_steps and progress.step % spec.checkpoint_every_steps == 0
-        )
-        if checkpoint_due and (run.parallel is None or run.parallel.leader):
-            checkpoint(run, emit)
         patience = spec.early_stopping_patience
-        if patience is not None and progress.rounds_without_improvement >= patience:
-            progress.stopped_early = True
+        # Decided before the checkpoint, so that one records it and a resume stops too.
+        progress.stopped_early = (
+            patience is not None and progress.rounds_without_improvement >= patience
+        )
+        if _checkpoint_due(run, epoch_ended) and run.leader:
+            checkpoint(run, emit)
+        if progress.stopped_early:
             emit(EarlyStoppedEvent(progress.step, best_step=progress.best_step))
-            break
+    # Training is over: a pause or a lost worker from here on resumes at evaluation.
+    last_has_one = run.last_checkpoint_step == progress.step
+    if spec.checkpoint_every_epoch and run.leader and progress.step > 0 and not last_has_one:
+        checkpoint(run, emit)
+
+
+def _checkpoint_due(run: Run, epoch_ended: bool) -> bool:
+    """After a step: every N steps, at each epoch's end, or N minutes after the last one."""
+    spec, step = run.spec, run.progress.step
+    if spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0:
+        return True
+    if spec.checkpoint_every_epoch and epoch_ended:
+        return True
+    minutes = spec.checkpoint_every_minutes
+    return minutes is not None and time.monotonic() - run.last_checkpoint_at >= minutes * 60
+
+
+def pause(run: Run, emit: EventSink) -> NoReturn:
+    """Stop on this step boundary: its checkpoint first, unless it has one (the one resumed
+    from) or nothing was trained yet (a resume then starts over, identically)."""
+    has_one = run.last_checkpoint_step == run.progress.step
+    if run.leader and run.progress.step > 0 and not has_one:
+        checkpoint(run, emit)
+    raise RunPaused
 
 
 def examples_for_step(run: Run, step: int) -> list[TokenizedExample]:
@@ -474,18 +553,27 @@ def train_step(
     )
 
 
-def _stop_between_steps(run: Run, check_stop: Callable[[], None]) -> None:
-    """Data parallel: any rank's stop (in practice rank 0's should_stop) stops every rank."""
+_GO_ON, _PAUSE, _STOP = 0, 1, 2
+
+
+def _stop_between_steps(
+    run: Run, check_stop: Callable[[], None], pause_requested: StopSignal | None
+) -> bool:
+    """Raises RunCancelled on a stop; True when the run is to pause here. Data parallel:
+    every rank takes the strongest of the ranks' signals (in practice rank 0's), in one
+    all-reduce."""
     if run.parallel is None:
         check_stop()
-        return
+        return pause_requested is not None and pause_requested()
     try:
         check_stop()
-        stopping = False
+        signal = _PAUSE if pause_requested is not None and pause_requested() else _GO_ON
     except RunCancelled:
-        stopping = True
-    if run.parallel.any_rank(stopping, device=run.model.device):
+        signal = _STOP
+    agreed = run.parallel.highest(signal, device=run.model.device)
+    if agreed == _STOP:
         raise RunCancelled
+    return agreed == _PAUSE
 
 
 def _record_step(
@@ -536,15 +624,16 @@ def validate(run: Run, emit: EventSink) -> None:
     Data parallel: rank 0 computes it and the others take its number, so every rank keeps
     the same best adapter and stops early at the same step."""
     progress, parallel, model = run.progress, run.parallel, run.model
-    loss = 0.0
-    if parallel is None or parallel.leader:
-        loss = mean_target_loss(
+    loss, accuracy = 0.0, None
+    if run.leader:
+        score = score_targets(
             model.peft,
             run.data.held_out,
             max_tokens=run.spec.micro_batch_tokens,
             device=model.device,
             autocast_dtype=model.autocast_dtype,
         )
+        loss, accuracy = score.loss, score.accuracy
     if parallel is not None:
         loss = parallel.leaders_value(loss, device=model.device)
     improved = progress.best_validation_loss is None or loss < progress.best_validation_loss
@@ -554,19 +643,22 @@ def validate(run: Run, emit: EventSink) -> None:
         run.best_adapter = adapter_state(model.peft)
     else:
         progress.rounds_without_improvement += 1
-    progress.validation_history.append({"step": progress.step, "loss": loss})
+    progress.validation_history.append({"step": progress.step, "loss": loss, "accuracy": accuracy})
     emit(
         ValidationEvent(
             progress.step,
             validation_loss=loss,
             best_validation_loss=progress.best_validation_loss,
             improved=improved,
+            validation_accuracy=accuracy,
         )
     )
 
 
 def checkpoint(run: Run, emit: EventSink) -> None:
     directory = Path(run.spec.output_dir) / CHECKPOINT_DIR_NAME / f"step-{run.progress.step:06d}"
+    metrics = checkpoint_metrics(run)
+    run.progress.seconds = run.seconds()
     adapter_sha256 = write_checkpoint(
         directory,
         model=run.model.peft,
@@ -581,7 +673,41 @@ def checkpoint(run: Run, emit: EventSink) -> None:
         step=run.progress.step, path=str(directory), adapter_sha256=adapter_sha256
     )
     run.checkpoints.append(info)
-    emit(CheckpointEvent(info.step, path=info.path, adapter_sha256=info.adapter_sha256))
+    run.last_checkpoint_step, run.last_checkpoint_at = info.step, time.monotonic()
+    emit(
+        CheckpointEvent(
+            info.step, path=info.path, adapter_sha256=info.adapter_sha256, metrics=metrics
+        )
+    )
+
+
+def checkpoint_metrics(run: Run) -> dict[str, float | None]:
+    """OpenAI's checkpoint metrics. The training batch's loss is the step's own; its token
+    accuracy is scored on that batch now (one forward pass per checkpoint, so the training
+    step itself computes nothing extra). The validation figures are those of a validation
+    run at this very step (the whole held-out set, so ``full_valid_*`` are the same
+    numbers), null when none ran at it (a checkpoint between epochs)."""
+    progress, model = run.progress, run.model
+    train_accuracy = None
+    if progress.step > 0:
+        batch = examples_for_step(run, progress.step - 1)
+        train_accuracy = score_targets(
+            model.peft,
+            batch,
+            max_tokens=run.spec.micro_batch_tokens,
+            device=model.device,
+            autocast_dtype=model.autocast_dtype,
+        ).accuracy
+    history = progress.validation_history
+    validation = history[-1] if history and history[-1]["step"] == progress.step else {}
+    return {
+        "train_loss": progress.last_loss,
+        "train_mean_token_accuracy": train_accuracy,
+        "valid_loss": validation.get("loss"),
+        "valid_mean_token_accuracy": validation.get("accuracy"),
+        "full_valid_loss": validation.get("loss"),
+        "full_valid_mean_token_accuracy": validation.get("accuracy"),
+    }
 
 
 def restore_best_adapter(run: Run) -> None:

@@ -74,6 +74,8 @@ class ValidationEvent(TrainEvent):
     validation_loss: float
     best_validation_loss: float | None
     improved: bool
+    # Share of the held-out target tokens the model predicts (argmax); rank 0 only.
+    validation_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ class CheckpointEvent(TrainEvent):
 
     path: str
     adapter_sha256: str
+    # OpenAI's checkpoint metrics (train_loss, train_mean_token_accuracy, valid_loss, ...),
+    # null where the run measured nothing at this step: see recipe.checkpoint_metrics.
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,14 @@ class EvaluationEvent(TrainEvent):
 @dataclass(frozen=True)
 class RunCancelledEvent(TrainEvent):
     type: ClassVar[str] = "run.cancelled"
+
+
+@dataclass(frozen=True)
+class RunPausedEvent(TrainEvent):
+    """should_pause() said so: the run stopped at a step boundary, after the checkpoint it
+    resumes from (written then, unless that step already had one)."""
+
+    type: ClassVar[str] = "run.paused"
 
 
 @dataclass(frozen=True)
@@ -132,7 +145,7 @@ class CheckpointInfo:
 
 @dataclass
 class TrainResult:
-    status: Literal["succeeded", "cancelled"]
+    status: Literal["succeeded", "cancelled", "paused"]
     steps_completed: int
     total_steps: int
     base_model_sha256: str
@@ -140,6 +153,8 @@ class TrainResult:
     resolved_config: dict[str, Any]
     trained_tokens: int
     processed_tokens: int
+    # Wall-clock seconds of the run: a resumed run adds the seconds its earlier sessions
+    # had run up to the checkpoint it resumed from (never the time it spent paused).
     seconds: float
     device: str
     checkpoints: list[CheckpointInfo]

@@ -252,6 +252,21 @@ class TrainSpec:
         default=None,
         metadata=_help("Write an adapter checkpoint (with optimizer state) every N steps."),
     )
+    checkpoint_every_epoch: bool = field(
+        default=False,
+        metadata=_help(
+            "Write a checkpoint at the end of every epoch, and once more when training ends "
+            "(early stop, max_steps) if that step has none: what a resume after the training "
+            "loop, or a pause during evaluation, starts from."
+        ),
+    )
+    checkpoint_every_minutes: float | None = field(
+        default=None,
+        metadata=_help(
+            "Also write a checkpoint once this many minutes have passed since the last one "
+            "(checked between optimizer steps). None: no time-based checkpoints."
+        ),
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata=_help("A checkpoint directory of an earlier run of the same spec to resume."),
@@ -314,6 +329,8 @@ class TrainSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be None or >= 1")
+        if self.checkpoint_every_minutes is not None and not self.checkpoint_every_minutes > 0:
+            raise ValueError("checkpoint_every_minutes must be None or > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
+from sse_starlette.sse import EventSourceResponse
 
 from gateway.audit_api import service
 from gateway.audit_api.schemas import (
@@ -81,6 +83,29 @@ def verify_audit_chain(
 
 
 @router.get(
+    "/verify/stream",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def stream_audit_verification(
+    state: StateDep,
+    authorized: Annotated[Authorized, authorize("audit", "verify")],
+) -> EventSourceResponse:
+    """GET /v1/audit/verify as server-sent events: `progress` events `{"checked",
+    "total"}` while the chain is verified (the first at once), then one `result` event
+    with the verification (or an `error` event)."""
+    updates = service.verify_with_progress(state, authorized=authorized)
+    return EventSourceResponse(
+        {"event": _update_kind(update), "data": json.dumps(update.get("result", update))}
+        for update in updates
+    )
+
+
+def _update_kind(update: dict) -> str:
+    return "progress" if "checked" in update else "result" if "result" in update else "error"
+
+
+@router.get(
     "/export",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
@@ -97,13 +122,30 @@ def export_audit_events(
     decision: Literal["allow", "deny", "error"] | None = None,
     since: TimeFilter = None,
     until: TimeFilter = None,
+    proof: Annotated[
+        bool,
+        Query(
+            description="end with a trailer line that proves the events under a signed "
+            "checkpoint (`tunegate audit verify-export` checks it offline)"
+        ),
+    ] = False,
 ) -> StreamingResponse:
+    filters = _filters(actor, action, resource, tenant, decision, since, until)
+    if proof:
+        proven = service.export_events_proven(
+            session, state=state, authorized=authorized, after=after, filters=filters
+        )
+        return StreamingResponse(
+            proven.lines,
+            media_type="application/x-ndjson",
+            headers={"X-Audit-Tree-Size": str(proven.tree_size)},
+        )
     lines = service.export_events(
         session,
         state=state,
         authorized=authorized,
         after=after,
-        filters=_filters(actor, action, resource, tenant, decision, since, until),
+        filters=filters,
     )
     return StreamingResponse(lines, media_type="application/x-ndjson")
 

@@ -4,7 +4,10 @@ about to roll back, is recorded in a transaction of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import structlog
@@ -12,6 +15,8 @@ from sqlmodel import Session
 
 from audit import chain, query, verify
 from audit.checkpoints import Checkpoint
+from audit.export_proof import export_with_proof
+from audit.verify_progress import verify_chain_reporting
 from gateway import metrics
 from gateway.authz import Authorized, refusal
 from gateway.db import read_only
@@ -259,12 +264,168 @@ def export_events(
 
 
 EXPORT_PAGE = 1000
+PROVEN_EXPORT_PAGE = 5000  # its lines come written by the database: bigger pages pay
 
 
 def _stream_export(state: Runtime, *, after: int, filters: dict[str, Any]) -> Iterator[bytes]:
     # A read-only transaction: a WAL snapshot on SQLite, so writers are never held up.
     with Session(read_only(state.engine)) as reader:
         yield from query.export_jsonl(reader, after=after, chunk_size=EXPORT_PAGE, **filters)
+
+
+@dataclass(frozen=True)
+class ProvenExport:
+    """An export that ends with its proof: the checkpoint it is proven under bounds it."""
+
+    tree_size: int
+    lines: Iterator[bytes]
+
+
+def export_events_proven(
+    session: Session,
+    *,
+    state: Runtime,
+    authorized: Authorized,
+    after: int,
+    filters: Mapping[str, Any],
+) -> ProvenExport:
+    """export_events, up to a signed checkpoint (signed now if none covers the head) and
+    ending with the trailer that proves the events under it (audit.export_proof), so
+    `tunegate audit verify-export` can check the file with only the public key."""
+    scoped = _scoped_filters(authorized, filters)
+    flush_queue(state)
+    try:
+        query.list_events(session, after=after, limit=1, **scoped)  # validates the filters
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), code="invalid_filter") from None
+    checkpoint = query.latest_checkpoint(session, state.signer)
+    if checkpoint is None or checkpoint.tree_size == 0:
+        raise NotFound("the audit trail is empty", code="audit_trail_empty")
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="audit.exported",
+        details={
+            "filters": _filter_summary(scoped),
+            "after": after,
+            "proven_under_tree_size": checkpoint.tree_size,
+        },
+    )
+    return ProvenExport(
+        tree_size=checkpoint.tree_size,
+        lines=_stream_proven_export(state, checkpoint, after=after, filters=scoped),
+    )
+
+
+def _stream_proven_export(
+    state: Runtime, checkpoint: Checkpoint, *, after: int, filters: dict[str, Any]
+) -> Iterator[bytes]:
+    def read() -> Iterator[bytes]:
+        with Session(read_only(state.engine)) as reader:
+            yield from export_with_proof(
+                reader, checkpoint=checkpoint, after=after, chunk_size=PROVEN_EXPORT_PAGE, **filters
+            )
+
+    return _read_ahead(read, depth=READ_AHEAD_CHUNKS)
+
+
+READ_AHEAD_CHUNKS = 4
+_DONE = object()
+
+
+def _read_ahead(produce: Callable[[], Iterator[bytes]], *, depth: int) -> Iterator[bytes]:
+    """The chunks of ``produce()``, read by a thread of their own up to ``depth`` chunks
+    ahead: the database is read while the previous chunks are being sent, instead of
+    in turn with them. Closing the returned iterator (the client went away) stops the
+    reading thread at its next chunk; an error in it is raised here."""
+    chunks: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for chunk in produce():
+                while not stop.is_set():
+                    try:
+                        chunks.put(chunk, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            chunks.put(_DONE)
+        except BaseException as exc:  # handed to the reader, who raises it
+            chunks.put(exc)
+
+    threading.Thread(target=run, name="audit-export", daemon=True).start()
+    return _drain(chunks, stop)
+
+
+def _drain(chunks: queue.Queue[Any], stop: threading.Event) -> Iterator[bytes]:
+    try:
+        while (chunk := chunks.get()) is not _DONE:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+    finally:
+        stop.set()
+
+
+def verify_with_progress(state: Runtime, *, authorized: Authorized) -> Iterator[dict[str, Any]]:
+    """verify_chain, reported while it runs: ``{"checked", "total"}`` items (the first as
+    soon as the snapshot is read), then the verdict as ``{"result": {...}}``, or
+    ``{"error": {...}}``. The verification runs in a thread of its own and finishes, and
+    is audited (in a transaction of its own: the request's has ended by then), even when
+    the caller stops listening."""
+    flush_queue(state)
+    updates: queue.Queue[dict[str, Any]] = queue.Queue()
+    thread = threading.Thread(
+        target=_verify_reporting, args=(state, authorized, updates), name="audit-verify"
+    )
+    thread.daemon = True
+    thread.start()
+    return _progress_updates(updates)
+
+
+def _verify_reporting(
+    state: Runtime, authorized: Authorized, updates: queue.Queue[dict[str, Any]]
+) -> None:
+    try:
+        result = verify_chain_reporting(
+            state.engine,
+            report=lambda checked, total: updates.put({"checked": checked, "total": total}),
+            public_key_pem=state.signer.public_key_pem(),
+        )
+    except Exception:
+        log.exception("audit.verify_failed")
+        updates.put({"error": {"code": "internal_error", "message": "verification failed"}})
+        return
+    _record_alone(
+        state,
+        "audit.verification_not_recorded",
+        **allowed_event(
+            authorized=authorized,
+            action="audit.verified",
+            details={
+                "ok": result.ok,
+                "length": result.length,
+                "first_bad_seq": result.first_bad_seq,
+                "streamed": True,
+            },
+        ),
+    )
+    log.info("audit.verified", ok=result.ok, length=result.length)
+    updates.put({"result": result.to_dict()})
+
+
+def _progress_updates(updates: queue.Queue[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The updates in order; of progress that queued up meanwhile, only the newest."""
+    while True:
+        update = updates.get()
+        while "checked" in update and not updates.empty():
+            update = updates.get()
+        yield update
+        if "checked" not in update:
+            return
 
 
 def inclusion_proof(
@@ -305,3 +466,13 @@ def latest_checkpoint(session: Session, *, state: Runtime, authorized: Authorize
 def _filter_summary(filters: Mapping[str, Any]) -> dict[str, str]:
     # Bounded so that any legal query fits in an audit event's details.
     return {key: str(value)[:128] for key, value in sorted(filters.items())}
+
+
+def get_event(session: Session, *, state: Runtime, authorized: Authorized, seq: int) -> dict:
+    """One event of the caller's tenant, with its hashes; reading it is itself recorded."""
+    flush_queue(state)
+    event = query.get_event(session, seq)
+    if event is None or event.get("tenant") != authorized.principal.tenant:
+        raise NotFound(f"no audit event {seq}", code="audit_event_not_found", param="seq")
+    record_allowed(session, authorized=authorized, action="audit.read", details={"seq": seq})
+    return event

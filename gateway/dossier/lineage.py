@@ -68,6 +68,7 @@ def lineage_file(entry: dict[str, Any], row: TrainingFile | None) -> LineageFile
         status=row.status if row else None,
         content_deleted_at=row.content_deleted_at if row else None,
         erasure_request_id=row.erasure_request_id if row else None,
+        deleted_at=row.deleted_at if row else None,
     )
 
 
@@ -96,6 +97,7 @@ def _version(row: ModelVersion, files: dict[str, TrainingFile]) -> LineageVersio
             override=row.promotion_override_reason is not None,
         ),
         flags=row.flags,
+        deleted_at=row.deleted_at,
     )
 
 

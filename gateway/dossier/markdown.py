@@ -8,7 +8,7 @@ its row's own keys (gateway.dossier.records), so both say the same.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -31,7 +31,7 @@ from gateway.dossier.schemas import (
     DossierUnheldFile,
     LineagePublic,
 )
-from gateway.registry.schemas import ModelFlag
+from gateway.registry.schemas import ModelClearedFlag, ModelFlag
 
 # --- cells, tables, blocks ----------------------------------------------------------------
 
@@ -255,12 +255,30 @@ def _decision_row(decision: DossierDecision) -> list[Any]:
     return [name, d.get("policy_version"), {k: v for k, v in d.items() if k != "policy_version"}]
 
 
+PROMOTION_REQUEST_COLUMNS = [
+    "request",
+    "status",
+    "requested by",
+    "verdict",
+    "request policy version",
+    "decided by",
+    "decision policy version",
+]
+
+
 def _promotion_lines(promotion: DossierPromotion) -> list[str]:
     if promotion.promoted_by is None:
         return ["Not promoted."]
+    asked = (
+        f"Asked for by {_cell(promotion.requested_by)} (request {_code(promotion.request_id)}, "
+        f"policy version {_code(promotion.request_policy_version)}); "
+        if promotion.request_id is not None
+        else ""
+    )
     lines = [
-        f"Promoted to production by {_cell(promotion.promoted_by)} at "
-        f"{_cell(promotion.promoted_at)} (epoch s)."
+        f"{asked}promoted to production on the approval of {_cell(promotion.promoted_by)} at "
+        f"{_cell(promotion.promoted_at)} (epoch s, policy version "
+        f"{_code(promotion.approval_policy_version)})."
     ]
     if promotion.override_reason is not None:
         lines += [
@@ -300,12 +318,33 @@ def render_approvals(approvals: DossierApprovals) -> list[str]:
         ),
         *_promotion_lines(approvals.promotion),
     ]
+    if approvals.promotion_requests:
+        requests = (
+            [
+                r.id,
+                r.status,
+                r.requested_by,
+                r.verdict,
+                r.request_policy_version,
+                r.decided_by,
+                r.decision_policy_version,
+            ]
+            for r in approvals.promotion_requests
+        )
+        lines += ["", "Promotion requests:", "", *_table(PROMOTION_REQUEST_COLUMNS, requests)]
     retirement = approvals.retirement
     if retirement.retired_by is not None:
         lines += [
             "",
             f"Retired by {_cell(retirement.retired_by)} at "
             f"{_cell(retirement.retired_at)} (epoch s).",
+        ]
+    deletion = approvals.deletion
+    if deletion.deleted_by is not None:
+        lines += [
+            "",
+            f"Adapter deleted by {_cell(deletion.deleted_by)} at {_cell(deletion.deleted_at)} "
+            "(epoch s); this record, its lineage and its trail stay.",
         ]
     return [*lines, ""]
 
@@ -331,11 +370,23 @@ def render_lineage(lineage: LineagePublic) -> list[str]:
     ]
 
 
-def render_flags(flags: list[ModelFlag]) -> list[str]:
-    if not flags:
-        return ["## 9. Flags", "", "None.", ""]
-    rows = ([f.get("reason"), f.get("ref"), f.get("at"), f.get("via")] for f in _plain(flags))
-    return ["## 9. Flags", "", *_table(["reason", "ref", "at", "via"], rows)]
+def render_flags(flags: list[ModelFlag], cleared: Sequence[ModelClearedFlag] = ()) -> list[str]:
+    lines = ["## 9. Flags", ""]
+    if flags:
+        rows = ([f.get("reason"), f.get("ref"), f.get("at"), f.get("via")] for f in _plain(flags))
+        lines += _table(["reason", "ref", "at", "via"], rows)
+    else:
+        lines += ["None.", ""]
+    if cleared:
+        rows = (
+            [f.reason, f.ref, f.at, f.cleared_by, f.cleared_at, f.clear_reason] for f in cleared
+        )
+        lines += [
+            "Cleared after review:",
+            "",
+            *_table(["reason", "ref", "at", "cleared by", "cleared at", "why"], rows),
+        ]
+    return lines
 
 
 EVENT_COLUMNS = [
@@ -399,7 +450,7 @@ def render_markdown(dossier: DossierPublic) -> str:
         *render_evaluation(dossier.evaluation),
         *render_approvals(dossier.approvals),
         *render_lineage(dossier.lineage),
-        *render_flags(dossier.flags),
+        *render_flags(dossier.flags, dossier.cleared_flags),
         *render_audit(dossier.audit),
     ]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from gateway.dossier.records import (
     DossierRedactionSettings,
     DossierTokenStats,
 )
-from gateway.registry.schemas import ModelFlag
+from gateway.registry.schemas import ModelClearedFlag, ModelFlag
 
 DOSSIER_FORMAT: Final = "tunegate-dossier/v1"
 # For models with defaulted fields (a step's name, the format): they are always written,
@@ -55,6 +55,7 @@ class LineageFile(BaseModel):
     status: str | None
     content_deleted_at: str | None
     erasure_request_id: str | None
+    deleted_at: int | None = Field(description="DELETE /v1/files/{id}, epoch seconds")
 
 
 class LineagePromotion(BaseModel):
@@ -85,6 +86,7 @@ class LineageVersion(BaseModel):
     verdict: str | None
     promotion: LineagePromotion
     flags: list[ModelFlag]
+    deleted_at: int | None = Field(description="when its adapter was deleted, epoch seconds")
 
 
 class LineageBase(BaseModel):
@@ -130,6 +132,9 @@ class DossierGeneral(BaseModel):
     adapter_files: list[DossierAdapterFile]
     job_id: str
     requested_by: str
+    deleted_at: int | None = Field(
+        description="when its adapter bytes were deleted (epoch seconds); the record stays"
+    )
 
 
 # --- 2. intended purpose ----------------------------------------------------------------
@@ -257,14 +262,29 @@ class DossierErasureStep(BaseModel):
     erasure_request_id: str | None
 
 
+class DossierDeletionStep(BaseModel):
+    """The file was deleted (DELETE /v1/files/{id}, not erasure): its content is gone, its
+    hashes and datasheet stay."""
+
+    model_config = ALWAYS_WRITTEN
+
+    step: Literal["deletion"] = "deletion"
+    deleted_at: int = Field(description="epoch seconds")
+    deleted_by: str | None
+
+
 DossierStep = Annotated[
-    DossierValidationStep | DossierPiiStep | DossierRedactionStep | DossierErasureStep,
+    DossierValidationStep
+    | DossierPiiStep
+    | DossierRedactionStep
+    | DossierErasureStep
+    | DossierDeletionStep,
     Field(discriminator="step"),
 ]
 
 
 class DossierPreparedFile(BaseModel):
-    """One file's preparation, in order: validation -> PII -> redaction -> erasure."""
+    """One file's preparation, in order: validation -> PII -> redaction -> erasure, deletion."""
 
     file_id: str
     role: str | None
@@ -348,13 +368,38 @@ class DossierTrainingRequest(BaseModel):
 
 
 class DossierPromotion(BaseModel):
-    """Who promoted the version to production, and the override reason when one was
-    needed (its sha256 is what the audit trail holds)."""
+    """Who asked for the version to go to production and who approved it (never the same
+    person, nor whoever trained it), the policy version that allowed each step, and the
+    override reason when the evaluation had not passed (its sha256 is what the audit trail
+    holds)."""
 
-    promoted_by: str | None
-    promoted_at: int | None
+    request_id: str | None = Field(description="the approved promotion request")
+    requested_by: str | None
+    requested_at: int | None = Field(description="epoch seconds")
+    request_policy_version: str | None = Field(description="the version that allowed asking")
+    promoted_by: str | None = Field(description="the compliance officer who approved")
+    promoted_at: int | None = Field(description="epoch seconds")
+    approval_policy_version: str | None = Field(description="the version that allowed the approval")
     override_reason: str | None
     override_reason_sha256: str | None
+
+
+class DossierPromotionRequest(BaseModel):
+    """One request to promote the version, whatever became of it: who asked and why, on
+    which verdict, who decided and under which policy versions."""
+
+    id: str
+    status: str = Field(description="pending, approved, rejected or withdrawn")
+    requested_by: str
+    requested_at: int = Field(description="epoch seconds")
+    reason: str
+    verdict: str | None = Field(description="the evaluation verdict when it was asked")
+    override_reason: str | None
+    request_policy_version: str | None
+    decided_by: str | None
+    decided_at: int | None = Field(description="epoch seconds")
+    decision_reason: str | None
+    decision_policy_version: str | None
 
 
 class DossierRetirement(BaseModel):
@@ -364,13 +409,23 @@ class DossierRetirement(BaseModel):
     retired_at: int | None
 
 
+class DossierDeletion(BaseModel):
+    """Who deleted the version's adapter, and when (epoch seconds): the record stays."""
+
+    deleted_by: str | None
+    deleted_at: int | None
+
+
 class DossierApprovals(BaseModel):
-    """Who approved what: the data sources, the training request, promotion, retirement."""
+    """Who approved what: the data sources, the training request, promotion (and every
+    request for it), retirement, deletion."""
 
     data_sources: list[DossierSourceApproval]
     training_request: DossierTrainingRequest
     promotion: DossierPromotion
+    promotion_requests: list[DossierPromotionRequest]
     retirement: DossierRetirement
+    deletion: DossierDeletion
 
 
 # --- 10. audit --------------------------------------------------------------------------
@@ -474,4 +529,5 @@ class DossierPublic(BaseModel):
     approvals: DossierApprovals
     lineage: LineagePublic
     flags: list[ModelFlag]
+    cleared_flags: list[ModelClearedFlag]
     audit: DossierAudit

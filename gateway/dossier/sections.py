@@ -5,7 +5,7 @@ section, which may sign a checkpoint, is gateway.dossier.trail's."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.data_sources.models import DataSource
@@ -15,6 +15,8 @@ from gateway.dossier.schemas import (
     DossierApprovals,
     DossierData,
     DossierDataSource,
+    DossierDeletion,
+    DossierDeletionStep,
     DossierErasureStep,
     DossierEvaluation,
     DossierFile,
@@ -25,6 +27,7 @@ from gateway.dossier.schemas import (
     DossierPiiStep,
     DossierPreparedFile,
     DossierPromotion,
+    DossierPromotionRequest,
     DossierPurposeSource,
     DossierRedactionStep,
     DossierRetirement,
@@ -37,7 +40,7 @@ from gateway.dossier.schemas import (
 )
 from gateway.files.models import TrainingFile
 from gateway.jobs.models import FineTuningJob
-from gateway.registry.models import ModelVersion
+from gateway.registry.models import ModelVersion, PromotionRequest
 
 UNHELD_NOTE = "the file's record is not held here"
 
@@ -62,6 +65,7 @@ def general(row: ModelVersion) -> DossierGeneral:
         adapter_files=row.adapter_files,
         job_id=row.job_id,
         requested_by=row.requested_by,
+        deleted_at=row.deleted_at,
     )
 
 
@@ -149,7 +153,7 @@ def _redaction(redaction: DossierRedaction) -> DossierRedactionStep:
 def _prepared(
     entry: dict[str, Any], file: TrainingFile | None
 ) -> DossierPreparedFile | DossierUnheldFile:
-    """validation -> PII handling -> redaction lineage (input -> output) -> erasure."""
+    """validation -> PII handling -> redaction lineage (input -> output) -> erasure, deletion."""
     file_id = entry.get("file_id")
     if file is None:
         return DossierUnheldFile(file_id=file_id, steps=[], note=UNHELD_NOTE)
@@ -158,13 +162,17 @@ def _prepared(
     redaction = lineage_file(entry, file).redaction
     if redaction is not None:
         steps.append(_redaction(redaction))
-    if file.content_deleted_at is not None:
+    if file.content_deleted_at is not None and (
+        file.erasure_request_id is not None or file.deleted_at is None
+    ):
         steps.append(
             DossierErasureStep(
                 content_deleted_at=file.content_deleted_at,
                 erasure_request_id=file.erasure_request_id,
             )
         )
+    if file.deleted_at is not None:
+        steps.append(DossierDeletionStep(deleted_at=file.deleted_at, deleted_by=file.deleted_by))
     return DossierPreparedFile(file_id=file_id, role=entry.get("role"), steps=steps)
 
 
@@ -212,11 +220,16 @@ def _source_approval(source: DataSource) -> DossierSourceApproval:
     )
 
 
-def _promotion(row: ModelVersion) -> DossierPromotion:
+def _promotion(row: ModelVersion, approved: PromotionRequest | None) -> DossierPromotion:
     reason = row.promotion_override_reason
     return DossierPromotion(
+        request_id=approved.id if approved else None,
+        requested_by=approved.requested_by if approved else None,
+        requested_at=approved.requested_at if approved else None,
+        request_policy_version=approved.request_policy_version if approved else None,
         promoted_by=row.promoted_by,
         promoted_at=row.promoted_at,
+        approval_policy_version=approved.decision_policy_version if approved else None,
         override_reason=reason,
         override_reason_sha256=(
             hashlib.sha256(reason.encode()).hexdigest() if reason is not None else None
@@ -224,14 +237,26 @@ def _promotion(row: ModelVersion) -> DossierPromotion:
     )
 
 
-def approvals(row: ModelVersion, *, sources: Iterable[DataSource]) -> DossierApprovals:
+def approvals(
+    row: ModelVersion,
+    *,
+    sources: Iterable[DataSource],
+    promotion_requests: Sequence[PromotionRequest] = (),
+) -> DossierApprovals:
     """Data source proposers and approvers, the training request and its decisions,
-    promotion (with any override), retirement."""
+    promotion (who asked, who approved, under which policy versions, with any override)
+    and every request for it, retirement, deletion."""
+    approved = next((r for r in promotion_requests if r.status == "approved"), None)
     return DossierApprovals(
         data_sources=[_source_approval(source) for source in sources],
         training_request=DossierTrainingRequest(
             requested_by=row.requested_by, job_id=row.job_id, decisions=row.decisions
         ),
-        promotion=_promotion(row),
+        promotion=_promotion(row, approved),
+        promotion_requests=[
+            DossierPromotionRequest.model_validate(request, from_attributes=True)
+            for request in promotion_requests
+        ],
         retirement=DossierRetirement(retired_by=row.retired_by, retired_at=row.retired_at),
+        deletion=DossierDeletion(deleted_by=row.deleted_by, deleted_at=row.deleted_at),
     )

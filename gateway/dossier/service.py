@@ -12,7 +12,7 @@ the same for people. Never commits.
 from __future__ import annotations
 
 import structlog
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from audit.encoding import now_ts
 from gateway.audit_api.service import flush_queue, record_allowed
@@ -24,7 +24,7 @@ from gateway.dossier.schemas import DOSSIER_FORMAT, DossierPublic
 from gateway.files.models import TrainingFile
 from gateway.jobs.models import FineTuningJob
 from gateway.registry import service as registry
-from gateway.registry.models import ModelVersion
+from gateway.registry.models import ModelVersion, PromotionRequest
 from gateway.runtime import Runtime
 
 log = structlog.get_logger()
@@ -49,6 +49,17 @@ def _sources(
     ids = {source_id for source_id in named if source_id is not None}
     found = (session.get(DataSource, source_id) for source_id in sorted(ids))
     return [source for source in found if source is not None and source.tenant == row.tenant]
+
+
+def _promotion_requests(session: Session, row: ModelVersion) -> list[PromotionRequest]:
+    """Every request to promote the version, oldest first."""
+    return list(
+        session.scalars(
+            select(PromotionRequest)
+            .where(col(PromotionRequest.model_id) == row.id)
+            .order_by(col(PromotionRequest.created_ns), col(PromotionRequest.id))
+        ).all()
+    )
 
 
 def _record_export(session: Session, *, authorized: Authorized, dossier: DossierPublic) -> None:
@@ -91,9 +102,12 @@ def build(
         preparation=sections.preparation(row, files=files),
         training=sections.training(row, job=job),
         evaluation=sections.evaluation(row, job=job),
-        approvals=sections.approvals(row, sources=sources),
+        approvals=sections.approvals(
+            row, sources=sources, promotion_requests=_promotion_requests(session, row)
+        ),
         lineage=lineage,
         flags=row.flags,
+        cleared_flags=row.cleared_flags,
         audit=trail.audit_section(
             session, state=state, row=row, data_sources=[source.id for source in sources]
         ),

@@ -13,12 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from gateway.executors.audit import record_worker_event
 from gateway.files.models import TrainingFile
 from gateway.jobs.events import add_event
-from gateway.jobs.models import FLOPS_PER_PARAMETER_TOKEN, FineTuningJob
+from gateway.jobs.models import (
+    FLOPS_PER_PARAMETER_TOKEN,
+    LEASED_STATUSES,
+    FineTuningJob,
+    JobCheckpoint,
+)
+from gateway.jobs.naming import MODEL_ID_MAX, checkpoint_model_id, model_version_id
+from gateway.registry import checkpoints as checkpoint_models
 from gateway.registry.models import ModelVersion
 from trainer.hashing import hash_tree
 
@@ -27,7 +34,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-MODEL_ID_MAX = 122
+__all__ = ["MODEL_ID_MAX", "model_version_id"]  # named here before gateway.jobs.naming
 ADAPTER_WEIGHTS_PATH = "adapter/adapter_model.safetensors"
 ERROR_MESSAGE_MAX = 1000
 # Spec fields that shape what is learned, recorded next to the resolved hyperparameters.
@@ -56,16 +63,6 @@ def now() -> int:
     return int(time.time())
 
 
-def model_version_id(job: FineTuningJob) -> str:
-    """OpenAI's naming, ft:<base>:<tenant>:<suffix>:<job id>; the job id is what makes it
-    unique, so it is what survives when the name is cut to fit."""
-    if job.fine_tuned_model:
-        return job.fine_tuned_model
-    tail = f":{job.id}"
-    head = f"ft:{job.base_model}:{job.tenant}:{job.suffix or 'tuned'}"
-    return head[: MODEL_ID_MAX - len(tail)] + tail
-
-
 def lock_job(session: Session, job_id: str) -> FineTuningJob | None:
     """The job row, locked until the transaction ends (SQLite: BEGIN IMMEDIATE already)."""
     return session.exec(
@@ -74,8 +71,9 @@ def lock_job(session: Session, job_id: str) -> FineTuningJob | None:
 
 
 def locked_if_ours(session: Session, job_id: str, worker_id: str) -> FineTuningJob:
+    """The job, locked, while ``worker_id`` holds its lease (running, or pausing)."""
     job = lock_job(session, job_id)
-    if job is None or job.status != "running" or job.lease_owner != worker_id:
+    if job is None or job.status not in LEASED_STATUSES or job.lease_owner != worker_id:
         raise LeaseLost(job_id)
     return job
 
@@ -190,8 +188,10 @@ def _compute(job: FineTuningJob, result: TrainResult) -> dict[str, Any]:
         "torch_threads": result.resolved_config.get("torch_threads"),
         "estimate": estimate,
         "estimated_device_seconds": getattr(job, "estimated_device_seconds", None),
-        # Only the last attempt's seconds when a run resumed; tokens count the whole run.
-        "resumed": job.attempts > 1,
+        # A resumed run's seconds are its sessions' up to the checkpoints they resumed
+        # from, and the last one's: never the time it was paused (nor work a lost worker
+        # did after its last checkpoint, which the next session did again).
+        "resumed": bool(job.spec.get("resume_from_checkpoint")),
     }
 
 
@@ -232,9 +232,10 @@ def complete_job(session: Session, *, job_id: str, worker_id: str, result: Train
     if refusal is not None:
         fail_job(session, job=job, worker_id=worker_id, **refusal)
         return "failed"
-    model_id = _register(session, job, result, files, artifact_dir)
-    _record_success(session, job, result, files, model_id, worker_id)
-    log.info("job.succeeded", job_id=job.id, model_id=model_id, worker=worker_id)
+    version = _register(session, job, result, files, artifact_dir)
+    _register_checkpoints(session, job, version, worker_id)
+    _record_success(session, job, result, files, version.id, worker_id)
+    log.info("job.succeeded", job_id=job.id, model_id=version.id, worker=worker_id)
     return "succeeded"
 
 
@@ -281,8 +282,8 @@ def _register(
     result: TrainResult,
     files: list[tuple[str, TrainingFile]],
     artifact_dir: Path,
-) -> str:
-    """The candidate model version, and the job marked succeeded; returns the model's id."""
+) -> ModelVersion:
+    """The candidate model version, and the job marked succeeded."""
     adapter_files = [
         {"relative_path": f.relative_path, "sha256": f.sha256, "bytes": f.bytes}
         for f in hash_tree(artifact_dir)
@@ -328,7 +329,7 @@ def _register(
     job.trained_tokens = result.trained_tokens
     job.compute = compute
     session.add(job)
-    return model_id
+    return version
 
 
 def _record_success(
@@ -370,3 +371,56 @@ def _record_success(
             "parent_model_id": job.parent_model_id,
         },
     )
+
+
+def _register_checkpoints(
+    session: Session, job: FineTuningJob, version: ModelVersion, worker_id: str
+) -> None:
+    """The checkpoints the job kept become models of their own, each audited; one whose
+    adapter changed (or is gone) since the run recorded it is left out, with a warning."""
+    rows = session.exec(
+        select(JobCheckpoint)
+        .where(JobCheckpoint.job_id == job.id)
+        .order_by(col(JobCheckpoint.step))
+    ).all()
+    kept = [
+        checkpoint_models.KeptCheckpoint(
+            checkpoint_id=row.id,
+            model_id=checkpoint_model_id(job, row.step),
+            step=row.step,
+            directory=row.path,
+            adapter_sha256=row.adapter_sha256,
+            metrics=row.metrics,
+        )
+        for row in rows
+    ]
+    registered, refused = checkpoint_models.register(session, final=version, kept=kept)
+    for checkpoint in refused:
+        add_event(
+            session,
+            job_id=job.id,
+            level="warn",
+            message=f"Checkpoint at step {checkpoint.step} not registered: its adapter "
+            "changed or is gone since it was written",
+        )
+        log.warning("job.checkpoint_not_registered", job_id=job.id, step=checkpoint.step)
+    for checkpoint_version in registered:
+        record_worker_event(
+            session,
+            tenant=job.tenant,
+            action="model.registered",
+            resource=f"model:{checkpoint_version.id}",
+            details={
+                "model_id": checkpoint_version.id,
+                "job_id": job.id,
+                "checkpoint_id": checkpoint_version.compute["checkpoint"]["id"],
+                "checkpoint_step": checkpoint_version.compute["checkpoint"]["step"],
+                "worker": worker_id,
+                "adapter_sha256": checkpoint_version.adapter_sha256,
+                "base_manifest_sha256": checkpoint_version.base_manifest_sha256,
+                "parent_model_id": checkpoint_version.parent_model_id,
+            },
+        )
+    if registered:
+        names = ", ".join(v.id.rsplit(":", 1)[-1] for v in registered)
+        add_event(session, job_id=job.id, message=f"Checkpoint models registered: {names}")

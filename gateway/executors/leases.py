@@ -3,7 +3,8 @@ worker's heartbeat, and taken back when it expires.
 
 A worker that dies (kill -9, a lost machine) stops renewing; once its lease has expired the
 next reaper (every worker reaps before it claims) re-queues the job to resume from its last
-checkpoint while attempts remain, or fails it with ``worker_lost``. Either way nothing the
+checkpoint while attempts remain, or fails it with ``worker_lost``; a job that was being
+paused is paused instead (resumed, it starts from that checkpoint). Either way nothing the
 dead worker wrote is registered: registration checks the lease in its own transaction.
 """
 
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import structlog
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from gateway.executors.audit import record_worker_event
 from gateway.executors.completion import cancel_job, fail_job
 from gateway.jobs.events import add_event
-from gateway.jobs.models import FineTuningJob, JobCheckpoint
+from gateway.jobs.models import LEASED_STATUSES, FineTuningJob, JobCheckpoint
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +94,59 @@ def latest_checkpoint(session: Session, job_id: str) -> JobCheckpoint | None:
     ).first()
 
 
+def pause_job(
+    session: Session,
+    *,
+    job: FineTuningJob,
+    worker_id: str | None,
+    step: int | None,
+    lost: bool = False,
+) -> None:
+    """A locked job that was ``pausing`` becomes ``paused``: no lease, no worker, no quota;
+    a resume queues it again from its newest checkpoint (or from the start when it has
+    none on disk: the same data order, so the same run). A pause uses up no attempt; a
+    worker lost while pausing keeps the attempt it used. Never commits."""
+    checkpoint = latest_checkpoint(session, job.id)
+    if checkpoint is not None and not Path(checkpoint.path).is_dir():
+        checkpoint = None
+    job.status = "paused"
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.estimated_finish = None
+    if not lost:
+        job.attempts = max(0, job.attempts - 1)
+    if checkpoint is not None:
+        job.spec = {**job.spec, "resume_from_checkpoint": checkpoint.path}
+    session.add(job)
+    where = f"step {checkpoint.step}" if checkpoint is not None else "the start"
+    add_event(
+        session,
+        job_id=job.id,
+        level="warn" if lost else "info",
+        message=("The worker was lost while pausing; " if lost else "")
+        + f"Job paused: a resume continues from {where}",
+        data={"step": checkpoint.step if checkpoint is not None else 0},
+    )
+    record_worker_event(
+        session,
+        tenant=job.tenant,
+        action="job.paused",
+        resource=f"job:{job.id}",
+        details={
+            "job_id": job.id,
+            "worker": worker_id,
+            "worker_lost": lost,
+            "step": step,
+            "checkpoint_id": checkpoint.id if checkpoint is not None else None,
+            "checkpoint_step": checkpoint.step if checkpoint is not None else None,
+            "checkpoint_adapter_sha256": (
+                checkpoint.adapter_sha256 if checkpoint is not None else None
+            ),
+        },
+    )
+    log.info("job.paused", job_id=job.id, worker=worker_id, lost=lost, step=step)
+
+
 def requeue(session: Session, *, job: FineTuningJob, reason: str, worker_id: str | None) -> bool:
     """Put a locked running job back in the queue to resume from its newest checkpoint;
     False (and nothing changed) when it has none on disk. Never commits."""
@@ -134,15 +188,15 @@ def reap_expired(
     engine: Engine, *, max_attempts: int, executor: str = "local", now: float | None = None
 ) -> list[tuple[str, str]]:
     """Take back every running job whose lease has expired: re-queued (resumes from its
-    last checkpoint) while attempts remain, else failed with worker_lost. Returns
-    [(job id, new status)]."""
+    last checkpoint) while attempts remain, else failed with worker_lost; one that was
+    pausing is paused. Returns [(job id, new status)]."""
     now = time.time() if now is None else now
     outcomes: list[tuple[str, str]] = []
     with Session(engine) as session:
         expired = session.exec(
             select(FineTuningJob)
             .where(
-                FineTuningJob.status == "running",
+                col(FineTuningJob.status).in_(LEASED_STATUSES),
                 FineTuningJob.executor == executor,
                 FineTuningJob.lease_expires_at < now,
             )
@@ -150,6 +204,10 @@ def reap_expired(
         ).all()
         for job in expired:
             lost = job.lease_owner
+            if job.status == "pausing" and not job.cancel_requested:
+                pause_job(session, job=job, worker_id=lost, step=None, lost=True)
+                outcomes.append((job.id, "paused"))
+                continue
             if job.attempts < max_attempts and requeue(
                 session, job=job, reason="worker_lost", worker_id=lost
             ):

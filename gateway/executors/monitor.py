@@ -1,16 +1,21 @@
 """The worker's side of a running job: trainer events become OpenAI job events and
 checkpoint rows, written in batches by a background thread that also renews the lease and
-watches the cancel flag. Events are matched on their class (trainer.results, plain
-dataclasses that import no torch).
+watches the cancel flag and the job's status (``pausing`` asks the run to pause). Events
+are matched on their class (trainer.results, plain dataclasses that import no torch).
 
 The training thread only appends to a list; one transaction a tick (about a second) writes
-whatever came in, renews the lease when due, and reads `cancel_requested`, so a run of fast
-steps costs one commit a second, not one a step.
+whatever came in, renews the lease when due, and reads `cancel_requested` and the status,
+so a run of fast steps costs one commit a second, not one a step.
+
+A job keeps its newest ``keep_checkpoints`` checkpoints: the transaction that records a
+new one deletes the rows of those it pushes out, and their directories go once it has
+committed (the newest, the one a resume starts from, is never among them).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
 import uuid
@@ -20,7 +25,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from gateway.db import read_only
 from gateway.executors.completion import LeaseLost, locked_if_ours
@@ -32,6 +37,7 @@ from trainer.results import (
     EpochEvent,
     EvaluationEvent,
     RunCancelledEvent,
+    RunPausedEvent,
     RunStartedEvent,
     RunSucceededEvent,
     StepEvent,
@@ -42,6 +48,16 @@ from trainer.results import (
 log = structlog.get_logger(__name__)
 
 MAX_TICK_SECONDS = 1.0
+DEFAULT_KEEP_CHECKPOINTS = 3
+# OpenAI's checkpoint metrics, in its order; each null where the run measured nothing.
+CHECKPOINT_METRICS = (
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
 
 
 def _finite(value: Any) -> Any:
@@ -93,6 +109,9 @@ def translate(event: TrainEvent, latest: dict[str, Any]) -> Pending:
         case RunCancelledEvent():
             message = f"Training stopped at step {event.step}"
             return Pending(at, "info", "message", message, {"step": event.step})
+        case RunPausedEvent():
+            message = f"Training paused at step {event.step}"
+            return Pending(at, "info", "message", message, {"step": event.step})
         case RunSucceededEvent():
             return Pending(
                 at,
@@ -130,6 +149,7 @@ def _validation(event: ValidationEvent, at: int, latest: dict[str, Any]) -> Pend
         {
             "step": event.step,
             "valid_loss": event.validation_loss,
+            "valid_mean_token_accuracy": event.validation_accuracy,
             "best_valid_loss": event.best_validation_loss,
             "improved": event.improved,
         }
@@ -139,16 +159,18 @@ def _validation(event: ValidationEvent, at: int, latest: dict[str, Any]) -> Pend
 
 
 def _checkpoint(event: CheckpointEvent, at: int, latest: dict[str, Any]) -> Pending:
+    """The checkpoint's row, with the metrics the trainer measured at its step (a trainer
+    that sends none gets the newest losses it reported)."""
     step = event.step
+    measured = event.metrics or {
+        "train_loss": latest.get("train_loss"),
+        "valid_loss": latest.get("valid_loss"),
+    }
     checkpoint = {
         "step": step,
         "path": event.path,
         "adapter_sha256": event.adapter_sha256,
-        "metrics": {
-            "step": step,
-            "train_loss": latest.get("train_loss"),
-            "valid_loss": latest.get("valid_loss"),
-        },
+        "metrics": {"step": step, **{name: measured.get(name) for name in CHECKPOINT_METRICS}},
     }
     return Pending(
         at,
@@ -197,7 +219,7 @@ def _evaluation(event: EvaluationEvent, at: int) -> Pending:
 
 
 class JobMonitor:
-    """Background writer, lease heartbeat and stop signal for one running job."""
+    """Background writer, lease heartbeat, stop and pause signals for one running job."""
 
     def __init__(
         self,
@@ -208,9 +230,11 @@ class JobMonitor:
         lease_seconds: float,
         heartbeat_seconds: float,
         shutdown: Callable[[], bool] | None = None,
+        keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS,
     ) -> None:
         self.engine, self.job_id, self.worker_id = engine, job_id, worker_id
         self.lease_seconds, self.heartbeat_seconds = lease_seconds, heartbeat_seconds
+        self.keep_checkpoints = keep_checkpoints
         self.tick_seconds = min(MAX_TICK_SECONDS, heartbeat_seconds)
         self._shutdown = shutdown or (lambda: False)
         self._lock = threading.Lock()
@@ -221,6 +245,7 @@ class JobMonitor:
         self._thread = threading.Thread(target=self._loop, name=f"job-{job_id}", daemon=True)
         self._last_renewal = time.monotonic()
         self.stop_reason: str | None = None  # cancelled | lease_lost | shutdown
+        self._pausing = False  # the job's status is `pausing`: the run pauses between steps
 
     # --- the training thread's side
 
@@ -236,6 +261,9 @@ class JobMonitor:
 
     def should_stop(self) -> bool:
         return self.stop_reason is not None
+
+    def should_pause(self) -> bool:
+        return self._pausing
 
     @property
     def lease_lost(self) -> bool:
@@ -271,11 +299,17 @@ class JobMonitor:
             if self._shutdown():
                 self._stop("shutdown")
 
-    def _read_cancel_flag(self) -> None:
+    def _read_flags(self) -> None:
         with Session(read_only(self.engine)) as session:
-            cancel = session.exec(
-                select(FineTuningJob.cancel_requested).where(FineTuningJob.id == self.job_id)
+            row = session.exec(
+                select(FineTuningJob.cancel_requested, FineTuningJob.status).where(
+                    FineTuningJob.id == self.job_id
+                )
             ).first()
+        if row is None:
+            return
+        cancel, status = row
+        self._pausing = status == "pausing"
         if cancel:
             self._stop("cancelled")
 
@@ -289,39 +323,18 @@ class JobMonitor:
             progress, self._progress = self._progress, {}
         due = time.monotonic() - self._last_renewal >= self.heartbeat_seconds
         if not (pending or progress or due or force):
-            self._read_cancel_flag()
+            self._read_flags()
             return
         try:
             with Session(self.engine) as session:
                 job = locked_if_ours(session, self.job_id, self.worker_id)
-                for item in pending:
-                    add_event(
-                        session,
-                        job_id=self.job_id,
-                        message=item.message,
-                        level=item.level,
-                        type=item.type,
-                        data=item.data,
-                        at=item.at,
-                    )
-                    if item.checkpoint is not None:
-                        session.add(
-                            JobCheckpoint(
-                                id=f"ftckpt-{uuid.uuid4().hex[:24]}",
-                                job_id=self.job_id,
-                                created_at=item.at,
-                                step=item.checkpoint["step"],
-                                metrics=_clean(item.checkpoint["metrics"]),
-                                adapter_sha256=item.checkpoint["adapter_sha256"],
-                                path=item.checkpoint["path"],
-                            )
-                        )
+                pruned = self._write(session, pending)
                 if progress:
                     job.trained_tokens = progress["trained_tokens"]
                     job.estimated_finish = progress["estimated_finish"]
                 renewed = time.monotonic()
                 job.lease_expires_at = time.time() + self.lease_seconds
-                cancel = job.cancel_requested
+                cancel, self._pausing = job.cancel_requested, job.status == "pausing"
                 session.add(job)
                 session.commit()
         except BaseException:
@@ -330,5 +343,56 @@ class JobMonitor:
                 self._progress = self._progress or progress
             raise
         self._last_renewal = renewed
+        for path in pruned:
+            shutil.rmtree(path, ignore_errors=True)
         if cancel:
             self._stop("cancelled")
+
+    def _write(self, session: Session, pending: list[Pending]) -> list[str]:
+        """The events and checkpoint rows; returns the directories of the checkpoints the
+        new ones pushed out (their rows deleted here, their files once this commits)."""
+        wrote_checkpoint = False
+        for item in pending:
+            add_event(
+                session,
+                job_id=self.job_id,
+                message=item.message,
+                level=item.level,
+                type=item.type,
+                data=item.data,
+                at=item.at,
+            )
+            if item.checkpoint is not None:
+                wrote_checkpoint = True
+                session.add(
+                    JobCheckpoint(
+                        id=f"ftckpt-{uuid.uuid4().hex[:24]}",
+                        job_id=self.job_id,
+                        created_at=item.at,
+                        step=item.checkpoint["step"],
+                        metrics=_clean(item.checkpoint["metrics"]),
+                        adapter_sha256=item.checkpoint["adapter_sha256"],
+                        path=item.checkpoint["path"],
+                    )
+                )
+        if not wrote_checkpoint:
+            return []
+        session.flush()
+        older = session.exec(
+            select(JobCheckpoint)
+            .where(JobCheckpoint.job_id == self.job_id)
+            .order_by(col(JobCheckpoint.step).desc(), col(JobCheckpoint.created_at).desc())
+            .offset(self.keep_checkpoints)
+        ).all()
+        kept_paths = {
+            path
+            for path in session.exec(
+                select(JobCheckpoint.path)
+                .where(JobCheckpoint.job_id == self.job_id)
+                .order_by(col(JobCheckpoint.step).desc(), col(JobCheckpoint.created_at).desc())
+                .limit(self.keep_checkpoints)
+            ).all()
+        }
+        for row in older:
+            session.delete(row)
+        return [row.path for row in older if row.path not in kept_paths]

@@ -16,9 +16,10 @@ and ``ray_num_gpus`` GPUs each; gloo on CPU, nccl on GPU) whose loop runs the sa
 ``trainer.recipe.train`` as one rank of the process group, and waits for it. The task itself
 then holds 1 CPU and no GPU. A small actor, the job's channel, joins the two sides: rank 0
 sends its events through it, the task relays them to its JobMonitor; the task's stop (cancel
-flag, lost lease, interrupt) is set on it, rank 0 polls it before each step and the recipe
-stops every rank together; rank 0 hands its TrainResult back through it. A forced kill of the
-task takes the trainer with it (Ray ties the controller and its workers to their owner).
+flag, lost lease, interrupt) and pause are set on it, rank 0 polls them before each step and
+the recipe stops (or pauses) every rank together; rank 0 hands its TrainResult back through
+it. A forced kill of the task takes the trainer with it (Ray ties the controller and its
+workers to their owner).
 
 Rank 0 writes checkpoints and final artifacts under the spec's ``output_dir`` (in
 ``artifact_dir``), and the task re-hashes them there before registering: this assumes
@@ -50,7 +51,7 @@ from sqlmodel import Session, select
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.executors.completion import LeaseLost, cancel_job, locked_if_ours
-from gateway.executors.leases import claim, reap_expired, requeue
+from gateway.executors.leases import claim, pause_job, reap_expired, requeue
 from gateway.executors.run import run_job
 from gateway.jobs.events import add_event
 from gateway.jobs.models import FineTuningJob
@@ -115,6 +116,7 @@ class _Channel:
     def __init__(self) -> None:
         self._events: list[TrainEvent] = []
         self._stop = False
+        self._pause = False
         self._result: TrainResult | None = None
 
     def push(self, event: TrainEvent) -> None:
@@ -130,6 +132,12 @@ class _Channel:
     def stop_requested(self) -> bool:
         return self._stop
 
+    def request_pause(self) -> None:
+        self._pause = True
+
+    def pause_requested(self) -> bool:
+        return self._pause
+
     def set_result(self, result: TrainResult) -> None:
         self._result = result
 
@@ -139,16 +147,18 @@ class _Channel:
 
 class _Relay:
     """The task's thread that passes rank 0's events to ``on_event`` and the task's stop
-    to the channel."""
+    and pause to the channel."""
 
     def __init__(
         self,
         channel: Any,
         on_event: Callable[[TrainEvent], None],
         should_stop: Callable[[], bool],
+        should_pause: Callable[[], bool],
     ) -> None:
         self.channel, self.on_event, self.should_stop = channel, on_event, should_stop
-        self._stop_sent = False
+        self.should_pause = should_pause
+        self._stop_sent = self._pause_sent = False
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ray-train-relay", daemon=True)
 
@@ -173,19 +183,23 @@ class _Relay:
         if not self._stop_sent and self.should_stop():
             ray.get(self.channel.request_stop.remote())
             self._stop_sent = True
+        if not self._pause_sent and self.should_pause():
+            ray.get(self.channel.request_pause.remote())
+            self._pause_sent = True
         for event in ray.get(self.channel.drain.remote()):
             self.on_event(event)
 
 
 class _StopPoll:
-    """Rank 0's should_stop: the channel's flag, asked at most every STOP_POLL_SECONDS."""
+    """Rank 0's should_stop (or should_pause): one of the channel's flags, asked at most
+    every STOP_POLL_SECONDS."""
 
-    def __init__(self, channel: Any) -> None:
-        self.channel, self.stopped, self._next_at = channel, False, 0.0
+    def __init__(self, channel: Any, flag: str = "stop_requested") -> None:
+        self.channel, self.flag, self.stopped, self._next_at = channel, flag, False, 0.0
 
     def __call__(self) -> bool:
         if not self.stopped and time.monotonic() >= self._next_at:
-            self.stopped = ray.get(self.channel.stop_requested.remote())
+            self.stopped = ray.get(getattr(self.channel, self.flag).remote())
             self._next_at = time.monotonic() + STOP_POLL_SECONDS
         return self.stopped
 
@@ -207,7 +221,12 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     if ray.train.get_context().get_world_rank() != 0:
         recipe.train(spec)
         return
-    result = recipe.train(spec, on_event=channel.push.remote, should_stop=_StopPoll(channel))
+    result = recipe.train(
+        spec,
+        on_event=channel.push.remote,
+        should_stop=_StopPoll(channel),
+        should_pause=_StopPoll(channel, "pause_requested"),
+    )
     ray.get(channel.set_result.remote(result))
 
 
@@ -217,9 +236,10 @@ def train_on_workers(
     spec: TrainSpec,
     on_event: Callable[[TrainEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    should_pause: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """``trainer.recipe.train`` on ``ray_train_workers`` Ray Train workers, seen from the
-    calling task as if it ran here: events and stop through the job's channel, rank 0's
+    calling task as if it ran here: events, stop and pause through the job's channel, rank 0's
     TrainResult returned. A worker's exception is raised as itself (rank 0's first)."""
     # Here, not at the top: Ray Train's torch integration loads torch.
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -248,7 +268,12 @@ def train_on_workers(
     log.info(
         "job.ray_train_started", job_id=job_id, workers=settings.ray_train_workers, use_gpu=use_gpu
     )
-    relay = _Relay(channel, on_event or (lambda event: None), should_stop or (lambda: False))
+    relay = _Relay(
+        channel,
+        on_event or (lambda event: None),
+        should_stop or (lambda: False),
+        should_pause or (lambda: False),
+    )
     relay.start()
     try:
         try:
@@ -402,7 +427,10 @@ class RayExecutor:
         try:
             with Session(self.engine) as session:
                 job = locked_if_ours(session, job_id, worker_id)
-                if job.status == "running" and not job.cancel_requested:
+                if job.status == "pausing" and not job.cancel_requested:
+                    pause_job(session, job=job, worker_id=worker_id, step=None)
+                    session.commit()
+                elif job.status == "running" and not job.cancel_requested:
                     if not requeue(
                         session, job=job, reason="executor_stopped", worker_id=worker_id
                     ):
@@ -413,8 +441,8 @@ class RayExecutor:
                             level="warn",
                             message="Job handed back: the executor stopped",
                         )
-                        # Starting over on another worker does not use up an attempt.
-                        job.attempts = max(0, job.attempts - 1)
+                    # Going on (or starting over) on another worker uses up no attempt.
+                    job.attempts = max(0, job.attempts - 1)
                     session.add(job)
                     session.commit()
                     log.info("job.handed_back", job_id=job_id, worker=worker_id)

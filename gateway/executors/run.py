@@ -3,9 +3,11 @@
     outcome = run_job(settings, job_id, worker_id)
 
 The job must already be claimed by ``worker_id`` (leases.claim). The trainer runs in this
-thread; a JobMonitor writes its events, renews the lease and turns a committed cancel flag
-into ``should_stop``. Completion (registration or failure) is one transaction that first
-checks the lease is still ours, so a worker that lost its job writes nothing final.
+thread; a JobMonitor writes its events, renews the lease, turns a committed cancel flag
+into ``should_stop`` and a ``pausing`` status into ``should_pause``. Completion
+(registration, failure, or the pause: the job ``paused`` with its newest checkpoint to
+resume from, the worker free for the next job) is one transaction that first checks the
+lease is still ours, so a worker that lost its job writes nothing final.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from gateway.executors.completion import (
     fail_job,
     locked_if_ours,
 )
-from gateway.executors.leases import requeue
+from gateway.executors.leases import pause_job, requeue
 from gateway.executors.monitor import JobMonitor
-from gateway.jobs.models import FineTuningJob, JobCheckpoint
+from gateway.jobs.models import LEASED_STATUSES, FineTuningJob, JobCheckpoint
 from gateway.registry.models import ModelVersion
 from trainer.hashing import sha256_file
 from trainer.spec import TrainSpec
@@ -58,6 +60,7 @@ class Train(Protocol):
         spec: TrainSpec,
         on_event: Callable[[TrainEvent], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        should_pause: Callable[[], bool] | None = None,
     ) -> TrainResult: ...
 
 
@@ -78,8 +81,8 @@ def run_job(
     shutdown: Callable[[], bool] | None = None,
     train: Train | None = None,
 ) -> str:
-    """Run a claimed job to its end; returns succeeded | failed | cancelled | queued (handed
-    back at shutdown) | lease_lost (someone else decides). ``train`` runs the recipe
+    """Run a claimed job to its end; returns succeeded | failed | cancelled | paused |
+    queued (handed back at shutdown) | lease_lost (someone else decides). ``train`` runs the recipe
     (default: ``trainer.recipe.train`` in this process; the Ray executor passes one that
     runs it on Ray Train workers)."""
     own_engine = engine is None
@@ -107,7 +110,7 @@ def _run(
     refused: JobRefused | None = None
     with Session(read_only(engine)) as session:
         job = session.get(FineTuningJob, job_id)
-        if job is None or job.status != "running" or job.lease_owner != worker_id:
+        if job is None or job.status not in LEASED_STATUSES or job.lease_owner != worker_id:
             return "lease_lost"
         try:
             spec = TrainSpec.from_dict(job.spec)
@@ -127,10 +130,16 @@ def _run(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         shutdown=shutdown,
+        keep_checkpoints=settings.checkpoint_keep,
     ).start()
     log.info("job.running", job_id=job_id, worker=worker_id)
     try:
-        result = train(spec, on_event=monitor.on_event, should_stop=monitor.should_stop)
+        result = train(
+            spec,
+            on_event=monitor.on_event,
+            should_stop=monitor.should_stop,
+            should_pause=monitor.should_pause,
+        )
     except Exception as exc:
         if not _close(monitor):
             return "lease_lost"
@@ -144,6 +153,8 @@ def _run(
         with Session(engine) as session:
             if result.status == "cancelled":
                 outcome = _stopped(session, job_id, worker_id, monitor.stop_reason, result)
+            elif result.status == "paused":
+                outcome = _paused(session, job_id, worker_id, result)
             else:
                 outcome = complete_job(session, job_id=job_id, worker_id=worker_id, result=result)
             session.commit()
@@ -173,15 +184,30 @@ def _close(monitor: JobMonitor) -> bool:
     return not monitor.lease_lost
 
 
+def _paused(session: Session, job_id: str, worker_id: str, result: TrainResult) -> str:
+    """The run stopped on a step boundary after its checkpoint: the job waits, paused, for
+    a resume (a cancel asked for meanwhile wins)."""
+    job = locked_if_ours(session, job_id, worker_id)
+    if job.cancel_requested:
+        cancel_job(session, job=job, worker_id=worker_id, step=result.steps_completed)
+        return "cancelled"
+    pause_job(session, job=job, worker_id=worker_id, step=result.steps_completed)
+    return "paused"
+
+
 def _stopped(
     session: Session, job_id: str, worker_id: str, reason: str | None, result: TrainResult
 ) -> str:
     job = locked_if_ours(session, job_id, worker_id)
+    if reason == "shutdown" and not job.cancel_requested and job.status == "pausing":
+        # Asked to pause and stopped by the shutdown: paused, from its newest checkpoint.
+        pause_job(session, job=job, worker_id=worker_id, step=result.steps_completed)
+        return "paused"
     if reason == "shutdown" and not job.cancel_requested:
-        if requeue(session, job=job, reason="worker_shutdown", worker_id=worker_id):
-            return "queued"
-        # Nothing to resume from: start over on the next worker, without using an attempt.
-        job.status, job.lease_owner, job.lease_expires_at = "queued", None, None
+        # Queued again (from its newest checkpoint, or to start over when it has none) on
+        # the next worker: a shutdown uses up no attempt.
+        if not requeue(session, job=job, reason="worker_shutdown", worker_id=worker_id):
+            job.status, job.lease_owner, job.lease_expires_at = "queued", None, None
         job.attempts = max(0, job.attempts - 1)
         session.add(job)
         return "queued"

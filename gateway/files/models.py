@@ -48,3 +48,6 @@ class TrainingFile(SQLModel, table=True):
     erasure_request_id: str | None = Field(
         default=None, sa_column=Column(String(40), nullable=True)
     )
+    # DELETE /v1/files/{id} (not erasure): content gone, the row and its hashes stay
+    deleted_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    deleted_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))

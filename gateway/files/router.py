@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 from gateway.authz import Authorized
 from gateway.deps import SessionDep, StateDep, UploadDep, authorize, authorize_upload
 from gateway.files import service
-from gateway.files.schemas import UPLOAD_FIELDS, FilePublic, FilesPage
+from gateway.files.schemas import UPLOAD_FIELDS, FileDeleted, FilePublic, FilesPage
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -110,3 +110,19 @@ def get_file_content(
 ) -> FileResponse:
     row, path = service.open_content(session, state=state, authorized=authorized, file_id=file_id)
     return FileResponse(path, media_type="application/octet-stream", filename=row.filename)
+
+
+@router.delete("/{file_id}", response_model=FileDeleted)
+def delete_file(
+    file_id: FileId,
+    session: SessionDep,
+    state: StateDep,
+    authorized: Annotated[
+        Authorized, authorize("ds:{data_source}", "upload", resolve=service.data_source_of)
+    ],
+) -> FileDeleted:
+    """OpenAI's files.delete, for whoever may upload to the file's data source: the content
+    goes and the file can no longer be trained on; its hashes, datasheet and lineage stay.
+    409 while a job that has not finished uses it. Not erasure (see /v1/erasure_requests)."""
+    row = service.delete(session, state=state, authorized=authorized, file_id=file_id)
+    return FileDeleted(id=row.id, deleted=True)

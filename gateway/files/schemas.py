@@ -37,6 +37,17 @@ class FilePublic(BaseModel):
     created_by: str
     content_deleted_at: str | None
     erasure_request_id: str | None
+    # DELETE /v1/files/{id} (erasure leaves these empty and names its request instead)
+    deleted_at: int | None
+    deleted_by: str | None
+
+
+class FileDeleted(BaseModel):
+    """OpenAI's answer to `files.delete`."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
 
 
 class FilesPage(BaseModel):

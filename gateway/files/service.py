@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import structlog
+from sqlalchemy import BigInteger, String, column, or_, table
 from sqlmodel import Session, col, select
 
 from audit.encoding import now_ts
@@ -27,7 +28,7 @@ from gateway.audit_api.service import record_allowed
 from gateway.authz import Authorized, allows
 from gateway.config import Settings
 from gateway.data_sources.service import get_in_tenant, require_usable
-from gateway.db import on_rollback, read_only
+from gateway.db import after_commit, on_rollback, read_only
 from gateway.errors import (
     Conflict,
     Gone,
@@ -313,8 +314,12 @@ def data_source_of(state: Runtime, principal: Principal, values: dict[str, str])
     return {"data_source": source_id or "*"}
 
 
-def get_in_tenant_file(session: Session, *, tenant: str, file_id: str) -> TrainingFile:
-    row = session.get(TrainingFile, file_id) if FILE_ID.match(file_id) else None
+def get_in_tenant_file(
+    session: Session, *, tenant: str, file_id: str, for_update: bool = False
+) -> TrainingFile:
+    row = None
+    if FILE_ID.match(file_id):
+        row = session.get(TrainingFile, file_id, with_for_update=for_update)
     if row is None or row.tenant != tenant:
         raise NotFound(f"file {file_id!r} not found", code="file_not_found", param="file_id")
     return row
@@ -328,6 +333,8 @@ def open_content(
     session: Session, *, state: Runtime, authorized: Authorized, file_id: str
 ) -> tuple[TrainingFile, Path]:
     row = get_visible(session, authorized=authorized, file_id=file_id)
+    if row.deleted_at is not None:
+        raise Gone("this file was deleted", code="file_deleted")
     if row.content_deleted_at is not None:
         raise Gone(
             "this file's content was erased",
@@ -437,3 +444,116 @@ def erase_content(
     if path is not None:
         _remove_content(path)
     return erased
+
+
+# --- deleting --------------------------------------------------------------------------------
+
+# The jobs' table, named here rather than imported: gateway.jobs imports this package, and
+# a domain never imports one that imports it. A job in none of OpenAI's final statuses
+# (queued, running, paused...) still reads its files. tests/gateway/files/test_delete.py
+# checks these against gateway.jobs.models.
+_JOBS = table(
+    "fine_tuning_jobs",
+    column("id", String),
+    column("tenant", String),
+    column("status", String),
+    column("created_ns", BigInteger),
+    column("training_file", String),
+    column("validation_file", String),
+)
+JOB_FINAL_STATUSES: Final = ("succeeded", "failed", "cancelled")
+MAX_JOBS_NAMED = 20
+
+
+def _jobs_using(session: Session, row: TrainingFile) -> list[str]:
+    jobs = _JOBS.c
+    return list(
+        session.scalars(
+            select(jobs.id)
+            .where(
+                jobs.tenant == row.tenant,
+                or_(jobs.training_file == row.id, jobs.validation_file == row.id),
+                jobs.status.not_in(JOB_FINAL_STATUSES),
+            )
+            .order_by(jobs.created_ns, jobs.id)
+            .limit(MAX_JOBS_NAMED)
+        ).all()
+    )
+
+
+def _shared_content(session: Session, row: TrainingFile) -> bool:
+    """Whether another live file of the same source holds the same stored bytes."""
+    return (
+        session.scalars(
+            select(col(TrainingFile.id)).where(
+                col(TrainingFile.tenant) == row.tenant,
+                col(TrainingFile.data_source_id) == row.data_source_id,
+                col(TrainingFile.content_sha256) == row.content_sha256,
+                col(TrainingFile.content_deleted_at).is_(None),
+                col(TrainingFile.id) != row.id,
+            )
+        ).first()
+        is not None
+    )
+
+
+def _remove_if_unreferenced(state: Runtime, row_id: str, path: Path) -> None:
+    """After the commit: the bytes go unless a file recorded since (the same upload again)
+    holds them."""
+    with Session(read_only(state.engine)) as fresh:
+        row = fresh.get(TrainingFile, row_id)
+        shared = row is not None and _shared_content(fresh, row)
+    if not shared:
+        _remove_content(path)
+    log.info("file.content_removed" if not shared else "file.content_kept", file_id=row_id)
+
+
+def delete(
+    session: Session, *, state: Runtime, authorized: Authorized, file_id: str
+) -> TrainingFile:
+    """OpenAI's files.delete, with governance semantics: the content goes and the file can
+    no longer be used; the row (hashes, datasheet, redaction lineage) stays, so models
+    trained on it stay explainable. Refused while a job that has not finished uses it.
+    Not erasure: the same bytes held by another file of the source stay, and nothing is
+    searched for a data subject."""
+    principal = authorized.principal
+    row = get_in_tenant_file(session, tenant=principal.tenant, file_id=file_id, for_update=True)
+    if row.deleted_at is not None:
+        raise Gone("this file was deleted", code="file_deleted")
+    jobs = _jobs_using(session, row)
+    if jobs:
+        raise Conflict(
+            f"the file is used by a job that has not finished: {', '.join(jobs)}",
+            code="file_in_use",
+            details={"jobs": jobs},
+        )
+    path = stored_content(state.settings, row)
+    shared = path is not None and _shared_content(session, row)
+    had_content = row.content_deleted_at is None and row.content_sha256 is not None
+    now = int(time.time())
+    row.status = "deleted"
+    row.deleted_at, row.deleted_by = now, principal.sub
+    if row.content_deleted_at is None:
+        row.content_deleted_at, row.content_deleted_by = now_ts(), principal.sub
+    session.add(row)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="file.deleted",
+        details={
+            "file_id": row.id,
+            "data_source": row.data_source_id,
+            "sha256": row.sha256,
+            "bytes": row.bytes,
+            "content_sha256": row.content_sha256 if had_content else None,
+            "content_bytes": row.content_bytes if had_content else None,
+            # identical bytes another file of the source holds are not removed with it
+            "content_shared": shared,
+        },
+    )
+    if path is not None and not shared:
+        row_id = row.id
+        after_commit(session, lambda: _remove_if_unreferenced(state, row_id, path))
+    log.info("file.deleted", file_id=row.id, data_source=row.data_source_id, shared=shared)
+    return row

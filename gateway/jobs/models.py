@@ -19,8 +19,12 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-# validating_files -> queued -> running -> succeeded | failed | cancelled
-ACTIVE_STATUSES = ("validating_files", "queued", "running")
+# validating_files -> queued -> running -> succeeded | failed | cancelled; a running job
+# may be paused: running -> pausing (until the next step's checkpoint) -> paused, and
+# resumed: paused -> queued. A paused job holds no worker and counts in no quota.
+ACTIVE_STATUSES = ("validating_files", "queued", "running", "pausing")
+# The statuses a worker holds the job's lease in.
+LEASED_STATUSES = ("running", "pausing")
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 # A forward and a backward pass cost about 6 FLOPs per parameter per token (Kaplan et al.);
 # LoRA skips the frozen weights' gradients, so this is an upper bound. Both the estimate

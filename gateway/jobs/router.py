@@ -98,6 +98,31 @@ def cancel_job(
     return JobPublic.of(service.cancel(session, state=state, authorized=authorized, job_id=job_id))
 
 
+@router.post("/{job_id}/pause", response_model=JobPublic)
+def pause_job(
+    job_id: JobId,
+    session: SessionDep,
+    state: StateDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "cancel")],
+) -> JobPublic:
+    """OpenAI's pause: the run checkpoints at its next step and frees its worker; the job
+    is `pausing`, then `paused`. The requester or an admin of the tenant, whom the policy
+    lets stop the job (`cancel`); 409 `job_not_running` otherwise."""
+    return JobPublic.of(service.pause(session, state=state, authorized=authorized, job_id=job_id))
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic)
+def resume_job(
+    job_id: JobId,
+    session: SessionDep,
+    state: StateDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "cancel")],
+) -> JobPublic:
+    """OpenAI's resume: a paused job is queued again and continues from its checkpoint;
+    409 `job_not_paused` for any other."""
+    return JobPublic.of(service.resume(session, state=state, authorized=authorized, job_id=job_id))
+
+
 @router.get("/{job_id}/events", response_model=JobEventsPage)
 def list_job_events(
     job_id: JobId,
@@ -150,21 +175,10 @@ def list_job_checkpoints(
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> JobCheckpointsPage:
-    rows, has_more = service.list_checkpoints(
+    job, rows, has_more = service.list_checkpoints(
         session, authorized=authorized, job_id=job_id, after=after, limit=limit
     )
-    data = [
-        JobCheckpointPublic(
-            id=row.id,
-            created_at=row.created_at,
-            fine_tuning_job_id=row.job_id,
-            fine_tuned_model_checkpoint=f"{row.job_id}:ckpt-step-{row.step}",
-            metrics={"step": row.step, **row.metrics},
-            step_number=row.step,
-            adapter_sha256=row.adapter_sha256,
-        )
-        for row in rows
-    ]
+    data = [JobCheckpointPublic.of(row, job=job) for row in rows]
     return JobCheckpointsPage(
         data=data,
         has_more=has_more,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from gateway.fields import Purpose
+from gateway.jobs.naming import checkpoint_model_id
 
 JOB_ID: Final = re.compile(r"^ftjob-[0-9a-f]{16}$")
 Auto = Literal["auto"]
@@ -207,15 +208,46 @@ class JobEventsPage(BaseModel):
     has_more: bool
 
 
+class CheckpointMetrics(BaseModel):
+    """OpenAI's checkpoint metrics at the step; null where the run measured nothing there
+    (validation figures exist only at a step that validated, on the whole held-out set,
+    so ``full_valid_*`` equal ``valid_*``)."""
+
+    step: int
+    train_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+
+
 class JobCheckpointPublic(BaseModel):
+    """OpenAI's fine_tuning.job.checkpoint; ``fine_tuned_model_checkpoint`` names the model
+    it is registered as once the job has succeeded (tunegate adds the adapter's hash)."""
+
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     id: str
     created_at: int
     fine_tuned_model_checkpoint: str
     fine_tuning_job_id: str
-    metrics: dict[str, Any]
+    metrics: CheckpointMetrics
     step_number: int
     adapter_sha256: str
+
+    @classmethod
+    def of(cls, checkpoint: Any, *, job: Any) -> JobCheckpointPublic:
+        known = CheckpointMetrics.model_fields
+        metrics = {k: v for k, v in (checkpoint.metrics or {}).items() if k in known}
+        return cls(
+            id=checkpoint.id,
+            created_at=checkpoint.created_at,
+            fine_tuned_model_checkpoint=checkpoint_model_id(job, checkpoint.step),
+            fine_tuning_job_id=checkpoint.job_id,
+            metrics=CheckpointMetrics(**{**metrics, "step": checkpoint.step}),
+            step_number=checkpoint.step,
+            adapter_sha256=checkpoint.adapter_sha256,
+        )
 
 
 class JobCheckpointsPage(BaseModel):

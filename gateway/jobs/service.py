@@ -21,19 +21,38 @@ from __future__ import annotations
 
 import re
 import time
+from typing import NoReturn
 
 import structlog
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from gateway.audit_api.service import allowed_event, record_allowed
+from gateway.audit_api.service import allowed_event, record_allowed, record_refusal
 from gateway.authz import Authorized, allows
+from gateway.base_models.models import RegisteredBaseModel
+from gateway.data_sources.models import DataSource
 from gateway.db import after_commit, read_only
-from gateway.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import (
+    Conflict,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+)
+from gateway.files.models import TrainingFile
+from gateway.jobs import gates
 from gateway.jobs.events import add_event
-from gateway.jobs.models import FINAL_STATUSES, FineTuningJob, JobCheckpoint, JobEvent
+from gateway.jobs.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    FineTuningJob,
+    JobCheckpoint,
+    JobEvent,
+)
 from gateway.jobs.schemas import JOB_ID, JobCreate
 from gateway.jobs.submission import Checks, JobsRuntime, Plan, plan
-from gateway.jobs.writer import Submission
+from gateway.jobs.writer import Submission, lock_tenants
 from gateway.pagination import visible_page
 from gateway.runtime import Runtime
 
@@ -203,6 +222,166 @@ def cancel(
     return job
 
 
+def pause(
+    session: Session, *, state: JobsRuntime, authorized: Authorized, job_id: str
+) -> FineTuningJob:
+    """A running job is asked to pause: its worker writes a checkpoint at the next step
+    boundary, marks the job ``paused`` and takes the next job; until then it is
+    ``pausing``. Only the job's requester, or an admin of the tenant."""
+    job = _controlled_job(session, state=state, authorized=authorized, job_id=job_id, verb="pause")
+    if job.status != "running" or job.cancel_requested:
+        raise Conflict(
+            f"only a running job can be paused; this one is {job.status}"
+            + (" and its cancellation was asked for" if job.cancel_requested else ""),
+            code="job_not_running",
+            details={"status": job.status, "cancel_requested": job.cancel_requested},
+        )
+    job.status = "pausing"
+    add_event(session, job_id=job.id, message="Pause requested")
+    session.add(job)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="job.pause_requested",
+        resource=f"job:{job.id}",
+        details={"job_id": job.id, "requested_by": job.created_by},
+    )
+    log.info("job.pause_requested", job_id=job.id)
+    return job
+
+
+def resume(
+    session: Session, *, state: JobsRuntime, authorized: Authorized, job_id: str
+) -> FineTuningJob:
+    """A paused job goes back in the queue, to continue from its checkpoint. It counts in
+    the tenant's concurrent-job quota again, and what a submission re-checks is checked
+    again (base model not retired, sources not revoked, files not erased)."""
+    job = _controlled_job(session, state=state, authorized=authorized, job_id=job_id, verb="resume")
+    if job.status != "paused":
+        raise Conflict(
+            f"only a paused job can be resumed; this one is {job.status}",
+            code="job_not_paused",
+            details={"status": job.status},
+        )
+    refusal = _resume_refusal(session, state=state, job=job)
+    if refusal is not None:
+        _refuse(
+            session, state=state, authorized=authorized, job_id=job.id, error=refusal, verb="resume"
+        )
+    job.status = "queued"
+    step = _resume_step(session, job)
+    add_event(session, job_id=job.id, message=f"Job resumed: queued to continue from step {step}")
+    session.add(job)
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="job.resumed",
+        resource=f"job:{job.id}",
+        details={"job_id": job.id, "requested_by": job.created_by, "from_step": step},
+    )
+    executor = state.executor
+    if executor is not None:
+        after_commit(session, lambda: executor.submit(job.id))
+    log.info("job.resumed", job_id=job.id, step=step)
+    return job
+
+
+def _controlled_job(
+    session: Session, *, state: JobsRuntime, authorized: Authorized, job_id: str, verb: str
+) -> FineTuningJob:
+    """The job, locked, when the caller may pause or resume it: whoever created it, or an
+    admin of the tenant (whom the policy lets edit the tenant)."""
+    principal = authorized.principal
+    job = get_in_tenant(session, tenant=principal.tenant, job_id=job_id, for_update=True)
+    if job.created_by != principal.sub and not allows(state.policy, principal, "tenant", "edit"):
+        _refuse(
+            session,
+            state=state,
+            authorized=authorized,
+            job_id=job.id,
+            verb=verb,
+            error=PermissionDenied(
+                f"only whoever created the job, or an admin of the tenant, may {verb} it",
+                code="not_job_requester",
+            ),
+        )
+    return job
+
+
+def _refuse(
+    session: Session,
+    *,
+    state: JobsRuntime,
+    authorized: Authorized,
+    job_id: str,
+    error: GatewayError,
+    verb: str,
+) -> NoReturn:
+    """Audited in a transaction of its own, then raised. The request's transaction ends
+    first (on SQLite it holds the one write lock the record needs), so nothing of the
+    session's rows may be read after: they expired with it."""
+    session.rollback()
+    record_refusal(
+        state,
+        principal=authorized.principal,
+        action=f"job.{verb}_refused",
+        resource=f"job:{job_id}",
+        details={"job_id": job_id, "code": error.code},
+    )
+    raise error
+
+
+def _resume_refusal(
+    session: Session, *, state: JobsRuntime, job: FineTuningJob
+) -> GatewayError | None:
+    """The first gate a paused job fails now: what could have changed while it waited (a
+    base model retired, a source revoked, a file erased or deleted, as a submission's
+    writer re-checks), then the tenant's concurrent jobs, counted under the same lock as
+    submissions'."""
+    base = session.get(RegisteredBaseModel, job.base_model)
+    outcomes = [gates.base_model_active(job.base_model, status=base.status if base else "gone")]
+    roles = [("training_file", job.training_file), ("validation_file", job.validation_file)]
+    for param, file_id in roles:
+        if file_id is None:
+            continue
+        file = session.get(TrainingFile, file_id)
+        if file is None:
+            outcomes.append(gates.file_usable(file_id, status="deleted", stored=False, param=param))
+            continue
+        stored = file.content_deleted_at is None
+        outcomes.append(gates.file_usable(file_id, status=file.status, stored=stored, param=param))
+        source = session.get(DataSource, file.data_source_id)
+        status = source.status if source is not None else "gone"
+        outcomes.append(gates.source_approved(file.data_source_id, status=status))
+    refused = next((outcome.refusal for outcome in outcomes if not outcome.passed), None)
+    if refused is not None:
+        return refused
+    lock_tenants(session, [job.tenant])
+    active = session.scalar(
+        select(func.count())
+        .select_from(FineTuningJob)
+        .where(
+            col(FineTuningJob.tenant) == job.tenant,
+            col(FineTuningJob.status).in_(ACTIVE_STATUSES),
+        )
+    )
+    return gates.concurrent_jobs(active or 0, limit=state.settings.quota_concurrent_jobs).refusal
+
+
+def _resume_step(session: Session, job: FineTuningJob) -> int:
+    path = job.spec.get("resume_from_checkpoint")
+    if not path:
+        return 0
+    step = session.scalar(
+        select(col(JobCheckpoint.step)).where(
+            col(JobCheckpoint.job_id) == job.id, col(JobCheckpoint.path) == path
+        )
+    )
+    return step or 0
+
+
 def list_visible(
     session: Session,
     *,
@@ -279,7 +458,8 @@ def events_since(state: Runtime, *, job_id: str, after_seq: int) -> tuple[list[J
 
 def list_checkpoints(
     session: Session, *, authorized: Authorized, job_id: str, after: str | None, limit: int
-) -> tuple[list[JobCheckpoint], bool]:
+) -> tuple[FineTuningJob, list[JobCheckpoint], bool]:
+    """The job's kept checkpoints, newest first, as OpenAI lists them."""
     job = get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
     query = select(JobCheckpoint).where(col(JobCheckpoint.job_id) == job.id)
     if after is not None:
@@ -290,4 +470,4 @@ def list_checkpoints(
             )
         query = query.where(col(JobCheckpoint.step) < anchor.step)
     rows = list(session.scalars(query.order_by(col(JobCheckpoint.step).desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return job, rows[:limit], len(rows) > limit

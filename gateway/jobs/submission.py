@@ -41,7 +41,12 @@ BASE_LEARNING_RATE: float = TrainSpec.base_learning_rate  # the dataclass field'
 
 
 class Canceller(Protocol):
+    """What the jobs domain asks of the executor: a committed cancel flag, a job queued
+    again (resumed)."""
+
     def cancel(self, job_id: str) -> None: ...
+
+    def submit(self, job_id: str) -> None: ...
 
 
 class JobsRuntime(Runtime, Protocol):
@@ -404,6 +409,7 @@ def train_spec(
         "lora": lora,
         "evaluation": body.evaluation.model_dump(),
         "seed": seed,
+        **checkpoint_policy(settings),
     }
     if parent is not None:
         spec["init_adapter_dir"] = parent.artifact_dir
@@ -413,3 +419,11 @@ def train_spec(
         raise InvalidRequest(
             f"the job cannot be run as asked: {exc}", code="invalid_training_spec"
         ) from None
+
+
+def checkpoint_policy(settings: Any) -> dict[str, Any]:
+    """When a job's run writes checkpoints (what resumes after a lost worker or a pause,
+    and what becomes the job's checkpoint models): at every epoch's end and when training
+    ends, and every ``checkpoint_minutes`` in between (0: epoch ends only)."""
+    minutes = settings.checkpoint_minutes
+    return {"checkpoint_every_epoch": True, "checkpoint_every_minutes": minutes or None}

@@ -318,9 +318,10 @@ def _column_values(job: FineTuningJob) -> dict[str, Any]:
     return {column: getattr(job, attribute) for attribute, column in _JOB_COLUMNS}
 
 
-def _lock_tenants(session: Session, tenants: list[str]) -> None:
+def lock_tenants(session: Session, tenants: list[str]) -> None:
     """On PostgreSQL, serialises each tenant's quota decisions across gateways (SQLite
-    already runs one write transaction at a time). Sorted, so batches never deadlock."""
+    already runs one write transaction at a time): submissions' and resumes'. Sorted, so
+    batches never deadlock."""
     if session.get_bind().dialect.name != "postgresql":
         return
     for tenant in sorted(tenants):
@@ -400,7 +401,7 @@ def _decide(
 ) -> list[Submission]:
     """Re-checks and quotas for the whole batch, in order; returns those accepted."""
     tenants = sorted({item.job.tenant for item in batch})
-    _lock_tenants(session, tenants)
+    lock_tenants(session, tenants)
     figures = _read_figures(session, batch, tenants)
     accepted = []
     for item in batch:

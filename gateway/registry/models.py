@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
-# candidate -> production -> retired (a candidate may also be retired directly)
+# candidate -> production -> retired (a candidate may also be retired directly; deleting
+# a candidate retires it)
 MODEL_STATUSES = ("candidate", "production", "retired")
 
 
@@ -56,4 +57,57 @@ class ModelVersion(SQLModel, table=True):
     # [{reason: data_source_revoked|erasure_requested, ref, at}]: why it needs a look
     flags: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    # the flags a compliance officer cleared: each flag as raised, with cleared_by,
+    # cleared_at, the reason's sha256 and the reason itself (kept here, hashed in the trail)
+    cleared_flags: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    # DELETE /v1/models/{id}: the adapter bytes are gone, the row, lineage and dossier stay
+    deleted_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    deleted_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+
+
+# pending -> approved | rejected; a request still pending when its model stops being a
+# candidate is closed as withdrawn (the model was retired or deleted). One pending request
+# per model at a time.
+PROMOTION_STATUSES = ("pending", "approved", "rejected", "withdrawn")
+
+
+class PromotionRequest(SQLModel, table=True):
+    """Someone asks for a candidate to go to production; a compliance officer who neither
+    asked nor trained it approves (and the model is promoted) or rejects. Each step keeps
+    who took it and the policy version that allowed it."""
+
+    __tablename__ = "promotion_requests"
+    __table_args__ = (
+        Index("ix_promotion_requests_tenant_created", "tenant", "created_ns", "id"),
+        Index("ix_promotion_requests_model_status", "model_id", "status"),
+    )
+
+    id: str = Field(sa_column=Column(String(40), primary_key=True))
+    tenant: str = Field(sa_column=Column(String(64), nullable=False))
+    model_id: str = Field(
+        sa_column=Column(String(128), ForeignKey("model_versions.id"), nullable=False)
+    )
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    # free text: kept here, only its sha256 in the audit trail
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    # the model's evaluation verdict when the request was made
+    verdict: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    # required when that verdict was not "passed"
+    override_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # who asked for the training (four eyes: never the approver)
+    trained_by: str = Field(sa_column=Column(String(128), nullable=False))
+    requested_by: str = Field(sa_column=Column(String(128), nullable=False))
+    requested_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    request_policy_version: str | None = Field(
+        default=None, sa_column=Column(String(64), nullable=True)
+    )
+    decided_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+    decided_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    decision_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    decision_policy_version: str | None = Field(
+        default=None, sa_column=Column(String(64), nullable=True)
     )

@@ -1,13 +1,15 @@
-"""The model registry: listing base and fine-tuned models, promotion, retirement, adapter
-downloads and the flags that revocations and erasure requests leave. Never commits.
-(Lineage and the dossier, which read across the domains, are gateway.dossier's.)
+"""The model registry: listing base and fine-tuned models, retirement, deletion, adapter
+downloads and the flags that revocations and erasure requests leave (and their clearing).
+Never commits. (Promotion, a request then an approval, is gateway.registry.promotions';
+lineage and the dossier, which read across the domains, are gateway.dossier's.)
 
 Fine-tuned versions are tenant-scoped: another tenant's version answers 404 exactly like
-one that does not exist. Rows are written by the job worker; this module only moves a
-version along candidate -> production -> retired and appends flags."""
+one that does not exist. Rows are written by the job worker; this module only retires a
+version, marks it deleted, and appends or clears flags."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tarfile
 import time
@@ -24,9 +26,10 @@ from gateway.audit_api.service import record, record_allowed
 from gateway.authz import Authorized, allows
 from gateway.base_models import service as base_models
 from gateway.base_models.models import RegisteredBaseModel
+from gateway.db import after_commit
 from gateway.errors import Conflict, Gone, NotFound
 from gateway.pagination import visible_page
-from gateway.registry.models import ModelVersion
+from gateway.registry.models import ModelVersion, PromotionRequest
 from gateway.registry.schemas import FINE_TUNED_ID, FINE_TUNED_PREFIX
 from gateway.runtime import Runtime
 from gateway.security import Principal
@@ -90,6 +93,7 @@ def _fine_tuned_visible(
     authorized: Authorized,
     status: str | None,
     flagged: bool | None,
+    include_deleted: bool,
     after: str | None,
     limit: int,
 ) -> tuple[list[ModelVersion], bool]:
@@ -101,6 +105,8 @@ def _fine_tuned_visible(
         return allows(state.policy, principal, policy_object(row.id), VISIBLE_WITH)
 
     query = select(ModelVersion).where(col(ModelVersion.tenant) == principal.tenant)
+    if not include_deleted:
+        query = query.where(col(ModelVersion.deleted_at).is_(None))
     if status is not None:
         query = query.where(col(ModelVersion.status) == status)
     return visible_page(
@@ -126,10 +132,12 @@ def list_visible(
     flagged: bool | None,
     after: str | None,
     limit: int,
+    include_deleted: bool = False,
 ) -> tuple[list[RegisteredBaseModel | ModelVersion], str | None]:
     """Base models and the tenant's fine-tuned versions the caller may read, in id order
     (base names never start with "ft:", so the two never collide). Base models carry no
-    production state and no flags: a filter on those leaves them out."""
+    production state and no flags: a filter on those leaves them out. Deleted versions are
+    left out (as OpenAI's list does) unless asked for."""
     rows: list[RegisteredBaseModel | ModelVersion] = []
     more = False
     base_status = status if status in (None, "active", "retired") else "none"
@@ -151,6 +159,7 @@ def list_visible(
             authorized=authorized,
             status=status,
             flagged=flagged,
+            include_deleted=include_deleted,
             after=after,
             limit=limit,
         )
@@ -169,66 +178,26 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def promote(
-    session: Session, *, authorized: Authorized, model_id: str, override_reason: str | None
-) -> ModelVersion:
-    """candidate -> production, by someone other than whoever asked for the training, once
-    the evaluation passed; an override (a failed or missing verdict, or flags) needs a
-    reason, kept on the row with only its hash in the trail."""
-    principal = authorized.principal
-    row = get_in_tenant(session, tenant=principal.tenant, model_id=model_id, for_update=True)
-    if row.status != "candidate":
-        raise Conflict(
-            f"model is {row.status}, not a candidate",
-            code="not_candidate",
-            details={"status": row.status},
+def withdraw_pending(
+    session: Session, *, authorized: Authorized, model_id: str, why: str
+) -> list[str]:
+    """Closes the model's pending promotion requests (it is no longer a candidate): each
+    becomes withdrawn, decided by whoever retired or deleted the model. Their ids."""
+    pending = session.scalars(
+        select(PromotionRequest)
+        .where(
+            col(PromotionRequest.model_id) == model_id, col(PromotionRequest.status) == "pending"
         )
-    if row.requested_by == principal.sub:
-        raise Conflict(
-            "four eyes: whoever asked for the training cannot promote the model",
-            code="four_eyes_violation",
-        )
-    needs_override = []
-    if row.verdict != "passed":
-        needs_override.append("evaluation_not_passed")
-    if row.flags:
-        needs_override.append("model_flagged")
-    if needs_override and override_reason is None:
-        raise Conflict(
-            "the evaluation did not pass"
-            if needs_override[0] == "evaluation_not_passed"
-            else "the model is flagged for review",
-            code=needs_override[0],
-            details={
-                "verdict": row.verdict,
-                "flags": len(row.flags),
-                "hint": "promote with an override_reason to go ahead anyway",
-            },
-        )
-    row.status = "production"
-    row.promoted_by = principal.sub
-    row.promoted_at = int(time.time())
-    row.promotion_override_reason = override_reason
-    session.add(row)
-    session.flush()
-    record_allowed(
-        session,
-        authorized=authorized,
-        action="model.promoted",
-        details={
-            "model_id": row.id,
-            "requested_by": row.requested_by,
-            "verdict": row.verdict,
-            "adapter_sha256": row.adapter_sha256,
-            "overridden": needs_override,
-            # Free text may name people: the trail keeps its hash, the row the text.
-            "override_reason_sha256": (
-                _sha256_text(override_reason) if override_reason is not None else None
-            ),
-        },
-    )
-    log.info("model.promoted", model_id=row.id, overridden=needs_override)
-    return row
+        .with_for_update()
+    ).all()
+    for request in pending:
+        request.status = "withdrawn"
+        request.decided_by = authorized.principal.sub
+        request.decided_at = int(time.time())
+        request.decision_reason = why
+        request.decision_policy_version = authorized.policy_version
+        session.add(request)
+    return [request.id for request in pending]
 
 
 def retire(session: Session, *, authorized: Authorized, model_id: str) -> ModelVersion:
@@ -241,6 +210,7 @@ def retire(session: Session, *, authorized: Authorized, model_id: str) -> ModelV
     row.retired_by = principal.sub
     row.retired_at = int(time.time())
     session.add(row)
+    withdrawn = withdraw_pending(session, authorized=authorized, model_id=row.id, why="retired")
     session.flush()
     record_allowed(
         session,
@@ -250,6 +220,7 @@ def retire(session: Session, *, authorized: Authorized, model_id: str) -> ModelV
             "model_id": row.id,
             "previous_status": previous,
             "adapter_sha256": row.adapter_sha256,
+            "withdrawn_requests": withdrawn,
         },
     )
     log.info("model.retired", model_id=row.id, previous_status=previous)
@@ -320,7 +291,8 @@ def flag_models(
     for row in rows:
         if row.id not in via:
             continue
-        if any(flag.get("reason") == reason and flag.get("ref") == ref for flag in row.flags):
+        seen = (*row.flags, *row.cleared_flags)  # a cleared flag is not raised again
+        if any(flag.get("reason") == reason and flag.get("ref") == ref for flag in seen):
             continue
         flag = {"reason": reason, "ref": ref, "at": at, "via": via[row.id]}
         row.flags = [*row.flags, flag]  # a new list, so the JSON column sees the change
@@ -355,6 +327,132 @@ def flag_models(
     if flagged:
         log.info("model.flagged", reason=reason, ref=ref, models=len(flagged))
     return flagged
+
+
+def clear_flags(
+    session: Session, *, authorized: Authorized, model_id: str, reason: str, ref: str | None
+) -> ModelVersion:
+    """A compliance officer's review clears the model's flags (only those of ``ref`` when
+    given): each moves to ``cleared_flags`` with who, when and why, and is audited with the
+    reason's sha256 (the text stays on the row)."""
+    principal = authorized.principal
+    row = get_in_tenant(session, tenant=principal.tenant, model_id=model_id, for_update=True)
+    clearing = [flag for flag in row.flags if ref is None or flag.get("ref") == ref]
+    if not clearing:
+        raise Conflict(
+            "the model has no such flag" if ref is not None else "the model is not flagged",
+            code="not_flagged",
+            details={"ref": ref, "flags": len(row.flags)},
+        )
+    at = now_ts()
+    reason_sha256 = _sha256_text(reason)
+    cleared = [
+        {
+            **flag,
+            "cleared_by": principal.sub,
+            "cleared_at": at,
+            "clear_reason": reason,
+            "clear_reason_sha256": reason_sha256,
+        }
+        for flag in clearing
+    ]
+    # new lists, so the JSON columns see the change
+    row.flags = [flag for flag in row.flags if flag not in clearing]
+    row.cleared_flags = [*row.cleared_flags, *cleared]
+    session.add(row)
+    session.flush()
+    for flag in clearing:
+        record_allowed(
+            session,
+            authorized=authorized,
+            action="model.flag_cleared",
+            details={
+                "model_id": row.id,
+                "reason": flag.get("reason"),
+                "ref": flag.get("ref"),
+                "via": flag.get("via"),
+                "clear_reason_sha256": reason_sha256,
+                "flags_left": len(row.flags),
+            },
+        )
+    log.info("model.flag_cleared", model_id=row.id, cleared=len(clearing), left=len(row.flags))
+    return row
+
+
+# --- deleting -----------------------------------------------------------------------------
+
+
+def _remove_adapter(directory: Path, files: list[dict[str, Any]], model_id: str) -> None:
+    """After the commit: the recorded adapter files go, then the folders they leave empty.
+    A file that cannot be removed is logged (the row already says the bytes are gone)."""
+    parents: set[Path] = set()
+    for entry in files:
+        relative = PurePosixPath(str(entry.get("relative_path", "")))
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            continue
+        path = directory / relative
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            log.exception("model.adapter_not_removed", model_id=model_id, file=str(relative))
+        parents.update(p for p in path.parents if p.is_relative_to(directory))
+    for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    log.info("model.adapter_removed", model_id=model_id, files=len(files))
+
+
+def delete_model(
+    session: Session, *, state: Runtime, authorized: Authorized, model_id: str
+) -> ModelVersion:
+    """OpenAI's models.delete, with governance semantics: the adapter bytes go (after the
+    commit), the version, its lineage and its dossier stay, marked deleted. A production
+    model must be retired first; a candidate is retired with the delete; base models are
+    not deleted this way. The audit event carries the hashes of what was removed."""
+    principal = authorized.principal
+    if not is_fine_tuned(model_id):
+        get_visible(session, authorized=authorized, model_id=model_id)  # 404 when unknown
+        raise Conflict(
+            "a base model is not deleted here: retire it (POST /v1/base_models/{name}/retire)",
+            code="base_model_not_deletable",
+        )
+    row = get_in_tenant(session, tenant=principal.tenant, model_id=model_id, for_update=True)
+    if row.deleted_at is not None:
+        raise Conflict("the model was already deleted", code="model_deleted")
+    if row.status == "production":
+        raise Conflict(
+            "the model is in production: retire it first",
+            code="model_in_production",
+            details={"status": row.status},
+        )
+    directory = adapter_directory(state.settings, row)
+    previous = row.status
+    now = int(time.time())
+    if row.status == "candidate":
+        row.status, row.retired_by, row.retired_at = "retired", principal.sub, now
+    row.deleted_at, row.deleted_by = now, principal.sub
+    session.add(row)
+    withdrawn = withdraw_pending(session, authorized=authorized, model_id=row.id, why="deleted")
+    session.flush()
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="model.deleted",
+        details={
+            "model_id": row.id,
+            "previous_status": previous,
+            "adapter_sha256": row.adapter_sha256,
+            "removed": [
+                {key: entry.get(key) for key in ("relative_path", "sha256", "bytes")}
+                for entry in row.adapter_files
+            ],
+            "withdrawn_requests": withdrawn,
+        },
+    )
+    files = list(row.adapter_files)
+    after_commit(session, lambda: _remove_adapter(directory, files, model_id))
+    log.info("model.deleted", model_id=row.id, previous_status=previous)
+    return row
 
 
 # --- adapter download -------------------------------------------------------------------
@@ -459,6 +557,8 @@ def open_adapter(
     session: Session, *, state: Runtime, authorized: Authorized, model_id: str
 ) -> AdapterDownload:
     row = get_in_tenant(session, tenant=authorized.principal.tenant, model_id=model_id)
+    if row.deleted_at is not None:
+        raise Gone("the model's adapter was deleted", code="model_deleted")
     if row.status == "retired":
         raise Conflict("the model is retired", code="model_retired")
     files = _open_verified(adapter_directory(state.settings, row), row)

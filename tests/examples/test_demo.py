@@ -15,7 +15,9 @@ DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
 MILESTONES = (
     "refused 403 permission_denied on ds:ds-",
     "job succeeded",
-    "promotes it with an override reason",
+    "asks for its promotion with an override reason",
+    "bob approves the promotion of his own model: 403",
+    "carol (compliance-officer) approves it under policy version",
     ": production",
     "carol exports the dossier",
     "carol verifies the audit chain: ok,",

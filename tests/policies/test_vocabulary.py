@@ -51,7 +51,7 @@ BAD = [
     (["p", "role:admin", "*", "policy:x", "read", "allow"], "bad_object", "obj"),
     (["p", "role:admin", "*", "ds:a*", "read", "allow"], "bad_wildcard", "obj"),
     (["p", "role:admin", "*", "*", "read", "allow"], "bad_kind", "obj"),
-    (["p", "role:admin", "*", "policy", "delete", "allow"], "bad_action", "act"),
+    (["p", "role:admin", "*", "policy", "destroy", "allow"], "bad_action", "act"),
     (["p", "role:admin", "*", "policy", "train", "allow"], "action_not_for_kind", "act"),
     (["p", "role:admin", "*", "policy", 1, "allow"], "not_a_string", "act"),
     (["p", "role:admin", "*", "policy", "x" * 200, "allow"], "too_long", "act"),

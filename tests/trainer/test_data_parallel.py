@@ -22,9 +22,11 @@ from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 WORLD_SIZE = 2
 
 
-def _rank_main(rank: int, init_file: str, spec: dict[str, Any], out_dir: str, stop_at: int) -> None:
-    """One rank: join the group, train, write what it saw. Rank 0 stops after `stop_at`
-    steps when that is > 0 (its should_stop), the way a cancel reaches rank 0."""
+def _rank_main(
+    rank: int, init_file: str, spec: dict[str, Any], out_dir: str, stop_at: int, pause: bool
+) -> None:
+    """One rank: join the group, train, write what it saw. Rank 0 stops (or, with `pause`,
+    pauses) after `stop_at` steps when that is > 0, the way a cancel or a pause reaches it."""
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE
@@ -35,19 +37,26 @@ def _rank_main(rank: int, init_file: str, spec: dict[str, Any], out_dir: str, st
         def should_stop() -> bool:
             return stop_at > 0 and sum(isinstance(e, StepEvent) for e in events) >= stop_at
 
-        result = train(TrainSpec.from_dict(spec), on_event=events.append, should_stop=should_stop)
+        result = train(
+            TrainSpec.from_dict(spec),
+            on_event=events.append,
+            should_stop=None if pause else should_stop,
+            should_pause=should_stop if pause else None,
+        )
         record = {"result": result.to_dict(), "events": [e.to_dict() for e in events]}
         Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(record, default=str))
     finally:
         dist.destroy_process_group()
 
 
-def _run_data_parallel(tmp_path: Path, spec: TrainSpec, *, stop_at: int = 0) -> list[dict]:
+def _run_data_parallel(
+    tmp_path: Path, spec: TrainSpec, *, stop_at: int = 0, pause: bool = False
+) -> list[dict]:
     out = tmp_path / f"ranks-{stop_at}"
     out.mkdir()
     mp.spawn(
         _rank_main,
-        args=(str(tmp_path / f"pg-{stop_at}"), spec.to_dict(), str(out), stop_at),
+        args=(str(tmp_path / f"pg-{stop_at}"), spec.to_dict(), str(out), stop_at, pause),
         nprocs=WORLD_SIZE,
         join=True,
     )
@@ -125,3 +134,14 @@ def test_a_stop_on_rank_0_stops_every_rank_at_the_same_step(make_spec, tmp_path)
     assert leader["result"]["steps_completed"] == follower["result"]["steps_completed"] == 2
     assert leader["events"][-1]["type"] == "run.cancelled"
     assert not (Path(spec.output_dir) / ARTIFACT_DIR_NAME).exists()
+
+
+def test_a_pause_on_rank_0_pauses_every_rank_after_rank_0s_checkpoint(make_spec, tmp_path):
+    spec = _spec(make_spec, checkpoint_every_steps=None)
+    leader, follower = _run_data_parallel(tmp_path, spec, stop_at=2, pause=True)
+    assert leader["result"]["status"] == follower["result"]["status"] == "paused"
+    assert leader["result"]["steps_completed"] == follower["result"]["steps_completed"] == 2
+    assert [c["step"] for c in leader["result"]["checkpoints"]] == [2]
+    assert follower["result"]["checkpoints"] == []
+    assert leader["events"][-1]["type"] == "run.paused"
+    assert (Path(spec.output_dir) / CHECKPOINT_DIR_NAME / "step-000002").is_dir()

@@ -22,6 +22,7 @@ from trainer.results import (
     EpochEvent,
     EvaluationEvent,
     RunCancelledEvent,
+    RunPausedEvent,
     RunStartedEvent,
     RunSucceededEvent,
     StepEvent,
@@ -185,10 +186,99 @@ class TestCheckpointsAndResume:
             interrupted.checkpoints[0].adapter_sha256 == uninterrupted.checkpoints[0].adapter_sha256
         )
 
+    def test_epoch_ends_and_the_clock_write_checkpoints_with_openai_metrics(self, make_spec):
+        hyper = Hyperparameters(n_epochs=2, batch_size=8, learning_rate_multiplier=10)
+        events = EventLog()
+        result = train(make_spec(hyperparameters=hyper, checkpoint_every_epoch=True), events)
+        assert [c.step for c in result.checkpoints] == [5, 10]
+        for event in events.of(CheckpointEvent):
+            metrics = event.metrics
+            assert set(metrics) == {
+                "train_loss",
+                "train_mean_token_accuracy",
+                "valid_loss",
+                "valid_mean_token_accuracy",
+                "full_valid_loss",
+                "full_valid_mean_token_accuracy",
+            }
+            assert metrics["train_loss"] > 0 and 0 <= metrics["train_mean_token_accuracy"] <= 1
+            # Epoch ends validate on the whole held-out set: valid and full_valid agree.
+            assert metrics["valid_loss"] == metrics["full_valid_loss"] > 0
+            assert 0 <= metrics["valid_mean_token_accuracy"] <= 1
+        # A clock-driven checkpoint between validations has no validation figures.
+        timed = EventLog()
+        train(make_spec(max_steps=2, checkpoint_every_minutes=1e-9, eval_every_steps=2), timed)
+        first, second = timed.of(CheckpointEvent)
+        assert (first.step, second.step) == (1, 2)
+        assert first.metrics["valid_loss"] is None and second.metrics["valid_loss"] is not None
+
     def test_resume_refuses_a_checkpoint_of_another_run(self, make_spec):
         first = train(make_spec(max_steps=2, checkpoint_every_steps=2))
         with pytest.raises(ValueError, match="different run"):
             train(make_spec(max_steps=2, seed=99, resume_from_checkpoint=first.checkpoints[0].path))
+
+
+class TestPause:
+    def test_a_paused_and_resumed_run_draws_the_uninterrupted_loss_curve(self, make_spec):
+        # Dropout on: the resumed run must also continue the random generators.
+        fields = {
+            "hyperparameters": Hyperparameters(
+                n_epochs=2, batch_size=4, learning_rate_multiplier=10
+            ),
+            "lora": LoraSpec(dropout=0.1),
+            "checkpoint_every_epoch": True,
+        }
+        whole = EventLog()
+        uninterrupted = train(make_spec(**fields), whole)
+
+        first = EventLog()
+        paused = train(
+            make_spec(**fields), first, should_pause=lambda: len(first.of(StepEvent)) >= 3
+        )
+        assert paused.status == "paused" and paused.steps_completed == 3
+        assert isinstance(first.events[-1], RunPausedEvent)
+        assert [c.step for c in paused.checkpoints] == [3]
+        assert paused.adapter_sha256 is None and paused.files == []
+
+        rest = EventLog()
+        resumed = train(
+            make_spec(**fields, resume_from_checkpoint=paused.checkpoints[0].path), rest
+        )
+        assert rest.of(RunStartedEvent)[0].step == 3
+        curve = [(e.step, e.loss) for e in first.of(StepEvent) + rest.of(StepEvent)]
+        expected = [(e.step, e.loss) for e in whole.of(StepEvent)]
+        assert [step for step, _ in curve] == [step for step, _ in expected]
+        assert [loss for _, loss in curve] == pytest.approx([loss for _, loss in expected])
+        assert resumed.adapter_sha256 == uninterrupted.adapter_sha256
+        assert resumed.trained_tokens == uninterrupted.trained_tokens
+
+    def test_a_pause_before_the_first_step_writes_nothing(self, make_spec):
+        result = train(make_spec(), should_pause=lambda: True)
+        assert result.status == "paused" and result.steps_completed == 0
+        assert result.checkpoints == []
+
+    def test_a_pause_during_evaluation_resumes_at_evaluation(self, make_spec):
+        fields = {
+            "max_steps": 2,
+            "checkpoint_every_epoch": True,
+            "evaluation": EvalSpec(
+                max_generation_examples=1, max_new_tokens=2, generation_batch_size=1
+            ),
+        }
+        events = EventLog()
+        paused = train(
+            make_spec(**fields), events, should_pause=lambda: bool(events.of(ValidationEvent))
+        )
+        # max_steps ends the loop mid-epoch: the end-of-training checkpoint is the resume
+        # point, and nothing was evaluated or saved.
+        assert paused.status == "paused" and [c.step for c in paused.checkpoints] == [2]
+        assert not events.of(EvaluationEvent)
+        rest = EventLog()
+        resumed = train(
+            make_spec(**fields, resume_from_checkpoint=paused.checkpoints[0].path), rest
+        )
+        assert resumed.status == "succeeded" and not rest.of(StepEvent)
+        assert rest.of(EvaluationEvent)
 
 
 class TestCancel:

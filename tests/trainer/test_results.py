@@ -14,6 +14,7 @@ from trainer.results import (
     EpochEvent,
     EvaluationEvent,
     RunCancelledEvent,
+    RunPausedEvent,
     RunStartedEvent,
     RunSucceededEvent,
     StepEvent,
@@ -47,10 +48,16 @@ EVENTS = [
     ),
     EpochEvent(5, epoch=1),
     ValidationEvent(5, validation_loss=2.1, best_validation_loss=2.1, improved=True),
-    CheckpointEvent(4, path="/runs/x/checkpoints/step-000004", adapter_sha256="a" * 64),
+    CheckpointEvent(
+        4,
+        path="/runs/x/checkpoints/step-000004",
+        adapter_sha256="a" * 64,
+        metrics={"train_loss": 2.5, "valid_loss": None},
+    ),
     EarlyStoppedEvent(5, best_step=3),
     EvaluationEvent(5, systems={"tuned": {}}, ood_probe={"loss_before": 1.0}, verdict={}),
     RunCancelledEvent(2),
+    RunPausedEvent(3),
     RunSucceededEvent(5, adapter_sha256="b" * 64, artifact_dir="/runs/x/model", files=7),
 ]
 

@@ -4,6 +4,7 @@ import json
 
 from audit.offline import verify_proof
 from tests.gateway.registry import factories
+from tests.gateway.registry.conftest import promote
 
 
 def _dossier(client, headers, model_id, **params):
@@ -42,8 +43,7 @@ class TestDossier:
         assert body["lineage"]["base_model"]["manifest_sha256"] == factories.BASE_MANIFEST
 
     def test_every_event_carries_a_valid_inclusion_proof(self, client, people, trained):
-        promoted = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["eve"])
-        assert promoted.status_code == 200
+        promote(client, people, trained["model_id"])
         audit = _dossier(client, people["carol"], trained["model_id"]).json()["audit"]
         actions = [entry["event"]["action"] for entry in audit["events"]]
         assert {
@@ -62,7 +62,7 @@ class TestDossier:
         [promotion] = [e for e in audit["events"] if e["event"]["action"] == "model.promoted"]
         tampered = {
             **promotion["proof"],
-            "body": promotion["proof"]["body"].replace('"eve"', '"mallory"'),
+            "body": promotion["proof"]["body"].replace('"carol"', '"mallory"'),
         }
         assert not verify_proof(tampered, audit["checkpoint"], published["public_key_pem"]).ok
 

@@ -26,6 +26,7 @@ SECTIONS = {
 LISTS = {
     "preparation": {schemas.DossierPreparedFile, schemas.DossierUnheldFile},
     "flags": {schemas.ModelFlag},
+    "cleared_flags": {schemas.ModelClearedFlag},
 }
 # Left open on purpose: each action's details are its own.
 OPEN = {"DossierEvent.details"}
@@ -98,7 +99,7 @@ class TestTheOpenApiSchema:
 
     def test_a_steps_name_is_required_for_its_discriminator(self, openapi):
         components = openapi["components"]["schemas"]
-        for name in ("Validation", "Pii", "Redaction", "Erasure"):
+        for name in ("Validation", "Pii", "Redaction", "Erasure", "Deletion"):
             assert "step" in components[f"Dossier{name}Step"]["required"]
 
 

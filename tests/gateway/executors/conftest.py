@@ -1,5 +1,6 @@
 """Jobs on a tiny real model: a migrated database with a data source, its training files
-and a queued job inserted directly, as the submission API leaves them."""
+and a queued job inserted directly, as the submission API leaves them (with the same
+checkpoint policy: every epoch's end, and every CHECKPOINT_MINUTES)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gateway.config import Settings
 from gateway.data_sources.models import DataSource
 from gateway.files.models import TrainingFile
 from gateway.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
+from gateway.jobs.submission import checkpoint_policy
 from gateway.registry.models import ModelVersion
 from trainer.demo_task import write_demo_files
 from trainer.fixtures import build_tiny_model
@@ -33,6 +35,7 @@ from trainer.spec import EvalSpec, Hyperparameters, TrainSpec
 torch.set_num_threads(1)
 
 TENANT = "acme"
+CHECKPOINT_MODEL = ":ckpt-step-"
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +122,7 @@ class JobWorld:
                 micro_batch_tokens=2048,
                 seed=3,
             ).to_dict()
+            spec.update(checkpoint_policy(self.settings))
             spec.update(spec_overrides or {})
             fields = {
                 "id": job_id,
@@ -172,6 +176,14 @@ class JobWorld:
             )
 
     def models(self, job_id: str) -> list[ModelVersion]:
+        """The job's own model (not its checkpoints'), when it registered one."""
+        return [m for m in self._versions(job_id) if CHECKPOINT_MODEL not in m.id]
+
+    def checkpoint_models(self, job_id: str) -> list[ModelVersion]:
+        found = [m for m in self._versions(job_id) if CHECKPOINT_MODEL in m.id]
+        return sorted(found, key=lambda m: m.compute["checkpoint"]["step"])
+
+    def _versions(self, job_id: str) -> list[ModelVersion]:
         with Session(self.engine) as session:
             return list(
                 session.exec(select(ModelVersion).where(ModelVersion.job_id == job_id)).all()
@@ -195,6 +207,13 @@ class JobWorld:
         out = [(a, actor, json.loads(d)) for a, actor, d in queued]
         out += [(a, actor, json.loads(bytes(b))["details"]) for a, actor, b in chained]
         return out
+
+    def set_status(self, job_id: str, status: str) -> None:
+        with Session(self.engine) as session:
+            job = session.get(FineTuningJob, job_id)
+            job.status = status
+            session.add(job)
+            session.commit()
 
     def set_cancel(self, job_id: str) -> None:
         with Session(self.engine) as session:

@@ -70,6 +70,18 @@ class TestReaper:
         _expire(world, job_id)
         assert reap_expired(world.engine, max_attempts=2) == [(job_id, "failed")]
 
+    def test_a_worker_lost_while_pausing_leaves_the_job_paused(self, world, tmp_path):
+        job_id = world.add_job()
+        claim(world.engine, worker_id="gone", lease_seconds=30)
+        world.set_status(job_id, "pausing")
+        _expire(world, job_id)
+        assert reap_expired(world.engine, max_attempts=2) == [(job_id, "paused")]
+        job = world.job(job_id)
+        assert job.status == "paused" and job.lease_owner is None and job.attempts == 1
+        assert "resume_from_checkpoint" not in job.spec or not job.spec["resume_from_checkpoint"]
+        (paused,) = [d for a, _, d in world.audit(f"job:{job_id}") if a == "job.paused"]
+        assert paused["worker_lost"] and paused["checkpoint_id"] is None
+
     def test_resume_refuses_a_checkpoint_that_changed(self, world, tmp_path):
         job_id = world.add_job()
         claim(world.engine, worker_id="gone", lease_seconds=30)
@@ -123,7 +135,7 @@ def _kill(process: subprocess.Popen) -> None:
 @pytest.mark.slow
 class TestWorkerKilled:
     def test_kill_9_without_checkpoint_fails_worker_lost(self, world):
-        job_id = world.add_job(spec_overrides=LONG)
+        job_id = world.add_job(spec_overrides={**LONG, "checkpoint_every_epoch": False})
         process = _start_worker(world)
         try:
             wait_for(
@@ -145,10 +157,11 @@ class TestWorkerKilled:
         assert failed and failed[0]["code"] == "worker_lost"
 
     def test_kill_9_with_checkpoint_resumes_and_registers_once(self, world):
+        # The checkpoint policy of a job created over the API (every epoch's end), nothing
+        # more: the worker dies after the first epochs, the next resumes mid-run.
         hyperparameters = {**LONG["hyperparameters"], "n_epochs": 25}
-        job_id = world.add_job(
-            spec_overrides={"hyperparameters": hyperparameters, "checkpoint_every_steps": 40}
-        )
+        job_id = world.add_job(spec_overrides={"hyperparameters": hyperparameters})
+        assert world.job(job_id).spec["checkpoint_every_epoch"] is True
         process = _start_worker(world)
         try:
             wait_for(lambda: world.checkpoints(job_id), timeout=120, what="a checkpoint")
@@ -158,6 +171,7 @@ class TestWorkerKilled:
             _kill(process)
         assert world.job(job_id).status == "running"
         last_step = world.checkpoints(job_id)[-1].step
+        seen_before = {e.seq for e in world.events(job_id)}
         time.sleep(world.settings.lease_seconds + 0.5)
         assert reap_expired(world.engine, max_attempts=2) == [(job_id, "queued")]
 
@@ -166,8 +180,18 @@ class TestWorkerKilled:
         assert job.status == "succeeded" and job.attempts == 2
         (model,) = world.models(job_id)
         assert model.compute["resumed"] is True
+        total = model.compute["total_steps"]
+        steps_per_epoch = total // hyperparameters["n_epochs"]
+        # A real mid-run resume: from an epoch's end, neither the start nor the end.
+        assert 0 < last_step < total and last_step % steps_per_epoch == 0
         events = world.events(job_id)
         assert any(e.message.startswith(f"Training resumed at step {last_step}") for e in events)
+        second = [
+            e.data["step"]
+            for e in events
+            if e.seq not in seen_before and e.type == "metrics" and "train_loss" in e.data
+        ]
+        assert second == list(range(last_step + 1, total + 1))
         actions = [a for a, _, _ in world.audit(f"job:{job_id}")]
         assert actions.count("job.requeued") == 1 and actions.count("job.succeeded") == 1
 

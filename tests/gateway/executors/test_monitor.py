@@ -29,20 +29,34 @@ class TestTranslate:
         assert pending["train.early_stopped"].data == {"step": 5, "best_step": 3}
         assert pending["evaluation.completed"].type == "metrics"
         assert pending["run.cancelled"].message == "Training stopped at step 2"
+        assert pending["run.paused"].message == "Training paused at step 3"
         assert pending["run.succeeded"].data["adapter_sha256"] == "b" * 64
         assert all(item.level == "info" for item in pending.values())
 
-    def test_a_checkpoint_carries_the_latest_losses(self):
-        step, validation, checkpoint = (
-            next(e for e in EVENTS if isinstance(e, kind))
-            for kind in (StepEvent, ValidationEvent, CheckpointEvent)
+    def test_a_checkpoint_carries_openais_metrics(self):
+        checkpoint = next(e for e in EVENTS if isinstance(e, CheckpointEvent))
+        pending = translate(checkpoint, {})
+        assert pending.checkpoint["metrics"] == {
+            "step": 4,
+            "train_loss": 2.5,
+            "train_mean_token_accuracy": None,
+            "valid_loss": None,
+            "valid_mean_token_accuracy": None,
+            "full_valid_loss": None,
+            "full_valid_mean_token_accuracy": None,
+        }
+        assert pending.checkpoint["adapter_sha256"] == checkpoint.adapter_sha256
+
+    def test_a_checkpoint_without_metrics_carries_the_latest_losses(self):
+        step, validation = (
+            next(e for e in EVENTS if isinstance(e, kind)) for kind in (StepEvent, ValidationEvent)
         )
         latest: dict[str, object] = {}
         translate(step, latest)
         translate(validation, latest)
-        pending = translate(checkpoint, latest)
-        assert pending.checkpoint["metrics"] == {"step": 4, "train_loss": 2.5, "valid_loss": 2.1}
-        assert pending.checkpoint["adapter_sha256"] == checkpoint.adapter_sha256
+        bare = CheckpointEvent(4, path="/runs/x/checkpoints/step-000004", adapter_sha256="a" * 64)
+        metrics = translate(bare, latest).checkpoint["metrics"]
+        assert (metrics["step"], metrics["train_loss"], metrics["valid_loss"]) == (4, 2.5, 2.1)
 
     def test_a_diverged_loss_is_recorded_as_null(self):
         step = next(e for e in EVENTS if isinstance(e, StepEvent))

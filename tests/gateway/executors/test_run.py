@@ -15,6 +15,7 @@ from trainer import recipe
 from trainer.hashing import hash_tree, sha256_file
 
 WORKER = "worker-test"
+_LONG = {"hyperparameters": {"n_epochs": 5, "batch_size": 1, "learning_rate_multiplier": 1}}
 
 
 def _run_one(world, job_id: str) -> str:
@@ -86,6 +87,97 @@ class TestSuccess:
         first, second = world.add_job(), world.add_job()
         assert work(world.settings, worker_id=WORKER, engine=world.engine, until_idle=True) == 2
         assert world.job(first).status == world.job(second).status == "succeeded"
+
+
+class TestCheckpointModels:
+    def test_the_kept_checkpoints_become_models_of_their_own(self, world):
+        job_id = world.add_job(spec_overrides={"checkpoint_every_steps": 1})
+        assert _run_one(world, job_id) == "succeeded"
+        job, (model,) = world.job(job_id), world.models(job_id)
+        # Six steps, a checkpoint each; the newest three are kept, rows and directories.
+        kept = world.checkpoints(job_id)
+        assert [c.step for c in kept] == [4, 5, 6]
+        directory = Path(kept[0].path).parent
+        assert sorted(p.name for p in directory.iterdir()) == [
+            "step-000004",
+            "step-000005",
+            "step-000006",
+        ]
+        versions = world.checkpoint_models(job_id)
+        assert [v.id for v in versions] == [f"{model.id}:ckpt-step-{c.step}" for c in kept]
+        for version, checkpoint in zip(versions, kept, strict=True):
+            assert version.status == "candidate" and version.verdict is None
+            assert version.adapter_sha256 == checkpoint.adapter_sha256
+            assert version.artifact_dir == checkpoint.path
+            assert [f["relative_path"] for f in version.adapter_files] == [
+                "adapter_config.json",
+                "adapter_model.safetensors",
+            ]
+            assert version.compute["checkpoint"]["step"] == checkpoint.step
+            assert version.compute["checkpoint"]["id"] == checkpoint.id
+            # The job's lineage: the same data, decisions, base manifest and parent.
+            assert version.data_files == model.data_files
+            assert version.decisions == model.decisions == job.decisions
+            assert version.base_manifest_sha256 == model.base_manifest_sha256
+            ((action, _, details),) = world.audit(f"model:{version.id}")
+            assert action == "model.registered" and details["checkpoint_step"] == checkpoint.step
+        assert versions[-1].compute["checkpoint"]["metrics"]["valid_loss"] is not None
+
+    def test_a_checkpoint_that_changed_is_not_registered(self, world, monkeypatch):
+        real_train = recipe.train
+
+        def train_then_tamper(spec, **kwargs):
+            result = real_train(spec, **kwargs)
+            weights = Path(result.checkpoints[0].path) / "adapter_model.safetensors"
+            with weights.open("ab") as handle:
+                handle.write(b"\0")
+            return result
+
+        monkeypatch.setattr(recipe, "train", train_then_tamper)
+        job_id = world.add_job(spec_overrides={"checkpoint_every_steps": 3})
+        assert _run_one(world, job_id) == "succeeded"
+        assert [v.compute["checkpoint"]["step"] for v in world.checkpoint_models(job_id)] == [6]
+        assert any("step 3 not registered" in e.message for e in world.events(job_id))
+
+
+class TestPause:
+    def test_a_paused_job_frees_its_worker_and_resumes_from_its_checkpoint(self, world):
+        job_id = world.add_job(spec_overrides=_LONG)
+        outcome: list[str] = []
+        thread = threading.Thread(target=lambda: outcome.append(_run_one(world, job_id)))
+        thread.start()
+        wait_for(
+            lambda: any(e.type == "metrics" for e in world.events(job_id)),
+            timeout=60,
+            what="a metrics event",
+        )
+        world.set_status(job_id, "pausing")
+        thread.join(60)
+        assert outcome == ["paused"]
+        job = world.job(job_id)
+        assert job.status == "paused" and job.lease_owner is None and job.attempts == 0
+        (checkpoint,) = [
+            c for c in world.checkpoints(job_id) if c.path == job.spec.get("resume_from_checkpoint")
+        ]
+        paused_at = next(e for e in world.events(job_id) if e.message.startswith("Training paused"))
+        assert paused_at.data["step"] == checkpoint.step > 0
+        (paused,) = [d for a, _, d in world.audit(f"job:{job_id}") if a == "job.paused"]
+        assert paused["checkpoint_step"] == checkpoint.step and not paused["worker_lost"]
+
+        world.set_status(job_id, "queued")  # what a resume does (gateway.jobs.service)
+        assert work(world.settings, worker_id=WORKER, engine=world.engine, until_idle=True) == 1
+        job = world.job(job_id)
+        assert job.status == "succeeded" and job.attempts == 1 and job.compute["resumed"]
+        steps = [
+            e.data["step"]
+            for e in world.events(job_id)
+            if e.type == "metrics" and "train_loss" in e.data
+        ]
+        assert steps == list(range(1, len(steps) + 1))  # each step once: none done twice
+        assert any(
+            e.message == f"Training resumed at step {checkpoint.step} of {len(steps)} steps on cpu"
+            for e in world.events(job_id)
+        )
 
 
 class TestArtifactIntegrity:

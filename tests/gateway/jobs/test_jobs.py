@@ -319,3 +319,24 @@ class TestReviewRegressions:
         assert decided.status_code == 200, decided.text
         stopped = client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=people["bob"]).json()
         assert stopped["status"] == "cancelled"
+
+
+class TestPauseAndResumeRefusals:
+    def test_only_a_running_job_pauses_and_only_a_paused_one_resumes(
+        self, client, people, ready, token
+    ):
+        job = _submit(client, people["bob"], ready).json()
+        paused = client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=people["bob"])
+        assert paused.status_code == 409, paused.text
+        error = paused.json()["error"]
+        assert error["code"] == "job_not_running" and error["details"]["status"] == "queued"
+        resumed = client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=people["ada"])
+        assert resumed.status_code == 409
+        assert resumed.json()["error"]["code"] == "job_not_paused"
+        # Another engineer may cancel the tenant's jobs, but pauses only their own.
+        eve = client.post(
+            f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=token("eve", "ml-engineer")
+        )
+        assert eve.status_code == 403 and eve.json()["error"]["code"] == "not_job_requester"
+        [refused] = _refusals(client, people, "job.pause_refused")
+        assert refused["actor"] == "eve" and refused["details"]["code"] == "not_job_requester"

@@ -50,3 +50,23 @@ def trained(client, people, approved_source, gateway_settings):  # noqa: F811
     factories.base_model(gateway_settings)
     model_id = factories.fine_tuned_model(gateway_settings, files=files)
     return {"source": source, "files": files, "model_id": model_id}
+
+
+def ask(client, headers, model_id, reason="ready for production", **body):
+    """POST /v1/models/{id}/promotion_requests."""
+    return client.post(
+        f"/v1/models/{model_id}/promotion_requests",
+        json={"reason": reason, **body},
+        headers=headers,
+    )
+
+
+def promote(client, people, model_id, *, requester="eve", approver="carol", **body) -> dict:
+    """A promotion the whole way: asked for, then approved; the approved request."""
+    asked = ask(client, people[requester], model_id, **body)
+    assert asked.status_code == 201, asked.text
+    approved = client.post(
+        f"/v1/promotion_requests/{asked.json()['id']}/approve", headers=people[approver]
+    )
+    assert approved.status_code == 200, approved.text
+    return approved.json()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.registry import factories
+from tests.gateway.registry.conftest import promote
 
 
 def _events(client, headers, action):
@@ -44,8 +45,7 @@ class TestListModels:
         other = factories.fine_tuned_model(
             gateway_settings, files=trained["files"][1:], suffix="other"
         )
-        promoted = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["eve"])
-        assert promoted.status_code == 200, promoted.text
+        promote(client, people, trained["model_id"])
         body = client.get(
             "/v1/models", params={"status": "production"}, headers=people["bob"]
         ).json()
@@ -185,21 +185,24 @@ class TestLineage:
         assert body["broken_at"] == foreign
 
 
-class TestPromote:
-    def test_the_requester_cannot_promote_their_own_model(self, client, people, trained):
-        response = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["bob"])
-        assert response.status_code == 409
-        assert response.json()["error"]["code"] == "four_eyes_violation"
+class TestPromoteForCompatibility:
+    """POST /v1/models/{id}/promote stays, but only asks: the promotion itself is a
+    compliance officer's approval (tests/gateway/registry/test_promotions.py)."""
 
-    def test_someone_else_promotes_a_passed_candidate(self, client, people, trained):
-        response = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["eve"])
-        assert response.status_code == 200, response.text
+    def test_it_answers_202_with_a_pending_request_and_promotes_nothing(
+        self, client, people, trained
+    ):
+        response = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["bob"])
+        assert response.status_code == 202, response.text
         body = response.json()
-        assert body["status"] == "production" and body["promoted_by"] == "eve"
-        [event] = _events(client, people["carol"], "model.promoted")
-        assert event["resource"] == f"model:{trained['model_id']}"
-        assert event["actor"] == "eve" and event["details"]["overridden"] == []
-        assert event["policy_version"]
+        assert body["object"] == "model.promotion_request" and body["status"] == "pending"
+        assert body["model_id"] == trained["model_id"] and body["requested_by"] == "bob"
+        assert body["verdict"] == "passed" and body["reason"]
+        model = client.get(f"/v1/models/{trained['model_id']}", headers=people["bob"]).json()
+        assert model["status"] == "candidate" and model["promoted_by"] is None
+        assert _events(client, people["carol"], "model.promoted") == []
+        [event] = _events(client, people["carol"], "model.promotion_requested")
+        assert event["details"]["request_id"] == body["id"]
 
     def test_a_failed_evaluation_needs_an_override(self, client, people, trained, gateway_settings):
         failed = factories.fine_tuned_model(
@@ -209,34 +212,40 @@ class TestPromote:
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "evaluation_not_passed"
 
-    def test_an_override_is_kept_on_the_model_and_only_hashed_in_the_trail(
+    def test_an_override_reaches_the_model_on_approval_and_only_its_hash_the_trail(
         self, client, people, trained, gateway_settings
     ):
         failed = factories.fine_tuned_model(
             gateway_settings, files=trained["files"], verdict="failed", suffix="failed"
         )
         reason = "Accepted by Jane Roe: the failing check is known to be noisy"
-        response = client.post(
+        asked = client.post(
             f"/v1/models/{failed}/promote", json={"override_reason": reason}, headers=people["eve"]
         )
-        assert response.status_code == 200, response.text
-        assert factories.model_row(gateway_settings, failed).promotion_override_reason == reason
+        assert asked.status_code == 202, asked.text
+        assert asked.json()["override_reason"] == reason and asked.json()["verdict"] == "failed"
+        approved = client.post(
+            f"/v1/promotion_requests/{asked.json()['id']}/approve", headers=people["carol"]
+        )
+        assert approved.status_code == 200, approved.text
+        row = factories.model_row(gateway_settings, failed)
+        assert row.status == "production" and row.promotion_override_reason == reason
         [event] = _events(client, people["carol"], "model.promoted")
         assert event["details"]["overridden"] == ["evaluation_not_passed"]
         assert (
             event["details"]["override_reason_sha256"]
             == hashlib.sha256(reason.encode()).hexdigest()
         )
+        assert "Jane" not in str(_events(client, people["carol"], "model.promotion_requested"))
         assert "Jane" not in str(event)
 
-    def test_only_a_candidate_is_promoted(self, client, people, trained):
-        url = f"/v1/models/{trained['model_id']}/promote"
-        assert client.post(url, headers=people["eve"]).status_code == 200
-        again = client.post(url, headers=people["eve"])
+    def test_only_a_candidate_is_asked_for(self, client, people, trained):
+        promote(client, people, trained["model_id"])
+        again = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["eve"])
         assert again.status_code == 409 and again.json()["error"]["code"] == "not_candidate"
 
     @pytest.mark.parametrize(
-        "body", [{"override_reason": "x"}, {"reason": "because"}, {"override_reason": "ok\x00"}]
+        "body", [{"override_reason": "x"}, {"reasons": "because"}, {"override_reason": "ok\x00"}]
     )
     def test_bad_bodies_get_422(self, client, people, trained, body):
         response = client.post(
@@ -244,7 +253,7 @@ class TestPromote:
         )
         assert response.status_code == 422
 
-    def test_promotion_needs_the_promote_grant(self, client, people, trained):
+    def test_asking_needs_the_promote_grant(self, client, people, trained):
         response = client.post(f"/v1/models/{trained['model_id']}/promote", headers=people["dora"])
         assert response.status_code == 403
 

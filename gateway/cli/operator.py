@@ -1,19 +1,15 @@
-"""`tunegate` command line (typer)."""
+"""Operator commands: the schema, the server, workers and dev tokens."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="tunegate: a governance gateway for LLM fine-tuning.", no_args_is_help=True)
+from gateway.cli.app import app
+
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-audit_app = typer.Typer(help="Audit trail tools.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-app.add_typer(audit_app, name="audit")
 
 
 @db_app.command("upgrade")
@@ -90,26 +86,3 @@ def worker(
         signal.signal(signum, lambda *_: stop.set())
     pin_device(device_index)
     work(settings, worker_id=new_worker_id(), stop=stop, until_idle=until_idle)
-
-
-@audit_app.command("verify-proof")
-def verify_proof(
-    proof: Annotated[Path, typer.Argument(help="JSON from GET /v1/audit/events/{seq}/proof")],
-    checkpoint: Annotated[Path, typer.Argument(help="JSON from GET /v1/audit/checkpoints/latest")],
-    public_key: Annotated[Path, typer.Argument(help="PEM from GET /v1/audit/public-key")],
-) -> None:
-    """Check an inclusion proof offline against a signed checkpoint and the public key."""
-    from audit.offline import verify_proof
-
-    verdict = verify_proof(proof.read_bytes(), checkpoint.read_bytes(), public_key.read_bytes())
-    typer.echo(json.dumps({"ok": verdict.ok, "code": verdict.code, "message": verdict.message}))
-    if not verdict.ok:
-        raise typer.Exit(1)
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app(prog_name="tunegate")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

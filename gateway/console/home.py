@@ -1,0 +1,117 @@
+""" "Waiting for me": what a person's roles let them act on, each found by the same service
+and the same policy check as the API route that lists it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlmodel import Session
+
+from gateway.authz import Authorized, decide
+from gateway.data_sources import service as data_sources
+from gateway.erasure import service as erasure
+from gateway.jobs import service as jobs
+from gateway.registry import service as registry
+from gateway.runtime import Runtime
+from gateway.security import Principal
+
+SHOWN = 5
+SCANNED = 100
+FAILED = frozenset({"failed", "cancelled"})
+
+
+@dataclass
+class Panel:
+    title: str
+    href: str
+    count: int
+    more: bool = False
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _allowed(state: Runtime, principal: Principal, obj: str, act: str) -> Authorized | None:
+    outcome = decide(state.policy, principal, obj, act, route="/console", method="GET")
+    return outcome if isinstance(outcome, Authorized) else None
+
+
+def waiting_for(session: Session, *, state: Runtime, principal: Principal) -> list[Panel]:
+    panels = [
+        _sources_to_approve(session, state, principal),
+        _erasures_to_decide(session, state, principal),
+        _my_failed_jobs(session, state, principal),
+        _flagged_models(session, state, principal),
+    ]
+    return [panel for panel in panels if panel is not None]
+
+
+def _sources_to_approve(session: Session, state: Runtime, principal: Principal) -> Panel | None:
+    authorized = _allowed(state, principal, "ds:*", "approve")
+    if authorized is None:
+        return None
+    rows, after = data_sources.list_visible(
+        session, state=state, authorized=authorized, status="proposed", after=None, limit=SCANNED
+    )
+    # Four eyes: a person's own proposals are not waiting for them.
+    rows = [row for row in rows if row.owner != principal.sub]
+    return Panel(
+        "Data sources to approve",
+        "/console/data-sources?status=proposed",
+        len(rows),
+        after is not None,
+        [(f"{row.name} ({row.id})", f"/console/data-sources/{row.id}") for row in rows[:SHOWN]],
+    )
+
+
+def _erasures_to_decide(session: Session, state: Runtime, principal: Principal) -> Panel | None:
+    authorized = _allowed(state, principal, "erasure:*", "decide")
+    if authorized is None:
+        return None
+    rows, after = erasure.list_in_tenant(
+        session, authorized=authorized, status="open", after=None, limit=SCANNED
+    )
+    return Panel(
+        "Erasure requests to decide",
+        "/console/erasure?status=open",
+        len(rows),
+        after is not None,
+        [(row.id, f"/console/erasure/{row.id}") for row in rows[:SHOWN]],
+    )
+
+
+def _my_failed_jobs(session: Session, state: Runtime, principal: Principal) -> Panel | None:
+    authorized = _allowed(state, principal, "job:*", "list")
+    if authorized is None:
+        return None
+    rows, more = jobs.list_visible(
+        session, state=state, authorized=authorized, after=None, limit=SCANNED, metadata={}
+    )
+    mine = [row for row in rows if row.created_by == principal.sub and row.status in FAILED]
+    return Panel(
+        "My failed or cancelled jobs",
+        "/console/jobs?mine=1",
+        len(mine),
+        more,
+        [(f"{row.id} ({row.status})", f"/console/jobs/{row.id}") for row in mine[:SHOWN]],
+    )
+
+
+def _flagged_models(session: Session, state: Runtime, principal: Principal) -> Panel | None:
+    authorized = _allowed(state, principal, "model:*", "list")
+    if authorized is None:
+        return None
+    rows, after = registry.list_visible(
+        session,
+        state=state,
+        authorized=authorized,
+        status=None,
+        flagged=True,
+        after=None,
+        limit=SCANNED,
+    )
+    return Panel(
+        "Flagged models",
+        "/console/models?flagged=1",
+        len(rows),
+        after is not None,
+        [(row.id, f"/console/models/{row.id}") for row in rows[:SHOWN]],
+    )

@@ -1,0 +1,29 @@
+"""A signed-in console: the real app in-process, the session cookie set by the real form."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
+
+
+@pytest.fixture
+def sign_in(client, token):
+    """sign_in(sub, *roles) -> the client, signed in through POST /console/login."""
+
+    def go(sub: str, *roles: str, tenant: str = "default", ttl: int = 3600):
+        bearer = token(sub, *roles, tenant=tenant, ttl=ttl)["Authorization"].removeprefix("Bearer ")
+        client.cookies.clear()
+        response = client.post("/console/login", data={"token": bearer}, follow_redirects=False)
+        assert response.status_code == 303, response.text
+        return client
+
+    return go
+
+
+def csrf_of(page_html: str) -> str:
+    match = CSRF.search(page_html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
