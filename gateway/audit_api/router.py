@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -95,14 +94,7 @@ def stream_audit_verification(
     "total"}` while the chain is verified (the first at once), then one `result` event
     with the verification (or an `error` event)."""
     updates = service.verify_with_progress(state, authorized=authorized)
-    return EventSourceResponse(
-        {"event": _update_kind(update), "data": json.dumps(update.get("result", update))}
-        for update in updates
-    )
-
-
-def _update_kind(update: dict) -> str:
-    return "progress" if "checked" in update else "result" if "result" in update else "error"
+    return EventSourceResponse(service.verification_events(updates))
 
 
 @router.get(

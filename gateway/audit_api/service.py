@@ -4,6 +4,7 @@ about to roll back, is recorded in a transaction of its own."""
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -368,6 +369,14 @@ def _drain(chunks: queue.Queue[Any], stop: threading.Event) -> Iterator[bytes]:
             yield chunk
     finally:
         stop.set()
+
+
+def verification_events(updates: Iterator[dict[str, Any]]) -> Iterator[dict[str, str]]:
+    """verify_with_progress's updates as server-sent events: `progress`, then `result` (or
+    `error`), each with its JSON; what the API's stream and the console's page both send."""
+    for update in updates:
+        kind = "progress" if "checked" in update else "result" if "result" in update else "error"
+        yield {"event": kind, "data": json.dumps(update.get("result", update))}
 
 
 def verify_with_progress(state: Runtime, *, authorized: Authorized) -> Iterator[dict[str, Any]]:

@@ -191,6 +191,22 @@ def _version_seen_from(version: store.PolicyVersionInfo, tenant: str, with_chang
     return seen
 
 
+def _decision_details(request: Any, decision: Decision) -> dict[str, Any]:
+    """What a dry-run decision's audit event says. Only values the vocabulary accepted reach
+    the trail; an invalid request is recorded by its error code."""
+    asked = (
+        {"sub": request.sub, "obj": request.obj, "act": request.act}
+        if decision.error is None
+        else {"error": decision.error}
+    )
+    return {
+        "request": asked,
+        "decision": decision.outcome,
+        "decided_by": list(decision.rule) if decision.rule else None,
+        "checked_policy_version": decision.policy_version,
+    }
+
+
 def check(
     session: Session, *, state: Runtime, authorized: Authorized, request: PolicyCheck
 ) -> Decision:
@@ -200,23 +216,11 @@ def check(
     decision = state.policy.decide(
         request.sub, tenant, request.obj, request.act, extra_roles=request.roles
     )
-    # Only values the vocabulary accepted reach the trail; an invalid request is
-    # recorded by its error code.
-    asked = (
-        {"sub": request.sub, "obj": request.obj, "act": request.act}
-        if decision.error is None
-        else {"error": decision.error}
-    )
     record_allowed(
         session,
         authorized=authorized,
         action="policy.checked",
-        details={
-            "request": asked,
-            "decision": decision.outcome,
-            "decided_by": list(decision.rule) if decision.rule else None,
-            "checked_policy_version": decision.policy_version,
-        },
+        details=_decision_details(request, decision),
     )
     return decision
 
@@ -399,22 +403,11 @@ def explain(
         request.sub, tenant, request.obj, request.act, extra_roles=request.roles
     )
     decision = explanation.decision
-    asked = (
-        {"sub": request.sub, "obj": request.obj, "act": request.act}
-        if decision.error is None
-        else {"error": decision.error}
-    )
     record_allowed(
         session,
         authorized=authorized,
         action="policy.explained",
-        details={
-            "request": asked,
-            "decision": decision.outcome,
-            "decided_by": list(decision.rule) if decision.rule else None,
-            "matched": len(explanation.matched),
-            "checked_policy_version": decision.policy_version,
-        },
+        details=_decision_details(request, decision) | {"matched": len(explanation.matched)},
     )
     return tenant, explanation
 

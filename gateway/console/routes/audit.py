@@ -3,7 +3,6 @@ one event with its canonical JSON and hashes."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -96,14 +95,7 @@ def verify_stream(
 ) -> EventSourceResponse:
     """The API's verification with progress, for the page's own script."""
     updates = service.verify_with_progress(state, authorized=authorized)
-    return EventSourceResponse(
-        {"event": _kind(update), "data": json.dumps(update.get("result", update))}
-        for update in updates
-    )
-
-
-def _kind(update: dict) -> str:
-    return "progress" if "checked" in update else "result" if "result" in update else "error"
+    return EventSourceResponse(service.verification_events(updates))
 
 
 def _export(session, state, authorized, request: Request):
