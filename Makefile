@@ -34,11 +34,15 @@ demo: install
 demo-quick: install
 	KEEP=$(KEEP) $(PY) examples/demo.py --quick
 
+# The suite on TEST_WORKERS processes (pytest-xdist); each file's tests stay on one worker
+# (tests/conftest.py groups them), so a module's live gateway or trained model is built once.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 serve: install
 	$(VENV)/bin/tunegate db upgrade

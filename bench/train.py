@@ -16,6 +16,16 @@ attention within each example (forward QK^T and AV, backward twice that).
     python bench/train.py cpu --model tiny-30m   # generated ~30M-parameter Llama
     python bench/train.py cpu --model smollm2    # imported SmolLM2-135M-Instruct
     python bench/train.py gpu --model smollm2-shape --steps 30   # see bench/gpu_check.sh
+
+`--dpo` prints the DPO row instead: our DPO (trainer.dpo) beside TRL's DPOTrainer (the
+`bench` extra: pip install -e '.[bench]') on the same model, preference data, LoRA config,
+batch size, learning rate and schedule, beta and seed, both with the base model (adapter
+disabled) as the reference: real tokens per second (goal >= 1.5x) and the final
+preference accuracy on the validation pairs, scored by the same function (goal within 2
+points). The preference is learnable on purpose (the reply over the same reply in capitals),
+so that both accuracies mean something.
+
+    python bench/train.py cpu --model tiny-30m --threads 1 --dpo
 """
 
 from __future__ import annotations
@@ -36,13 +46,14 @@ import torch
 from transformers import logging as transformers_logging
 
 from trainer.base_models import MANIFEST_NAME, import_smollm2, load_base_model, verify_manifest
-from trainer.data import IGNORE_INDEX, tokenize_file
+from trainer.data import IGNORE_INDEX, tokenize_file, tokenize_preference_file
+from trainer.dpo import ReferenceLogps, score_pairs
 from trainer.evaluate import OOD_TEXT_PATH, mean_target_loss
 from trainer.fixtures import TinyModelShape, build_tiny_model
 from trainer.modeling import use_segmented_attention
 from trainer.recipe import train
 from trainer.results import RunStartedEvent, StepEvent, TrainEvent, ValidationEvent
-from trainer.spec import EvalSpec, Hyperparameters, LoraSpec, TrainSpec
+from trainer.spec import DpoSpec, EvalSpec, Hyperparameters, LoraSpec, TrainSpec
 
 SHAPES = {
     # ~30M parameters with its own small vocabulary.
@@ -101,6 +112,31 @@ def synthetic_chat_file(path: Path, *, count: int, seed: int, max_words: int) ->
         lines.append(json.dumps({"messages": messages}) + "\n")
     path.write_text("".join(lines))
     return path
+
+
+def synthetic_preference_files(
+    workdir: Path, *, count: int, validation_count: int, max_words: int
+) -> tuple[Path, Path]:
+    """Preference pairs over the synthetic chats: the reply preferred over it in capitals."""
+    paths = []
+    for name, size, seed in (("train", count, 1), ("validation", validation_count, 2)):
+        chats = synthetic_chat_file(
+            workdir / f"{name}-chat.jsonl", count=size, seed=seed, max_words=max_words
+        )
+        lines = []
+        for line in chats.read_text().splitlines():
+            messages = json.loads(line)["messages"]
+            reply = messages[-1]["content"]
+            record = {
+                "input": {"messages": messages[:-1]},
+                "preferred_output": [{"role": "assistant", "content": reply}],
+                "non_preferred_output": [{"role": "assistant", "content": reply.upper()}],
+            }
+            lines.append(json.dumps(record) + "\n")
+        path = workdir / f"{name}-preference.jsonl"
+        path.write_text("".join(lines))
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def prepare_base_model(name: str, workdir: Path, existing: str | None = None) -> Path:
@@ -339,6 +375,164 @@ def cpu_comparison(args) -> None:
     )
 
 
+DPO_BETA = 0.1
+
+
+def preference_accuracy(model, spec: TrainSpec) -> float:
+    """The held-out preference accuracy of a trained peft model, as our evaluation scores it."""
+    loaded_tokenizer = load_base_model(spec.base_model_dir).tokenizer
+    pairs = tokenize_preference_file(
+        spec.validation_file, loaded_tokenizer, max_seq_len=spec.max_seq_len
+    ).pairs
+    use_segmented_attention(model.get_base_model())
+    device = next(model.parameters()).device
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
+    reference = ReferenceLogps(
+        model, max_tokens=spec.micro_batch_tokens, device=device, autocast_dtype=autocast_dtype
+    )
+    return score_pairs(
+        model,
+        pairs,
+        reference=reference,
+        beta=DPO_BETA,
+        max_tokens=spec.micro_batch_tokens,
+        device=device,
+        autocast_dtype=autocast_dtype,
+    ).preference_accuracy
+
+
+def run_ours_dpo(spec: TrainSpec) -> dict:
+    clock: dict[str, float] = {}
+
+    def on_event(event: TrainEvent) -> None:
+        match event:
+            case RunStartedEvent():
+                clock["start"] = time.perf_counter()
+            case StepEvent():
+                clock["end"] = time.perf_counter()
+
+    result = train(spec, on_event)
+    assert result.evaluation is not None
+    return {
+        "tokens": result.processed_tokens,
+        "seconds": clock["end"] - clock["start"],
+        "steps": result.steps_completed,
+        "accuracy": result.evaluation["systems"]["tuned"]["preference_accuracy"],
+    }
+
+
+def run_trl_dpo(spec: TrainSpec, total_steps: int, warmup_steps: int) -> dict:
+    """TRL's DPOTrainer with a peft LoRA config: reference = the adapter disabled."""
+    from datasets import Dataset
+    from peft import LoraConfig, TaskType
+    from trl import DPOConfig, DPOTrainer
+
+    loaded = load_base_model(spec.base_model_dir)
+    rows = []
+    for line in Path(spec.training_file).read_text().splitlines():
+        record = json.loads(line)
+        rows.append(
+            {
+                "prompt": record["input"]["messages"],
+                "chosen": record["preferred_output"],
+                "rejected": record["non_preferred_output"],
+            }
+        )
+    arguments = DPOConfig(
+        output_dir=str(Path(spec.output_dir) / "trl"),
+        per_device_train_batch_size=spec.hyperparameters.batch_size,
+        num_train_epochs=1,
+        max_steps=total_steps,
+        learning_rate=spec.base_learning_rate,
+        lr_scheduler_type=spec.lr_scheduler,
+        warmup_steps=warmup_steps,
+        weight_decay=spec.weight_decay,
+        max_grad_norm=spec.max_grad_norm,
+        beta=DPO_BETA,
+        max_length=None,
+        seed=spec.seed,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+    )
+    torch.manual_seed(spec.seed)
+    trainer = DPOTrainer(
+        model=loaded.model,
+        args=arguments,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=loaded.tokenizer,
+        peft_config=LoraConfig(
+            r=spec.lora.r,
+            lora_alpha=spec.lora.alpha,
+            lora_dropout=spec.lora.dropout,
+            target_modules="all-linear",
+            task_type=TaskType.CAUSAL_LM,
+        ),
+    )
+    dataset = trainer.train_dataset
+    tokens = sum(
+        2 * len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dataset
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "accuracy": preference_accuracy(trainer.model, spec),
+    }
+
+
+def dpo_comparison(args) -> None:
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-dpo-") as scratch:
+        workdir = Path(args.workdir) if args.workdir else Path(scratch)
+        model_dir = prepare_base_model(args.model, workdir, args.base_model)
+        train_file, validation_file = synthetic_preference_files(
+            workdir,
+            count=args.examples,
+            validation_count=args.validation_examples,
+            max_words=args.dpo_max_words,
+        )
+        spec = base_spec(
+            model_dir,
+            train_file,
+            validation_file,
+            Path(tempfile.mkdtemp(prefix="run-", dir=workdir)),
+            args,
+        )
+        spec.method = "dpo"
+        spec.dpo = DpoSpec(beta=DPO_BETA)
+        spec.evaluation = EvalSpec(enabled=True, ood_max_tokens=512)
+        ours = run_ours_dpo(spec)
+        total_steps = ours["steps"]
+        theirs = run_trl_dpo(spec, total_steps, math.ceil(spec.warmup_ratio * total_steps))
+
+    label = f"dpo[{args.model}, cpu, {args.threads} threads]"
+    ours_rate = ours["tokens"] / ours["seconds"]
+    theirs_rate = theirs["tokens"] / theirs["seconds"]
+    gap = 100 * (ours["accuracy"] - theirs["accuracy"])
+    print(
+        f"{label} data: {args.examples} train / {args.validation_examples} val pairs, "
+        f"{ours['tokens']} real tokens (TRL's tokenisation: {theirs['tokens']}), "
+        f"{total_steps} steps of {args.batch_size}, beta {DPO_BETA}"
+    )
+    print(
+        f"{label} real tokens/s: ours {ours_rate:,.0f} | trl.DPOTrainer+peft {theirs_rate:,.0f} "
+        f"| ratio {ours_rate / theirs_rate:.2f}x (goal >= 1.5)"
+    )
+    print(
+        f"{label} final val preference accuracy: ours {ours['accuracy']:.3f} | DPOTrainer "
+        f"{theirs['accuracy']:.3f} | ours {gap:+.1f} points (goal within 2)"
+    )
+
+
 def gpu_check(args) -> None:
     """Our loop in bf16 on CUDA for a fixed number of steps: tokens/s, peak memory, MFU."""
     if not torch.cuda.is_available():
@@ -392,8 +586,8 @@ def main() -> None:
     )
     parser.add_argument("mode", choices=("cpu", "gpu"))
     parser.add_argument("--model", default="tiny-30m", choices=(*SHAPES, "smollm2"))
-    parser.add_argument("--examples", type=int, default=256)
-    parser.add_argument("--validation-examples", type=int, default=24)
+    parser.add_argument("--examples", type=int, help="default 256 (--dpo: 48)")
+    parser.add_argument("--validation-examples", type=int, help="default 24 (--dpo: 16)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--max-seq-len", type=int, default=2048)
@@ -404,8 +598,20 @@ def main() -> None:
     parser.add_argument(
         "--base-model", help="an already imported base model directory to use for --model"
     )
+    parser.add_argument(
+        "--dpo", action="store_true", help="the DPO row: ours against TRL's DPOTrainer"
+    )
+    parser.add_argument(
+        "--dpo-max-words", type=int, default=80, help="--dpo: longest prompt or reply, in words"
+    )
     args = parser.parse_args()
-    if args.mode == "cpu":
+    # DPO runs the model over two sequences per example and TRL twice more for its
+    # reference: fewer pairs keep the row within minutes on one CPU thread.
+    args.examples = args.examples or (48 if args.dpo else 256)
+    args.validation_examples = args.validation_examples or (16 if args.dpo else 24)
+    if args.dpo:
+        dpo_comparison(args)
+    elif args.mode == "cpu":
         cpu_comparison(args)
     else:
         gpu_check(args)

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         description="a running job also writes a checkpoint this often (besides each epoch's "
         "end); 0: only at epoch ends",
     )
+    offline: bool = Field(
+        True,
+        description="no external service is reachable: a job's integrations that report to "
+        "one (wandb) are refused",
+    )
     checkpoint_keep: int = Field(
         3, ge=1, le=100, description="checkpoints kept per job, the newest (OpenAI keeps 3)"
     )

@@ -163,7 +163,7 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ),
         (
             "tenant_not_visible",
-            (404, 422),
+            (400, 404),
             "You can only see your own tenant (and, for policy rules, the global baseline `*`): "
             "drop the tenant filter or name your tenant.",
         ),
@@ -172,23 +172,23 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         "input",
         (
             "invalid_request",
-            422,
+            400,
             "The request does not match the API's schema: `param` names the first field at fault, "
             "`details` list every fault.",
         ),
         ("bad_request", 400, "The request was refused."),
         (
             "invalid_path_parameter",
-            422,
+            400,
             "A path parameter is not a plain id (1-128 of letters, digits and `. _ @ : -`).",
         ),
         (
             "invalid_filter",
-            422,
+            400,
             "A list filter is invalid (an audit trail filter, or a `metadata[key]=value` job "
             "filter).",
         ),
-        ("invalid_cursor", 422, "The `after` cursor is not an id from this listing."),
+        ("invalid_cursor", 400, "The `after` cursor is not an id from this listing."),
         ("not_found", 404, "There is no such route, or no such object."),
         ("method_not_allowed", 405, "The route does not take this HTTP method."),
         (
@@ -233,7 +233,7 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
     *_area(
         "files",
         ("file_not_found", 404, "No file with this id in your tenant."),
-        ("invalid_purpose", 422, "The upload's `purpose` is not one the gateway takes."),
+        ("invalid_purpose", 400, "The upload's `purpose` is not one the gateway takes."),
         (
             "file_too_large",
             413,
@@ -247,10 +247,10 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ),
         (
             "invalid_ingest_settings",
-            422,
+            400,
             "The data source's ingest settings cannot be used (e.g. its `pii_action`).",
         ),
-        ("ingest_failed", 422, "The ingest pipeline refused the upload."),
+        ("ingest_failed", 400, "The ingest pipeline refused the upload."),
         (
             "upload_raced_erasure",
             409,
@@ -287,22 +287,22 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ("multipart_required", 415, "Upload a file as `multipart/form-data`."),
         (
             "invalid_multipart",
-            422,
+            400,
             "The multipart body is malformed (no boundary, a part without a form-data name, or it "
             "ended early).",
         ),
-        ("too_many_parts", 422, "The multipart body has more form parts than allowed."),
-        ("multiple_files", 422, "Send one file per upload."),
-        ("duplicate_field", 422, "A form field was sent twice."),
-        ("field_too_large", 422, "A form field is longer than allowed."),
+        ("too_many_parts", 400, "The multipart body has more form parts than allowed."),
+        ("multiple_files", 400, "Send one file per upload."),
+        ("duplicate_field", 400, "A form field was sent twice."),
+        ("field_too_large", 400, "A form field is longer than allowed."),
         (
             "invalid_field",
-            422,
+            400,
             "A form field is not UTF-8, or is not a plain id where it names an object.",
         ),
         (
             "missing_field",
-            422,
+            400,
             "A required form field is missing, or comes after the file part (send `purpose` and "
             "`data_source` before `file`).",
         ),
@@ -338,32 +338,46 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ),
         (
             "file_not_usable",
-            422,
+            400,
             "A job's file is not a processed file whose content is still stored, or was not "
             "uploaded for fine-tuning.",
         ),
         (
             "too_few_examples",
-            422,
+            400,
             "The training file has fewer examples than its data source requires.",
         ),
         (
             "train_validation_overlap",
-            422,
+            400,
             "Validation examples repeat training examples, exactly or nearly: remove them from one"
             " file.",
         ),
         (
+            "file_format_mismatch",
+            400,
+            "A job's files do not suit its method: DPO (`method.type: dpo`) trains on "
+            "preference files (`input`, `preferred_output`, `non_preferred_output`), "
+            "supervised fine-tuning on chat or prompt/completion files.",
+        ),
+        (
             "invalid_training_spec",
-            422,
+            400,
             "The job cannot be run as asked (its hyperparameters or LoRA settings do not make a "
             "valid training run).",
         ),
         (
             "lora_mismatch",
-            422,
+            400,
             "Continuing a fine-tuned model keeps its adapter's LoRA configuration: leave `lora` "
             "out or match it.",
+        ),
+        (
+            "integration_unavailable",
+            400,
+            "A `wandb` integration cannot report while the gateway is offline (no external "
+            "service is reachable): leave `integrations` out, or ask an operator to turn "
+            "offline mode off (integrations are then stored and echoed, never reported to).",
         ),
         (
             "quota_exceeded",
@@ -455,40 +469,40 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "The content store holds a directory for this name without a registry entry (an "
             "interrupted registration?): an operator must remove it.",
         ),
-        ("base_model_retired", 422, "The base model is retired: nothing new is trained on it."),
+        ("base_model_retired", 400, "The base model is retired: nothing new is trained on it."),
         ("already_retired", 409, "The base model or model is already retired."),
-        ("path_not_absolute", 422, "A base model's source path must be absolute."),
+        ("path_not_absolute", 400, "A base model's source path must be absolute."),
         (
             "path_not_allowed",
-            422,
+            400,
             "The source path is outside the model import roots, or none are configured "
             "(`TUNEGATE_MODEL_IMPORT_ROOTS`; without them only packaged models can be registered).",
         ),
-        ("path_not_found", 422, "The source path does not exist or cannot be resolved."),
+        ("path_not_found", 400, "The source path does not exist or cannot be resolved."),
         (
             "unsupported_file",
-            422,
+            400,
             "The source directory holds a symlinked directory or something that is not a regular "
             "file.",
         ),
-        ("not_a_directory", 422, "`source.directory` is not a directory."),
+        ("not_a_directory", 400, "`source.directory` is not a directory."),
         (
             "not_a_model_directory",
-            422,
+            400,
             "`source.directory` is not a Hugging Face model directory (`config.json` and "
             "`*.safetensors` weights).",
         ),
-        ("not_a_gguf_file", 422, "`source.gguf` is not a GGUF file."),
+        ("not_a_gguf_file", 400, "`source.gguf` is not a GGUF file."),
         (
             "package_not_installed",
-            422,
+            400,
             "The packaged model is not installed on the gateway (the message says how to install "
             "it).",
         ),
-        ("manifest_mismatch", 422, "The model's files do not match its manifest."),
+        ("manifest_mismatch", 400, "The model's files do not match its manifest."),
         (
             "import_failed",
-            422,
+            400,
             "The source could not be imported as a model (the server log has the detail).",
         ),
         (
@@ -499,7 +513,7 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ("model_not_found", 404, "No model with this id in your tenant."),
         (
             "model_retired",
-            (409, 422),
+            (400, 409),
             "The model is retired: it is not downloaded, and no job continues from it.",
         ),
         (
@@ -577,7 +591,7 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         ("audit_trail_empty", 404, "The audit trail is empty: there is no checkpoint yet."),
         (
             "tree_size_out_of_range",
-            422,
+            400,
             "`tree_size` must cover the event and be at most the trail's size.",
         ),
         (
@@ -589,48 +603,48 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
     ),
     *_area(
         "policy",
-        ("not_a_string", 422, "A rule or filter field must be a string."),
-        ("bad_ptype", 422, "A rule's `ptype` must be `p`, `g` or `g2`."),
+        ("not_a_string", 400, "A rule or filter field must be a string."),
+        ("bad_ptype", 400, "A rule's `ptype` must be `p`, `g` or `g2`."),
         (
             "field_count",
-            422,
+            400,
             "A rule has the wrong number of fields for its `ptype`, or is not a list of rules.",
         ),
-        ("bad_field", 422, "A rule names a field its `ptype` does not have."),
-        ("empty", 422, "A rule field is empty."),
-        ("too_long", 422, "A rule field is longer than 128 characters."),
-        ("bad_chars", 422, "A rule field may only hold letters, digits and `. _ @ : - *`."),
-        ("bad_subject", 422, "A subject must be `user:<sub>` or `role:<name>`."),
-        ("bad_role", 422, "A role must be `role:<name>` (1-64 of letters, digits and `. _ -`)."),
+        ("bad_field", 400, "A rule names a field its `ptype` does not have."),
+        ("empty", 400, "A rule field is empty."),
+        ("too_long", 400, "A rule field is longer than 128 characters."),
+        ("bad_chars", 400, "A rule field may only hold letters, digits and `. _ @ : - *`."),
+        ("bad_subject", 400, "A subject must be `user:<sub>` or `role:<name>`."),
+        ("bad_role", 400, "A role must be `role:<name>` (1-64 of letters, digits and `. _ -`)."),
         (
             "bad_tenant",
-            422,
+            400,
             "A tenant must be 1-64 of letters, digits and `. _ -`; `*` only in a `p` rule.",
         ),
-        ("bad_kind", 422, "An object's kind is not one the vocabulary knows."),
+        ("bad_kind", 400, "An object's kind is not one the vocabulary knows."),
         (
             "bad_object",
-            422,
+            400,
             "An object is not of the form its kind takes (`kind:<id>`, or the kind alone).",
         ),
         (
             "bad_wildcard",
-            422,
+            400,
             "`*` may only stand alone as an object's id, and not where no wildcard is allowed.",
         ),
-        ("bad_action", 422, "The action is not one the vocabulary knows."),
-        ("action_not_for_kind", 422, "The action does not apply to this kind of object."),
-        ("bad_effect", 422, "A rule's effect must be `allow` or `deny`."),
-        ("bad_class", 422, "A classification must be `class:<label>`."),
-        ("bad_actor", 422, "The actor of a policy change must be 1-256 printable characters."),
-        ("bad_limit", 422, "The listing's `limit` is out of range."),
-        ("bad_reason", 422, "The change's `reason` must be text of at most 2000 characters."),
-        ("duplicate_rule", 422, "The same rule appears twice in the change."),
-        ("rule_in_add_and_remove", 422, "The same rule is both added and removed in the change."),
-        ("empty_change", 422, "The change adds and removes nothing."),
+        ("bad_action", 400, "The action is not one the vocabulary knows."),
+        ("action_not_for_kind", 400, "The action does not apply to this kind of object."),
+        ("bad_effect", 400, "A rule's effect must be `allow` or `deny`."),
+        ("bad_class", 400, "A classification must be `class:<label>`."),
+        ("bad_actor", 400, "The actor of a policy change must be 1-256 printable characters."),
+        ("bad_limit", 400, "The listing's `limit` is out of range."),
+        ("bad_reason", 400, "The change's `reason` must be text of at most 2000 characters."),
+        ("duplicate_rule", 400, "The same rule appears twice in the change."),
+        ("rule_in_add_and_remove", 400, "The same rule is both added and removed in the change."),
+        ("empty_change", 400, "The change adds and removes nothing."),
         (
             "rule_outside_tenant",
-            422,
+            400,
             "A rule here must name your own tenant; the global baseline comes from the seed.",
         ),
         ("rule_exists", 409, "The rule to add is already there."),

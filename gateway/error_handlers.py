@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,26 +23,46 @@ async def _gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
     )
 
 
+# Where pydantic names the member of a union that failed ("literal['auto']",
+# "constrained-int") or a dict's key ("[key]"): not part of the parameter's name.
+_UNION_MEMBER = re.compile(r"[\[\]'\-]")
+_SHOULD = "Input should be "
+
+
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """OpenAI's answer to an invalid parameter: 400, ``invalid_request_error``, ``param``
+    the first field at fault and a message that states its rule (every alternative of a
+    union, never only the first); ``details`` list every fault."""
     faults = [
         {
             "loc": [str(part) for part in fault.get("loc", ())],
             "type": fault.get("type"),
-            "msg": fault.get("msg"),
+            "msg": str(fault.get("msg", "")).removeprefix("Value error, "),
         }
         for fault in exc.errors()[:100]
     ]
     first = faults[0] if faults else {"loc": [], "msg": "invalid request"}
-    param = ".".join(first["loc"][1:]) or None
+    where = _param(first["loc"])
+    rules = [f["msg"] for f in faults if _param(f["loc"]) == where]
+    if len(rules) > 1:
+        alternatives = " or ".join(rule.removeprefix(_SHOULD) for rule in dict.fromkeys(rules))
+        message = f"{_SHOULD}{alternatives}"
+    else:
+        message = first["msg"]
+    param = ".".join(where[1:]) or None
     return JSONResponse(
         error_body(
             code="invalid_request",
-            message=f"{param or 'request'}: {first['msg']}",
+            message=f"{param or 'request'}: {message}",
             param=param,
             details=faults,
         ),
-        status_code=422,
+        status_code=400,
     )
+
+
+def _param(loc: list[str]) -> tuple[str, ...]:
+    return tuple(part for part in loc if not _UNION_MEMBER.search(part))
 
 
 async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

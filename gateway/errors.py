@@ -90,7 +90,10 @@ class InsufficientStorage(GatewayError):
 
 
 class InvalidRequest(GatewayError):
-    status_code = 422
+    """An invalid parameter: 400 with ``type: invalid_request_error``, as OpenAI answers
+    (the SDK raises ``BadRequestError``)."""
+
+    status_code = 400
     code = "invalid_request"
 
 

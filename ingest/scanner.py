@@ -29,6 +29,8 @@ from ingest.formats import (
     ChatExample,
     FaultCode,
     LineFault,
+    OutputMessage,
+    PreferenceExample,
     PromptCompletionExample,
     SystemMessage,
     UserMessage,
@@ -43,7 +45,9 @@ _encode = formats.encode_example
 _decode = formats.decode_example
 _exact_key = dedup.exact_key
 CHAT, PROMPT_COMPLETION = formats.CHAT, formats.PROMPT_COMPLETION
-_CHAT_CODE, _PROMPT_COMPLETION_CODE = _FORMAT_CODES[CHAT], _FORMAT_CODES[PROMPT_COMPLETION]
+_CHAT_CODE = _FORMAT_CODES[CHAT]
+# Formats whose token count adds the per-message markers of a chat template.
+_MESSAGE_CODES = (_CHAT_CODE, _FORMAT_CODES[formats.PREFERENCE])
 _SYSTEM, _USER, _ASSISTANT = 0, 1, 2
 _ROLE_CODES: Final[dict[type, int]] = {
     SystemMessage: _SYSTEM,
@@ -241,8 +245,8 @@ class _LineScanner:
             for index, example in enumerate(examples):
                 if example is None:
                     later.add(index)
-                elif type(example) is PromptCompletionExample:
-                    if self._prompt_completion(index, example):
+                elif type(example) is not ChatExample:
+                    if self._accept(index, example):
                         self._typed(index, example)
                     else:
                         later.add(index)
@@ -297,11 +301,7 @@ class _LineScanner:
             )
             return prefer
         example = _decode(raw, prefer)
-        if example is None or not (
-            self._chat(index, example)
-            if isinstance(example, ChatExample)
-            else self._prompt_completion(index, example)
-        ):
+        if example is None or not self._accept(index, example):
             # The slow path decides: it names the faults, or accepts what the strict decoder
             # could not type (a repeated key, which keeps its last value in both paths).
             _, faults, example = formats.parse(raw)
@@ -313,11 +313,10 @@ class _LineScanner:
             assert accepted, "the slow path accepted a line the checks refuse"
         self._typed(index, example)
         self._line_pii(index, example, line_pii)
-        return CHAT if isinstance(example, ChatExample) else PROMPT_COMPLETION
+        return formats.format_of(example)
 
     def _typed(self, index: int, example: formats.Example) -> None:
-        chat = isinstance(example, ChatExample)
-        self.formats[index] = _CHAT_CODE if chat else _PROMPT_COMPLETION_CODE
+        self.formats[index] = _FORMAT_CODES[formats.format_of(example)]
         self.exact[index] = int.from_bytes(_exact_key(_encode(example)), "little")
 
     def _line_pii(
@@ -334,6 +333,8 @@ class _LineScanner:
         """Checks the strict decoder leaves to us; records the line's figures if it passes."""
         if isinstance(example, ChatExample):
             return self._chat(index, example)
+        if isinstance(example, PreferenceExample):
+            return self._preference(index, example)
         return self._prompt_completion(index, example)
 
     def _chat(self, index: int, example: ChatExample) -> bool:
@@ -368,12 +369,35 @@ class _LineScanner:
         self.shingle_texts.append(utf8)
         return True
 
-    def _pii(self, index: int, example: formats.Example) -> None:
-        contents = (
-            [m.content for m in example.messages]
-            if isinstance(example, ChatExample)
-            else [example.prompt, example.completion]
+    def _preference(self, index: int, example: PreferenceExample) -> bool:
+        """A preference example: the input's turns and both outputs are measured, shingled
+        (system turns left out, as in chat) and counted; the preferred output is the answer
+        the short-answer check looks at."""
+        if not formats.preference_valid(example):
+            return False
+        messages = example.input.messages
+        systems = sum(type(message) is SystemMessage for message in messages)
+        assistants = sum(type(message) is OutputMessage for message in messages) + 2
+        self.system_turns += systems
+        self.assistant_turns += assistants
+        self.turns += len(messages) + 2
+        preferred = example.preferred_output[0].content
+        if len(preferred.strip()) < self.settings.short_answer_chars:
+            self.short_answer_singles.append(index)
+        contents = formats.contents_of(example)
+        chars = sum(map(len, contents))
+        utf8 = sum(len(content.encode()) for content in contents)
+        self.tokens[index] = approximate_tokens(
+            chars=chars, utf8_bytes=utf8, messages=len(contents)
         )
+        if self.token_texts is not None:
+            self.token_texts[index] = contents
+        self.shingle_rows.append(index)
+        self.shingle_texts.append(_preference_shingle_text(example, contents).encode())
+        return True
+
+    def _pii(self, index: int, example: formats.Example) -> None:
+        contents = formats.contents_of(example)
         encoded = [content.encode() for content in contents]
         per_content = pii.scan_contents(encoded)
         kinds = [finding.kind for findings in per_content for finding in findings]
@@ -399,11 +423,15 @@ class _LineScanner:
             self.fault(index, FaultCode.PII_FOUND, "personal data: " + ", ".join(distinct))
 
     def _redact(self, index: int, example: formats.Example, redacted: list[str]) -> None:
-        if isinstance(example, ChatExample):
+        if isinstance(example, PreferenceExample):
+            new: formats.Example = formats.with_contents(example, redacted)
+            assert isinstance(new, PreferenceExample)
+            shingle_text = _preference_shingle_text(new, redacted)
+        elif isinstance(example, ChatExample):
             messages = []
             for message, content in zip(example.messages, redacted, strict=True):
                 messages.append(_with_content(message, content))
-            new: formats.Example = ChatExample(messages=messages)
+            new = ChatExample(messages=messages)
             texts = [
                 c
                 for m, c in zip(example.messages, redacted, strict=True)
@@ -474,9 +502,20 @@ class _LineScanner:
         counts = iter(counter.count([text for texts in self.token_texts for text in texts]))
         for index, texts in enumerate(self.token_texts):
             if texts:
-                chat = self.formats[index] == _CHAT_CODE
+                chat = self.formats[index] in _MESSAGE_CODES
                 markers = TOKENS_PER_MESSAGE * len(texts) if chat else 0
                 self.tokens[index] = sum(next(counts) for _ in texts) + markers
+
+
+def _preference_shingle_text(example: PreferenceExample, contents: list[str]) -> str:
+    """What MinHash sees of a preference example: its non-system input turns and both
+    outputs, a newline between them (the same separator as chat turns)."""
+    systems = [type(message) is SystemMessage for message in example.input.messages]
+    return "\n".join(
+        content
+        for content, system in zip(contents, [*systems, False, False], strict=True)
+        if not system
+    )
 
 
 def _with_content(message: formats.Message, content: str) -> formats.Message:

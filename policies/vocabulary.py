@@ -141,9 +141,10 @@ class PolicyError(Exception):
 
 
 class PolicyValidationError(PolicyError):
-    """A rule, request or filter contains something outside the vocabulary (422)."""
+    """A rule, request or filter contains something outside the vocabulary (400, as every
+    invalid request is: OpenAI's `invalid_request_error`)."""
 
-    http_status = 422
+    http_status = 400
 
 
 def _memo_ok(fn):

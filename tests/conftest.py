@@ -20,6 +20,21 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 POSTGRES_URL = os.environ.get("TUNEGATE_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+#: End-to-end runs (a real worker training a real model, minutes of CPU) take one backend:
+#: PostgreSQL when it is there, as production runs, else SQLite. What the database itself
+#: does under them (leases, locks, the writer) is tested on both by the smaller tests.
+END_TO_END_BACKEND = BACKENDS[-1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`) a file's tests stay on one
+    worker, so its module fixtures (a live gateway, a trained model) are built once, and the
+    Ray files share one worker so two local Ray instances never start at once."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            name = item.path.name
+            group = "ray" if name.startswith("test_ray") else str(item.path)
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 class DatabaseFactory:

@@ -169,20 +169,23 @@ def _card_compute(facts: dict[str, Any], config: dict[str, Any]) -> list[str]:
 def _card_evaluation(evaluation: dict[str, Any] | None) -> list[str]:
     if not evaluation:
         return ["## Evaluation against baselines", "", "Not run (evaluation disabled).", ""]
-    lines = [
-        "## Evaluation against baselines",
-        "",
-        f"{evaluation['generation_examples']} held-out examples, greedy decoding; the few-shot "
-        f"baseline shows {evaluation['few_shot_examples']} training examples.",
-        "",
-        "| system | exact match | token F1 | loss | perplexity |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for system, metrics in evaluation["systems"].items():
-        lines.append(
-            f"| {system} | {metrics['exact_match']:.3f} | {metrics['token_f1']:.3f} | "
-            f"{metrics['loss']:.4f} | {metrics['perplexity']:.3f} |"
-        )
+    if evaluation.get("method") == "dpo":
+        lines = _card_preferences(evaluation)
+    else:
+        lines = [
+            "## Evaluation against baselines",
+            "",
+            f"{evaluation['generation_examples']} held-out examples, greedy decoding; the "
+            f"few-shot baseline shows {evaluation['few_shot_examples']} training examples.",
+            "",
+            "| system | exact match | token F1 | loss | perplexity |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for system, metrics in evaluation["systems"].items():
+            lines.append(
+                f"| {system} | {metrics['exact_match']:.3f} | {metrics['token_f1']:.3f} | "
+                f"{metrics['loss']:.4f} | {metrics['perplexity']:.3f} |"
+            )
     probe = evaluation["ood_probe"]
     lines += [
         "",
@@ -203,6 +206,21 @@ def _card_evaluation(evaluation: dict[str, Any] | None) -> list[str]:
             f"(value {check['value']:+.4f}, threshold {check['threshold']})"
         )
     return [*lines, ""]
+
+
+def _card_preferences(evaluation: dict[str, Any]) -> list[str]:
+    """A DPO run's evaluation (trainer.evaluate.evaluate_preferences)."""
+    base, tuned = evaluation["systems"]["base"], evaluation["systems"]["tuned"]
+    return [
+        "## Evaluation against the base model (preference pairs)",
+        "",
+        f"{evaluation['held_out_examples']} held-out preference pairs. Preference accuracy "
+        "(the preferred output's log-ratio against the base model above the non-preferred "
+        f"one's): tuned {tuned['preference_accuracy']:.3f}, base "
+        f"{base['preference_accuracy']:.3f} (every pair a tie). Ranking accuracy (per-token "
+        f"likelihood): tuned {tuned['ranking_accuracy']:.3f}, base "
+        f"{base['ranking_accuracy']:.3f}. DPO loss {tuned['dpo_loss']:.4f}.",
+    ]
 
 
 def _card_merged_weights(merged: dict[str, Any] | None) -> list[str]:

@@ -6,6 +6,10 @@ rendered with a generation prompt) and the trained tokens are each assistant rep
 including the end-of-turn token (the tokenizer's EOS), so the tuned model learns to stop.
 Assistant messages with OpenAI's `"weight": 0` stay in the context but are not trained on.
 
+Preference files (DPO, OpenAI's ``input`` / ``preferred_output`` / ``non_preferred_output``)
+become `PreferencePair`s: the input rendered once as the prompt, then each output, so both
+sequences share the prompt's tokens and only the output (and its end-of-turn) is a target.
+
 Batches come in two shapes. `pack` concatenates examples into one padding-free row: position
 ids restart at 0 for every example and `cu_seq_lens` marks the boundaries, so attention never
 crosses from one example into another (see trainer.modeling). `pad` right-pads examples into
@@ -186,6 +190,118 @@ def tokenize_messages(
     return TokenizedExample(tuple(input_ids), tuple(trained), line_number, tuple(messages))
 
 
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference example: the prompt with its preferred output (``chosen``) and with its
+    non-preferred one (``rejected``), each trained on its last assistant turn only."""
+
+    chosen: TokenizedExample
+    rejected: TokenizedExample
+    line_number: int
+
+    @property
+    def n_tokens(self) -> int:
+        return self.chosen.n_tokens + self.rejected.n_tokens
+
+    @property
+    def n_target_tokens(self) -> int:
+        return self.chosen.n_target_tokens + self.rejected.n_target_tokens
+
+    @property
+    def prompt(self) -> tuple[dict[str, Any], ...]:
+        return self.chosen.messages[:-1]
+
+
+@dataclass(frozen=True)
+class PreferenceDataset:
+    path: str
+    pairs: list[PreferencePair]
+    too_long_lines: list[int]
+
+
+def is_preference_record(record: dict[str, Any]) -> bool:
+    return "preferred_output" in record or "non_preferred_output" in record
+
+
+def _output_content(record: dict[str, Any], key: str) -> str:
+    output = record.get(key)
+    if not (isinstance(output, list) and len(output) == 1 and isinstance(output[0], dict)):
+        raise ValueError(f"'{key}' must be a list of one assistant message")
+    if output[0].get("role") != "assistant" or not isinstance(output[0].get("content"), str):
+        raise ValueError(f"'{key}' must hold an assistant message with string content")
+    return output[0]["content"]
+
+
+def preference_messages(record: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
+    """(the prompt's messages, the preferred and the non-preferred output's text)."""
+    given = record.get("input")
+    if not isinstance(given, dict) or not isinstance(given.get("messages"), list):
+        raise ValueError("a preference example needs {'input': {'messages': [...]}}")
+    prompt = given["messages"]
+    if not prompt:
+        raise ValueError("'input.messages' must not be empty")
+    for message in prompt:
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise ValueError(f"each message needs a role among {ROLES}")
+        if not isinstance(message.get("content"), str):
+            raise ValueError("each message needs string content")
+    return (
+        prompt,
+        _output_content(record, "preferred_output"),
+        _output_content(record, "non_preferred_output"),
+    )
+
+
+def tokenize_preference(
+    tokenizer: PreTrainedTokenizerBase, record: dict[str, Any], *, line_number: int = 0
+) -> PreferencePair:
+    prompt, preferred, non_preferred = preference_messages(record)
+    # Assistant turns of the input are context, never targets.
+    context = [
+        {
+            "role": m["role"],
+            "content": m["content"],
+            **({"weight": 0} if m["role"] == "assistant" else {}),
+        }
+        for m in prompt
+    ]
+
+    def with_output(text: str) -> TokenizedExample:
+        messages = [*context, {"role": "assistant", "content": text}]
+        return tokenize_messages(tokenizer, messages, line_number=line_number)
+
+    return PreferencePair(with_output(preferred), with_output(non_preferred), line_number)
+
+
+def tokenize_preference_file(
+    path: str | os.PathLike[str], tokenizer: PreTrainedTokenizerBase, *, max_seq_len: int
+) -> PreferenceDataset:
+    """Every pair of a preference JSONL file; a pair whose longer sequence is over
+    `max_seq_len` tokens is left out and listed. A chat or prompt/completion line is refused:
+    DPO learns from preferences only."""
+    pairs: list[PreferencePair] = []
+    too_long: list[int] = []
+    records, problems = _parse_lines(path)
+    for line_number, record in records:
+        if not is_preference_record(record):
+            problems[line_number] = "not a preference example (DPO needs preference data)"
+            continue
+        try:
+            pair = tokenize_preference(tokenizer, record, line_number=line_number)
+        except ValueError as error:
+            problems[line_number] = str(error)
+            continue
+        if max(pair.chosen.n_tokens, pair.rejected.n_tokens) > max_seq_len:
+            too_long.append(line_number)
+        else:
+            pairs.append(pair)
+    if problems:
+        raise DataFileError(str(path), problems)
+    if not pairs:
+        raise DataFileError(str(path), {0: f"no pair fits in max_seq_len={max_seq_len}"})
+    return PreferenceDataset(path=str(path), pairs=pairs, too_long_lines=too_long)
+
+
 def tokenize_file(
     path: str | os.PathLike[str], tokenizer: PreTrainedTokenizerBase, *, max_seq_len: int
 ) -> TokenizedDataset:
@@ -194,6 +310,9 @@ def tokenize_file(
     too_long: list[int] = []
     records, problems = _parse_lines(path)
     for line_number, record in records:
+        if is_preference_record(record):
+            problems[line_number] = "a preference example: train it with method 'dpo'"
+            continue
         try:
             messages = to_messages(record)
             example = tokenize_messages(tokenizer, messages, line_number=line_number)

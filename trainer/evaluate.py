@@ -8,6 +8,13 @@ text before and after tuning. A verdict compares the numbers with the spec's thr
 
 The base model is the tuned model with its adapter switched off, so one copy of the weights
 serves all three systems.
+
+A DPO run is evaluated on held-out preference pairs instead (``evaluate_preferences``): the
+preference accuracy of the tuned and the base model (the share of pairs whose preferred
+output's log-ratio against the base is above the non-preferred one's; the base model ties
+every pair, 0.5), each model's own ranking accuracy (per-token likelihood), the tuned
+model's DPO loss and reward margin, the same OOD probe, and a verdict on the preference
+accuracy gained and the OOD loss.
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ import structlog
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-from trainer.data import TokenizedExample, pack, plan_micro_batches, render_chat, tokenize_messages
+from trainer.data import (
+    PreferencePair,
+    TokenizedExample,
+    pack,
+    plan_micro_batches,
+    render_chat,
+    tokenize_messages,
+)
+from trainer.dpo import ReferenceLogps, score_pairs
 from trainer.hashing import sha256_file
 from trainer.modeling import summed_target_loss, summed_target_loss_and_hits
 from trainer.spec import EvalSpec
@@ -35,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 SYSTEMS = ("base_zero_shot", "base_few_shot", "tuned")
 OOD_WINDOW_TOKENS = 512
+# The base model is its own DPO reference: every held-out pair is a tie, counted half.
+BASE_PREFERENCE_ACCURACY = 0.5
 # General English prose committed with the trainer: the default out-of-distribution probe.
 OOD_TEXT_PATH = Path(__file__).parent / "data" / "ood_general.txt"
 
@@ -422,3 +439,93 @@ def evaluate_against_baselines(
         passed=report["verdict"]["passed"],
     )
     return report
+
+
+def evaluate_preferences(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    held_out: Sequence[PreferencePair],
+    reference: ReferenceLogps,
+    beta: float,
+    spec: EvalSpec,
+    max_tokens: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    check_stop: Callable[[], None],
+) -> dict[str, Any]:
+    """The evaluation report of a DPO run: base and tuned model on the held-out pairs, the
+    OOD probe, and the verdict."""
+    scores = score_pairs(
+        model,
+        held_out,
+        reference=reference,
+        beta=beta,
+        max_tokens=max_tokens,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        check_stop=check_stop,
+    )
+    ood_source = Path(spec.ood_text_file) if spec.ood_text_file else OOD_TEXT_PATH
+    ood_set = ood_examples(tokenizer, ood_source.read_text(), max_tokens=spec.ood_max_tokens)
+    judge = _Judge(model, tokenizer, spec, max_tokens, device, autocast_dtype, check_stop)
+    with adapter_disabled(model):
+        ood_before = judge.score(ood_set)
+    ood_after = judge.score(ood_set)
+    report: dict[str, Any] = {
+        "method": "dpo",
+        "held_out_examples": scores.pairs,
+        "systems": {
+            "base": {
+                "preference_accuracy": BASE_PREFERENCE_ACCURACY,
+                "ranking_accuracy": scores.reference_ranking_accuracy,
+                "dpo_loss": math.log(2),
+            },
+            "tuned": {
+                "preference_accuracy": scores.preference_accuracy,
+                "ranking_accuracy": scores.ranking_accuracy,
+                "reward_margin": scores.reward_margin,
+                "dpo_loss": scores.loss,
+            },
+        },
+        "ood_probe": {
+            "text_file": ood_source.name,
+            "text_sha256": sha256_file(ood_source),
+            "tokens_scored": sum(example.n_target_tokens for example in ood_set),
+            "loss_before": ood_before,
+            "loss_after": ood_after,
+            "relative_change": (ood_after - ood_before) / ood_before,
+        },
+    }
+    report["verdict"] = _preference_verdict(report, spec)
+    log.info(
+        "evaluation.completed",
+        method="dpo",
+        tuned_preference_accuracy=scores.preference_accuracy,
+        base_ranking_accuracy=scores.reference_ranking_accuracy,
+        tuned_ranking_accuracy=scores.ranking_accuracy,
+        passed=report["verdict"]["passed"],
+    )
+    return report
+
+
+def _preference_verdict(report: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
+    """A DPO run passes when its preference accuracy beats the base model's by the margin
+    and the OOD loss rose within the limit."""
+    gained = report["systems"]["tuned"]["preference_accuracy"] - BASE_PREFERENCE_ACCURACY
+    ood_change = report["ood_probe"]["relative_change"]
+    checks = [
+        {
+            "name": "tuned_beats_base_preference_accuracy",
+            "passed": gained >= spec.min_preference_accuracy_margin,
+            "value": gained,
+            "threshold": spec.min_preference_accuracy_margin,
+        },
+        {
+            "name": "ood_loss_increase_within_limit",
+            "passed": ood_change <= spec.max_ood_loss_increase,
+            "value": ood_change,
+            "threshold": spec.max_ood_loss_increase,
+        },
+    ]
+    return {"passed": all(check["passed"] for check in checks), "checks": checks}

@@ -17,6 +17,12 @@ step's checkpoint exists (``checkpoint_every_epoch`` writes it when training end
 resumed run then skips straight to evaluation. Checkpoint decisions (every N steps, every
 epoch, every N minutes) are taken between steps and cost a clock read.
 
+DPO (``spec.method == "dpo"``, trainer.dpo): the same setup, loop, checkpoints and save; the
+data are preference pairs, a step's loss is the mean sigmoid DPO loss over its pairs (the
+reference is the base model with the adapter disabled), validation reports that loss, and
+the evaluation ranks the held-out pairs with the tuned and the base model
+(trainer.evaluate.evaluate_preferences). DPO runs in one process.
+
 Data parallel (trainer.parallel): when this process is one rank of a process group, the same
 `train` runs on every rank; each trains its share of every batch and the LoRA gradients are
 summed before clipping, so a step is the step one process would take on the whole batch (the
@@ -38,7 +44,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import peft
 import safetensors
@@ -59,13 +65,16 @@ from trainer.checkpoints import (
     write_checkpoint,
 )
 from trainer.data import (
+    PreferencePair,
     TokenizedExample,
     dataset_fingerprint,
     make_batch,
     plan_micro_batches,
     tokenize_file,
+    tokenize_preference_file,
 )
-from trainer.evaluate import evaluate_against_baselines, score_targets
+from trainer.dpo import ReferenceLogps, accumulate_gradients, score_pairs
+from trainer.evaluate import evaluate_against_baselines, evaluate_preferences, score_targets
 from trainer.hashing import sha256_json
 from trainer.modeling import summed_target_loss, use_segmented_attention
 from trainer.parallel import DataParallel, GradientSync, data_parallel, no_gradient_sync
@@ -84,7 +93,7 @@ from trainer.results import (
     TrainResult,
     ValidationEvent,
 )
-from trainer.spec import ResolvedHyperparameters, TrainSpec, resolve_hyperparameters
+from trainer.spec import DPO, ResolvedHyperparameters, TrainSpec, resolve_hyperparameters
 
 log = structlog.get_logger(__name__)
 
@@ -133,6 +142,17 @@ class DataSetup:
     held_out_info: dict[str, Any]
     too_long_lines: list[int]
     data_files: list[dict[str, Any]]
+    # DPO: the preference pairs (train_examples and held_out stay empty).
+    train_pairs: list[PreferencePair] = field(default_factory=list)
+    held_out_pairs: list[PreferencePair] = field(default_factory=list)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_pairs) or len(self.train_examples)
+
+    @property
+    def n_held_out(self) -> int:
+        return len(self.held_out_pairs) or len(self.held_out)
 
 
 @dataclass
@@ -185,6 +205,19 @@ class Run:
     # was written (monotonic, this session), for checkpoint_every_minutes.
     last_checkpoint_step: int | None = None
     last_checkpoint_at: float = field(default_factory=time.monotonic)
+    # DPO: the reference log-probabilities of the training and of the held-out pairs.
+    references: dict[str, ReferenceLogps] = field(default_factory=dict)
+
+    def reference(self, which: str) -> ReferenceLogps:
+        """The reference log-probabilities of one file's pairs ("train" or "held_out")."""
+        if which not in self.references:
+            self.references[which] = ReferenceLogps(
+                self.model.peft,
+                max_tokens=self.spec.micro_batch_tokens,
+                device=self.model.device,
+                autocast_dtype=self.model.autocast_dtype,
+            )
+        return self.references[which]
 
     @property
     def leader(self) -> bool:
@@ -267,6 +300,8 @@ def setup(spec: TrainSpec) -> Run:
     checkpoint to resume from and the process group."""
     started_at = time.monotonic()
     parallel = data_parallel()
+    if parallel is not None and spec.method == DPO:
+        raise ValueError("DPO runs in one process; data parallel is for supervised runs")
     device, autocast_dtype = _pick_device(spec.device)
     _seed_everything(spec.seed)
     base = load_base_model(
@@ -297,6 +332,8 @@ def setup(spec: TrainSpec) -> Run:
 
 def _setup_data(spec: TrainSpec, base: LoadedBaseModel) -> DataSetup:
     """Training and held-out examples: the validation file, or a seeded split of training."""
+    if spec.method == DPO:
+        return _setup_preference_data(spec, base)
     training = tokenize_file(spec.training_file, base.tokenizer, max_seq_len=spec.max_seq_len)
     data_files = [{**dataset_fingerprint(spec.training_file), "role": "training"}]
     if spec.validation_file:
@@ -328,6 +365,49 @@ def _setup_data(spec: TrainSpec, base: LoadedBaseModel) -> DataSetup:
         held_out_info=held_out_info,
         too_long_lines=too_long,
         data_files=data_files,
+    )
+
+
+def _setup_preference_data(spec: TrainSpec, base: LoadedBaseModel) -> DataSetup:
+    """DPO: preference pairs from the training file, held out as for supervised runs."""
+    tokenizer, max_seq_len = base.tokenizer, spec.max_seq_len
+    training = tokenize_preference_file(spec.training_file, tokenizer, max_seq_len=max_seq_len)
+    data_files = [{**dataset_fingerprint(spec.training_file), "role": "training", "examples": 0}]
+    too_long = list(training.too_long_lines)
+    if spec.validation_file:
+        validation = tokenize_preference_file(
+            spec.validation_file, tokenizer, max_seq_len=max_seq_len
+        )
+        train_pairs, held_out = training.pairs, validation.pairs
+        held_out_info: dict[str, Any] = {"source": "validation_file", "examples": len(held_out)}
+        data_files.append(
+            {
+                **dataset_fingerprint(spec.validation_file),
+                "role": "validation",
+                "examples": len(held_out),
+            }
+        )
+        too_long += validation.too_long_lines
+    else:
+        train_pairs, held_out = _split_held_out(
+            training.pairs, fraction=spec.evaluation.held_out_fraction, seed=spec.seed
+        )
+        held_out_info = {
+            "source": "training_split",
+            "examples": len(held_out),
+            "fraction": spec.evaluation.held_out_fraction,
+            "seed": spec.seed,
+            "line_numbers": sorted(pair.line_number for pair in held_out),
+        }
+    data_files[0]["examples"] = len(training.pairs)
+    return DataSetup(
+        train_examples=[],
+        held_out=[],
+        held_out_info=held_out_info,
+        too_long_lines=too_long,
+        data_files=data_files,
+        train_pairs=list(train_pairs),
+        held_out_pairs=list(held_out),
     )
 
 
@@ -383,10 +463,10 @@ def _setup_optimizer(
     """Every "auto" resolved from the training set's size; AdamW on the adapter only."""
     hyper = resolve_hyperparameters(
         spec.hyperparameters,
-        n_training_examples=len(data.train_examples),
+        n_training_examples=data.n_train,
         base_learning_rate=spec.base_learning_rate,
     )
-    steps_per_epoch = math.ceil(len(data.train_examples) / hyper.batch_size)
+    steps_per_epoch = math.ceil(data.n_train / hyper.batch_size)
     total_steps = hyper.n_epochs * steps_per_epoch
     if spec.max_steps is not None:
         total_steps = min(total_steps, spec.max_steps)
@@ -447,7 +527,10 @@ def train_loop(
         if _stop_between_steps(run, check_stop, pause_requested):
             pause(run, emit)
         step_started = time.monotonic()
-        stats = train_step(run, examples_for_step(run, progress.step), check_stop)
+        if spec.method == DPO:
+            stats = dpo_train_step(run, pairs_for_step(run, progress.step), check_stop)
+        else:
+            stats = train_step(run, examples_for_step(run, progress.step), check_stop)
         progress.step += 1
         progress.processed_tokens += stats.processed_tokens
         progress.trained_tokens += stats.trained_tokens
@@ -494,16 +577,23 @@ def pause(run: Run, emit: EventSink) -> NoReturn:
     raise RunPaused
 
 
-def examples_for_step(run: Run, step: int) -> list[TokenizedExample]:
+def _step_indices(run: Run, step: int) -> list[int]:
     """The batch of a step: a slice of that epoch's seeded shuffle, so resume finds it again."""
-    examples = run.data.train_examples
     epoch, index_in_epoch = divmod(step, run.optim.steps_per_epoch)
     order = torch.randperm(
-        len(examples),
+        run.data.n_train,
         generator=torch.Generator().manual_seed(run.spec.seed * 1_000_003 + epoch),
     ).tolist()
     size = run.optim.hyper.batch_size
-    return [examples[i] for i in order[index_in_epoch * size : (index_in_epoch + 1) * size]]
+    return order[index_in_epoch * size : (index_in_epoch + 1) * size]
+
+
+def examples_for_step(run: Run, step: int) -> list[TokenizedExample]:
+    return [run.data.train_examples[i] for i in _step_indices(run, step)]
+
+
+def pairs_for_step(run: Run, step: int) -> list[PreferencePair]:
+    return [run.data.train_pairs[i] for i in _step_indices(run, step)]
 
 
 def train_step(
@@ -550,6 +640,33 @@ def train_step(
         grad_norm=grad_norm,
         processed_tokens=processed,
         trained_tokens=target_tokens,
+    )
+
+
+def dpo_train_step(
+    run: Run, pairs: list[PreferencePair], check_stop: Callable[[], None]
+) -> StepStats:
+    """One optimizer step over preference pairs: the mean DPO loss of the step's pairs."""
+    spec, model, optim = run.spec, run.model, run.optim
+    totals = accumulate_gradients(
+        model.peft,
+        pairs,
+        reference=run.reference("train"),
+        beta=spec.dpo.resolved_beta,
+        step_pairs=len(pairs),
+        max_tokens=spec.micro_batch_tokens,
+        autocast=lambda: _autocast(model),
+        check_stop=check_stop,
+    )
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.trainable, spec.max_grad_norm).item()
+    optim.optimizer.step()
+    optim.scheduler.step()
+    optim.optimizer.zero_grad(set_to_none=True)
+    return StepStats(
+        loss=totals.loss_sum / max(1, len(pairs)),
+        grad_norm=grad_norm,
+        processed_tokens=totals.processed_tokens,
+        trained_tokens=totals.target_tokens,
     )
 
 
@@ -625,7 +742,18 @@ def validate(run: Run, emit: EventSink) -> None:
     the same best adapter and stops early at the same step."""
     progress, parallel, model = run.progress, run.parallel, run.model
     loss, accuracy = 0.0, None
-    if run.leader:
+    if run.spec.method == DPO:
+        # The DPO loss of the held-out pairs; token accuracy means nothing here.
+        loss = score_pairs(
+            model.peft,
+            run.data.held_out_pairs,
+            reference=run.reference("held_out"),
+            beta=run.spec.dpo.resolved_beta,
+            max_tokens=run.spec.micro_batch_tokens,
+            device=model.device,
+            autocast_dtype=model.autocast_dtype,
+        ).loss
+    elif run.leader:
         score = score_targets(
             model.peft,
             run.data.held_out,
@@ -689,7 +817,7 @@ def checkpoint_metrics(run: Run) -> dict[str, float | None]:
     numbers), null when none ran at it (a checkpoint between epochs)."""
     progress, model = run.progress, run.model
     train_accuracy = None
-    if progress.step > 0:
+    if progress.step > 0 and run.spec.method != DPO:
         batch = examples_for_step(run, progress.step - 1)
         train_accuracy = score_targets(
             model.peft,
@@ -720,7 +848,34 @@ def restore_best_adapter(run: Run) -> None:
 
 
 def evaluate(run: Run, emit: EventSink, check_stop: Callable[[], None]) -> dict[str, Any]:
-    report = evaluate_against_baselines(
+    if run.spec.method == DPO:
+        report = evaluate_preferences(
+            run.model.peft,
+            run.model.base.tokenizer,
+            held_out=run.data.held_out_pairs,
+            reference=run.reference("held_out"),
+            beta=run.spec.dpo.resolved_beta,
+            spec=run.spec.evaluation,
+            max_tokens=run.spec.micro_batch_tokens,
+            device=run.model.device,
+            autocast_dtype=run.model.autocast_dtype,
+            check_stop=check_stop,
+        )
+    else:
+        report = _evaluate_supervised(run, check_stop)
+    emit(
+        EvaluationEvent(
+            run.progress.step,
+            systems=report["systems"],
+            ood_probe=report["ood_probe"],
+            verdict=report["verdict"],
+        )
+    )
+    return report
+
+
+def _evaluate_supervised(run: Run, check_stop: Callable[[], None]) -> dict[str, Any]:
+    return evaluate_against_baselines(
         run.model.peft,
         run.model.base.tokenizer,
         held_out=run.data.held_out,
@@ -732,15 +887,6 @@ def evaluate(run: Run, emit: EventSink, check_stop: Callable[[], None]) -> dict[
         autocast_dtype=run.model.autocast_dtype,
         check_stop=check_stop,
     )
-    emit(
-        EvaluationEvent(
-            run.progress.step,
-            systems=report["systems"],
-            ood_probe=report["ood_probe"],
-            verdict=report["verdict"],
-        )
-    )
-    return report
 
 
 # ------------------------------------------------------------------------------------ save
@@ -814,9 +960,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+Item = TypeVar("Item", TokenizedExample, PreferencePair)
+
+
 def _split_held_out(
-    examples: list[TokenizedExample], *, fraction: float, seed: int
-) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    examples: list[Item], *, fraction: float, seed: int
+) -> tuple[list[Item], list[Item]]:
     if len(examples) < 2:
         raise ValueError("a held-out split needs at least 2 examples; give a validation file")
     count = min(len(examples) - 1, max(1, round(fraction * len(examples))))
@@ -855,8 +1004,8 @@ def _started_event(run: Run) -> RunStartedEvent:
         run.progress.step,
         total_steps=run.optim.total_steps,
         device=str(run.model.device),
-        train_examples=len(run.data.train_examples),
-        held_out_examples=len(run.data.held_out),
+        train_examples=run.data.n_train,
+        held_out_examples=run.data.n_held_out,
         resolved_hyperparameters=asdict(run.optim.hyper),
         world_size=run.parallel.world_size if run.parallel is not None else None,
     )

@@ -16,6 +16,10 @@ from typing import Any, Literal
 AUTO = "auto"
 
 LR_SCHEDULERS = ("cosine", "linear")
+SUPERVISED, DPO = "supervised", "dpo"
+METHODS = (SUPERVISED, DPO)
+# OpenAI's DPO default: beta = 0.1 when "auto".
+AUTO_DPO_BETA = 0.1
 DEVICES = ("auto", "cpu", "cuda")
 
 # The demo set (500 examples) gets 3 epochs; smaller sets get more passes, larger ones fewer.
@@ -118,6 +122,30 @@ class LoraSpec:
 
 
 @dataclass
+class DpoSpec:
+    """Direct preference optimisation (method "dpo"): the sigmoid loss of Rafailov et al."""
+
+    beta: float | Literal["auto"] = field(
+        default=AUTO,
+        metadata=_help(
+            "How far the tuned model may move from the reference (the base model with the "
+            f"adapter disabled): larger stays closer. 'auto' is {AUTO_DPO_BETA}."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        beta = self.beta
+        if beta != AUTO and (
+            not isinstance(beta, int | float) or isinstance(beta, bool) or not 0 < beta <= 2
+        ):
+            raise ValueError(f"beta must be 'auto' or a number in (0, 2], got {beta!r}")
+
+    @property
+    def resolved_beta(self) -> float:
+        return AUTO_DPO_BETA if self.beta == AUTO else float(self.beta)
+
+
+@dataclass
 class EvalSpec:
     """Evaluation against baselines on a held-out set, and the thresholds of the verdict."""
 
@@ -168,6 +196,13 @@ class EvalSpec:
             "Verdict: the OOD loss may rise by at most this relative amount (0.10 = 10%)."
         ),
     )
+    min_preference_accuracy_margin: float = field(
+        default=0.05,
+        metadata=_help(
+            "Verdict of a DPO run: the tuned model's preference accuracy on the held-out "
+            "pairs must exceed the base model's by this much."
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.held_out_fraction < 1.0:
@@ -184,7 +219,10 @@ class TrainSpec:
         metadata=_help("Base model directory with a tunegate manifest (see trainer.base_models).")
     )
     training_file: str = field(
-        metadata=_help("JSONL: chat ({'messages': [...]}) or prompt/completion examples.")
+        metadata=_help(
+            "JSONL: chat ({'messages': [...]}) or prompt/completion examples; for method "
+            "'dpo', preference examples ({'input', 'preferred_output', 'non_preferred_output'})."
+        )
     )
     output_dir: str = field(
         metadata=_help("Where checkpoints and, on success, the final artifacts are written.")
@@ -198,6 +236,13 @@ class TrainSpec:
     )
     lora: LoraSpec = field(default_factory=LoraSpec, metadata=_help("The adapter."))
     evaluation: EvalSpec = field(default_factory=EvalSpec, metadata=_help("Evaluation."))
+    method: str = field(
+        default=SUPERVISED,
+        metadata=_help(
+            "'supervised' (cross-entropy on the assistant turns) or 'dpo' (preference pairs)."
+        ),
+    )
+    dpo: DpoSpec = field(default_factory=DpoSpec, metadata=_help("DPO settings (method 'dpo')."))
     seed: int = field(
         default=42,
         metadata=_help("Seeds data order, adapter initialisation, dropout and the held-out split."),
@@ -306,10 +351,13 @@ class TrainSpec:
             ("hyperparameters", Hyperparameters),
             ("lora", LoraSpec),
             ("evaluation", EvalSpec),
+            ("dpo", DpoSpec),
         ):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, kind(**value))
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULERS}")
         if self.device not in DEVICES:

@@ -13,6 +13,7 @@ from gateway.cli import (  # noqa: F401  (each module registers its commands)
     models,
     operator,
     policy,
+    promotions,
 )
 from gateway.cli.app import app
 

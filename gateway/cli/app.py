@@ -12,6 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from gateway.cli import output
 from gateway.cli.output import print_error
 from gateway.client import ApiError, GatewayUnreachable
 from gateway.client.profiles import ProfileError
@@ -62,4 +63,5 @@ def root(
     """Operator commands (serve, db, worker, token) and client commands for every user."""
     from gateway.cli.context import CliState
 
+    output.reset()
     ctx.obj = CliState(profile=profile, json_output=json_output)

@@ -13,7 +13,9 @@ from gateway.cli import output, progress
 from gateway.cli.app import EXIT_FAILED, app
 from gateway.cli.context import JsonFlag, client, emit, wants_json
 
-files_app = typer.Typer(help="Training files: upload, list, show, download.", no_args_is_help=True)
+files_app = typer.Typer(
+    help="Training files: upload, list, show, download, delete.", no_args_is_help=True
+)
 app.add_typer(files_app, name="files")
 
 FILE_COLUMNS = [
@@ -144,6 +146,19 @@ def get_file(ctx: typer.Context, file_id: str, json_flag: JsonFlag = False) -> N
     """One file with its datasheet."""
     file = client(ctx).get(f"/v1/files/{file_id}")
     emit(ctx, file, json_flag=json_flag, human=show_uploaded)
+
+
+@files_app.command("delete")
+def delete_file(ctx: typer.Context, file_id: str, json_flag: JsonFlag = False) -> None:
+    """Delete a file's content (not erasure: its hashes, datasheet and lineage stay, so the
+    models trained on it stay explainable). Refused while a queued or running job uses it."""
+    deleted = client(ctx).delete(f"/v1/files/{file_id}")
+    emit(
+        ctx,
+        deleted,
+        json_flag=json_flag,
+        human=lambda d: output.stdout.print(f"deleted {escape(str(d.get('id')))}"),
+    )
 
 
 @files_app.command("content")

@@ -14,7 +14,8 @@ from gateway.cli.app import EXIT_FAILED, app
 from gateway.cli.context import JsonFlag, client, emit, wants_json
 
 jobs_app = typer.Typer(
-    help="Fine-tuning jobs: create (or dry-run), follow, list, cancel.", no_args_is_help=True
+    help="Fine-tuning jobs: create (or dry-run), follow, list, cancel, pause, resume.",
+    no_args_is_help=True,
 )
 app.add_typer(jobs_app, name="jobs")
 
@@ -245,6 +246,20 @@ def get_job(ctx: typer.Context, job_id: str, json_flag: JsonFlag = False) -> Non
 def cancel(ctx: typer.Context, job_id: str, json_flag: JsonFlag = False) -> None:
     """Ask the job to stop (a running job stops at its next step)."""
     job = client(ctx).post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+    emit(ctx, job, json_flag=json_flag, human=lambda j: output.fields(j, JOB_FIELDS))
+
+
+@jobs_app.command("pause")
+def pause(ctx: typer.Context, job_id: str, json_flag: JsonFlag = False) -> None:
+    """Pause a running job: it checkpoints at its next step and frees its worker."""
+    job = client(ctx).post(f"/v1/fine_tuning/jobs/{job_id}/pause")
+    emit(ctx, job, json_flag=json_flag, human=lambda j: output.fields(j, JOB_FIELDS))
+
+
+@jobs_app.command("resume")
+def resume(ctx: typer.Context, job_id: str, json_flag: JsonFlag = False) -> None:
+    """Resume a paused job: it is queued again and continues from its checkpoint."""
+    job = client(ctx).post(f"/v1/fine_tuning/jobs/{job_id}/resume")
     emit(ctx, job, json_flag=json_flag, human=lambda j: output.fields(j, JOB_FIELDS))
 
 

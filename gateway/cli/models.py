@@ -20,9 +20,10 @@ from rich.markup import escape
 from gateway.cli import output, progress
 from gateway.cli.app import EXIT_FAILED, app
 from gateway.cli.context import JsonFlag, client, emit, wants_json
+from gateway.cli.promotions import show as show_request
 
 models_app = typer.Typer(
-    help="Models: list, lineage, dossier, adapter download, promote, retire.",
+    help="Models: list, lineage, dossier, adapter download, promote, clear-flag, retire, delete.",
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
@@ -276,15 +277,53 @@ def _checked(
 def promote(
     ctx: typer.Context,
     model_id: str,
+    reason: Annotated[str, typer.Option(help="why the model should go to production")],
     override_reason: Annotated[
-        str | None, typer.Option(help="why, when the evaluation did not pass (or it is flagged)")
+        str | None, typer.Option(help="why anyway, when the evaluation did not pass")
     ] = None,
     json_flag: JsonFlag = False,
 ) -> None:
-    """Promote a candidate to production (not a model you asked to train)."""
-    body = {"override_reason": override_reason} if override_reason else None
-    model = client(ctx).post(f"/v1/models/{model_id}/promote", json=body)
+    """Ask for a candidate to go to production: a pending request that a compliance officer
+    approves (`tunegate promotions approve`)."""
+    body: dict[str, str] = {"reason": reason}
+    if override_reason:
+        body["override_reason"] = override_reason
+    asked = client(ctx).post(f"/v1/models/{model_id}/promotion_requests", json=body)
+    emit(ctx, asked, json_flag=json_flag, human=_show_request)
+
+
+def _show_request(request: dict[str, Any]) -> None:
+    show_request(request)
+    output.stderr.print(
+        f"a compliance officer approves it: tunegate promotions approve {escape(request['id'])}"
+    )
+
+
+@models_app.command("clear-flag")
+def clear_flag(
+    ctx: typer.Context,
+    model_id: str,
+    reason: Annotated[str, typer.Option(help="what the review found")],
+    ref: Annotated[str | None, typer.Option(help="clear only the flags of this ref")] = None,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Clear a model's flags after review (compliance officer), so it can be promoted."""
+    body = {"reason": reason} | ({"ref": ref} if ref else {})
+    model = client(ctx).post(f"/v1/models/{model_id}/clear_flag", json=body)
     emit(ctx, model, json_flag=json_flag, human=lambda m: output.fields(m, MODEL_FIELDS))
+
+
+@models_app.command("delete")
+def delete(ctx: typer.Context, model_id: str, json_flag: JsonFlag = False) -> None:
+    """Delete a fine-tuned model (the tenant's admin): its adapter bytes go; the version,
+    lineage and dossier stay, marked deleted. Retire a production model first."""
+    deleted = client(ctx).delete(f"/v1/models/{model_id}")
+    emit(
+        ctx,
+        deleted,
+        json_flag=json_flag,
+        human=lambda d: output.stdout.print(f"deleted {escape(str(d.get('id')))}"),
+    )
 
 
 @models_app.command("retire")

@@ -16,6 +16,14 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def reset() -> None:
+    """Consoles for this command's environment (COLUMNS, NO_COLOR, the streams it was given),
+    read when it starts rather than when the module was first imported."""
+    global stdout, stderr
+    stdout = Console(highlight=False, soft_wrap=True)
+    stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()

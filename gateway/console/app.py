@@ -10,10 +10,30 @@ from fastapi.staticfiles import StaticFiles
 from gateway.console.errors import install_console_errors
 from gateway.console.headers import ConsoleHeadersMiddleware
 from gateway.console.render import PAGES
-from gateway.console.routes import audit, auth, data_sources, home, models
+from gateway.console.routes import (
+    audit,
+    auth,
+    data_sources,
+    erasure,
+    files,
+    home,
+    jobs,
+    models,
+    policies,
+)
 
 STATIC = Path(__file__).parent / "static"
-ROUTERS = (auth.router, home.router, audit.router, data_sources.router, models.router)
+ROUTERS = (
+    auth.router,
+    home.router,
+    audit.router,
+    data_sources.router,
+    models.router,
+    files.router,
+    erasure.router,
+    policies.router,
+    jobs.router,
+)
 
 
 def install_console(app: FastAPI) -> None:

@@ -106,22 +106,33 @@ def _arrow(x1: float, y1: float, x2: float, y2: float) -> str:
 
 
 def lines(
-    series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, title: str, x_label: str
+    series: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    *,
+    title: str,
+    x_label: str,
+    from_zero: bool = True,
 ) -> Markup:
-    """Line chart of (x, y) series, e.g. train and validation loss by step."""
+    """Line chart of (x, y) series, e.g. train and validation loss by step; ``from_zero``
+    False fits the y axis to the values (a loss that moves little still shows its shape).
+    A series of few points also gets a dot at each."""
     width, height, left, bottom, top = 640, 260, 50, 36, 30
     points = [p for _, values in series for p in values]
     if not points:
         return _svg(width, 60, title, [_text(left, 30, f"{title}: no points yet")])
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > 0 else 1.0
+    if from_zero:
+        y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > 0 else 1.0
+    else:
+        pad = (max(ys) - min(ys)) * 0.1 or abs(max(ys)) * 0.01 or 1.0
+        y0, y1 = min(ys) - pad, max(ys) + pad
     plot_w, plot_h = width - left - 20, height - top - bottom
 
-    def at(x: float, y: float) -> str:
-        px = left + (x - x0) / (x1 - x0) * plot_w
-        py = top + plot_h * (1 - (y - y0) / (y1 - y0))
-        return f"{px:.1f},{py:.1f}"
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (
+            left + (x - x0) / (x1 - x0) * plot_w,
+            top + plot_h * (1 - (y - y0) / (y1 - y0)),
+        )
 
     parts = [_text(left, 18, title, size=14)]
     for tick in range(5):
@@ -130,17 +141,26 @@ def lines(
         parts.append(
             f'<line x1="{left}" x2="{width - 20}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d0d7de"/>'
         )
-        parts.append(_text(left - 6, y + 4, f"{value:.2f}", anchor="end", size=10))
+        parts.append(
+            _text(left - 6, y + 4, f"{value:.{3 if from_zero else 4}g}", anchor="end", size=10)
+        )
+    for x in sorted({x0, (x0 + x1) / 2, x1}):
+        parts.append(_text(at(x, y0)[0], top + plot_h + 14, f"{x:g}", anchor="middle", size=10))
     parts.append(_text(left + plot_w / 2, height - 6, x_label, anchor="middle", size=11))
     for s, (name, values) in enumerate(series):
         colour = COLOURS[(s + 2) % len(COLOURS)]
-        if values:
-            path = " ".join(at(x, y) for x, y in values)
+        placed = [at(x, y) for x, y in values]
+        if len(placed) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in placed)
             parts.append(
                 f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>'
             )
-        parts.append(_swatch(left + 10 + s * 150, top - 6, colour))
-        parts.append(_text(left + 24 + s * 150, top + 3, name, size=11))
+        if len(placed) <= 30:
+            parts.extend(
+                f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>' for px, py in placed
+            )
+        parts.append(_swatch(left + 200 + s * 150, 9, colour))
+        parts.append(_text(left + 214 + s * 150, 18, name, size=11))
     return _svg(width, height, title, parts)
 
 

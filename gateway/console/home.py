@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
-from gateway.authz import Authorized, decide
+from gateway.authz import Authorized, allows, decide
 from gateway.data_sources import service as data_sources
 from gateway.erasure import service as erasure
 from gateway.jobs import service as jobs
+from gateway.registry import promotions
 from gateway.registry import service as registry
+from gateway.registry.models import ModelVersion
 from gateway.runtime import Runtime
 from gateway.security import Principal
 
@@ -37,6 +39,7 @@ def _allowed(state: Runtime, principal: Principal, obj: str, act: str) -> Author
 def waiting_for(session: Session, *, state: Runtime, principal: Principal) -> list[Panel]:
     panels = [
         _sources_to_approve(session, state, principal),
+        _promotions_to_approve(session, state, principal),
         _erasures_to_decide(session, state, principal),
         _my_failed_jobs(session, state, principal),
         _flagged_models(session, state, principal),
@@ -59,6 +62,39 @@ def _sources_to_approve(session: Session, state: Runtime, principal: Principal) 
         len(rows),
         after is not None,
         [(f"{row.name} ({row.id})", f"/console/data-sources/{row.id}") for row in rows[:SHOWN]],
+    )
+
+
+def _promotions_to_approve(session: Session, state: Runtime, principal: Principal) -> Panel | None:
+    """Pending requests the person may approve: listed as GET /v1/promotion_requests lists
+    them (model:* list), for whoever may approve promotions (model:* approve)."""
+    if _allowed(state, principal, "model:*", "approve") is None:
+        return None
+    authorized = _allowed(state, principal, "model:*", "list")
+    if authorized is None:
+        return None
+    rows, more = promotions.list_visible(
+        session,
+        state=state,
+        authorized=authorized,
+        model_id=None,
+        status="pending",
+        after=None,
+        limit=SCANNED,
+    )
+    # Four eyes: a request a person asked for, or for a model they trained, is not theirs.
+    rows = [
+        row
+        for row in rows
+        if principal.sub not in (row.requested_by, row.trained_by)
+        and allows(state.policy, principal, registry.policy_object(row.model_id), "approve")
+    ]
+    return Panel(
+        "Promotions to approve",
+        "/console/models?status=candidate",
+        len(rows),
+        more,
+        [(f"{row.model_id} ({row.id})", f"/console/models/{row.model_id}") for row in rows[:SHOWN]],
     )
 
 
@@ -108,10 +144,11 @@ def _flagged_models(session: Session, state: Runtime, principal: Principal) -> P
         after=None,
         limit=SCANNED,
     )
+    flagged = [row for row in rows if isinstance(row, ModelVersion)]  # base models never are
     return Panel(
         "Flagged models",
         "/console/models?flagged=1",
-        len(rows),
+        len(flagged),
         after is not None,
-        [(row.id, f"/console/models/{row.id}") for row in rows[:SHOWN]],
+        [(row.id, f"/console/models/{row.id}") for row in flagged[:SHOWN]],
     )

@@ -30,6 +30,7 @@ NAV = (
     ("Audit", "/console/audit", "audit", "read"),
     ("Models", "/console/models", "model:*", "list"),
     ("Data sources", "/console/data-sources", "ds:*", "list"),
+    ("Erasure", "/console/erasure", "erasure:*", "list"),
     ("Policies", "/console/policies", "policy", "read"),
     ("Jobs", "/console/jobs", "job:*", "list"),
 )

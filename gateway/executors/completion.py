@@ -8,6 +8,8 @@ job instead of entering the registry under a hash it does not have.
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,14 +17,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlmodel import Session, col, select
 
+from gateway.config import Settings
 from gateway.executors.audit import record_worker_event
 from gateway.files.models import TrainingFile
+from gateway.files.results import record_result_file
 from gateway.jobs.events import add_event
 from gateway.jobs.models import (
     FLOPS_PER_PARAMETER_TOKEN,
     LEASED_STATUSES,
     FineTuningJob,
     JobCheckpoint,
+    JobEvent,
 )
 from gateway.jobs.naming import MODEL_ID_MAX, checkpoint_model_id, model_version_id
 from gateway.registry import checkpoints as checkpoint_models
@@ -37,6 +42,8 @@ log = structlog.get_logger(__name__)
 __all__ = ["MODEL_ID_MAX", "model_version_id"]  # named here before gateway.jobs.naming
 ADAPTER_WEIGHTS_PATH = "adapter/adapter_model.safetensors"
 ERROR_MESSAGE_MAX = 1000
+# OpenAI's result file columns, in its order (train_accuracy: not measured, left empty).
+RESULT_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 # Spec fields that shape what is learned, recorded next to the resolved hyperparameters.
 RECORDED_SPEC_FIELDS = (
     "lora",
@@ -182,7 +189,10 @@ def _compute(job: FineTuningJob, result: TrainResult) -> dict[str, Any]:
         "device": result.device,
         "steps_completed": result.steps_completed,
         "total_steps": result.total_steps,
-        "trained_tokens": result.trained_tokens,
+        # OpenAI's meaning (every token of the training examples, times the epochs), and
+        # the assistant tokens among them (the loss's targets).
+        "trained_tokens": result.processed_tokens,
+        "trained_target_tokens": result.trained_tokens,
         "processed_tokens": result.processed_tokens,
         "attempts": job.attempts,
         "torch_threads": result.resolved_config.get("torch_threads"),
@@ -213,7 +223,9 @@ def _verdict(evaluation: dict[str, Any] | None) -> str | None:
     return "passed" if evaluation["verdict"].get("passed") else "failed"
 
 
-def complete_job(session: Session, *, job_id: str, worker_id: str, result: TrainResult) -> str:
+def complete_job(
+    session: Session, *, settings: Settings, job_id: str, worker_id: str, result: TrainResult
+) -> str:
     """Register a succeeded run as a candidate model version, or fail the job if its
     artifacts or data do not hash to what was reported; returns the job's new status.
     Never commits (the caller's one transaction holds it all); raises LeaseLost when the
@@ -233,6 +245,7 @@ def complete_job(session: Session, *, job_id: str, worker_id: str, result: Train
         fail_job(session, job=job, worker_id=worker_id, **refusal)
         return "failed"
     version = _register(session, job, result, files, artifact_dir)
+    _record_results(session, settings, job, files)
     _register_checkpoints(session, job, version, worker_id)
     _record_success(session, job, result, files, version.id, worker_id)
     log.info("job.succeeded", job_id=job.id, model_id=version.id, worker=worker_id)
@@ -326,10 +339,62 @@ def _register(
     session.add(version)
     _finish(job, "succeeded")
     job.fine_tuned_model = model_id
-    job.trained_tokens = result.trained_tokens
+    job.trained_tokens = result.processed_tokens
+    job.trained_target_tokens = result.trained_tokens
     job.compute = compute
     session.add(job)
     return version
+
+
+def results_csv(session: Session, job_id: str) -> tuple[bytes, int]:
+    """OpenAI's step metrics CSV from the job's metrics events, one row a step (a step
+    run again after a resume: its last run's figures); returns the bytes and the rows."""
+    steps: dict[int, dict[str, Any]] = {}
+    events = session.exec(
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+        .order_by(col(JobEvent.seq))
+    ).all()
+    for event in events:
+        data = event.data or {}
+        step = data.get("step")
+        if not isinstance(step, int) or not ("train_loss" in data or "valid_loss" in data):
+            continue
+        row = steps.setdefault(step, {"step": step})
+        for name in RESULT_COLUMNS[1:]:
+            if name in data:
+                row[name] = data[name]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for step in sorted(steps):
+        writer.writerow({name: _cell(steps[step].get(name)) for name in RESULT_COLUMNS})
+    return out.getvalue().encode(), len(steps)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _record_results(
+    session: Session, settings: Settings, job: FineTuningJob, files: list[tuple[str, TrainingFile]]
+) -> None:
+    """The job's result file: its metrics CSV, stored as a file its readers may read."""
+    content, rows = results_csv(session, job.id)
+    training = next(row for role, row in files if role == "training")
+    row = record_result_file(
+        session,
+        settings=settings,
+        training=training,
+        job_id=job.id,
+        created_by=job.created_by,
+        content=content,
+        rows=rows,
+    )
+    job.result_files = [row.id]
+    session.add(job)
 
 
 def _record_success(

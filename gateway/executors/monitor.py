@@ -135,7 +135,8 @@ def _step(event: StepEvent, at: int, latest: dict[str, Any]) -> Pending:
             "grad_norm": event.grad_norm,
             "epoch": event.epoch,
             "tokens_per_second": event.tokens_per_second,
-            "trained_tokens": event.trained_tokens,
+            "trained_tokens": event.processed_tokens,
+            "trained_target_tokens": event.trained_tokens,
         }
     )
     loss = "nan" if metrics["train_loss"] is None else f"{event.loss:.4f}"
@@ -255,7 +256,8 @@ class JobMonitor:
             self._pending.append(pending)
             if isinstance(event, StepEvent):
                 self._progress = {
-                    "trained_tokens": event.trained_tokens,
+                    "trained_tokens": event.processed_tokens,
+                    "trained_target_tokens": event.trained_tokens,
                     "estimated_finish": int(time.time() + event.seconds_remaining),
                 }
 
@@ -331,6 +333,7 @@ class JobMonitor:
                 pruned = self._write(session, pending)
                 if progress:
                     job.trained_tokens = progress["trained_tokens"]
+                    job.trained_target_tokens = progress["trained_target_tokens"]
                     job.estimated_finish = progress["estimated_finish"]
                 renewed = time.monotonic()
                 job.lease_expires_at = time.time() + self.lease_seconds

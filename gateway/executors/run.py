@@ -149,6 +149,18 @@ def _run(
     if not _close(monitor):
         return "lease_lost"
 
+    return _record(settings, engine, job_id, worker_id, monitor, result)
+
+
+def _record(
+    settings: Settings,
+    engine: Engine,
+    job_id: str,
+    worker_id: str,
+    monitor: JobMonitor,
+    result: TrainResult,
+) -> str:
+    """What the run ended with, in one transaction: stopped, paused, or registered."""
     try:
         with Session(engine) as session:
             if result.status == "cancelled":
@@ -156,7 +168,9 @@ def _run(
             elif result.status == "paused":
                 outcome = _paused(session, job_id, worker_id, result)
             else:
-                outcome = complete_job(session, job_id=job_id, worker_id=worker_id, result=result)
+                outcome = complete_job(
+                    session, settings=settings, job_id=job_id, worker_id=worker_id, result=result
+                )
             session.commit()
     except LeaseLost:
         log.warning("job.lease_lost_at_completion", job_id=job_id, worker=worker_id)

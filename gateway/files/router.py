@@ -86,9 +86,7 @@ def list_files(
 def get_file(
     file_id: FileId,
     session: SessionDep,
-    authorized: Annotated[
-        Authorized, authorize("ds:{data_source}", "read", resolve=service.data_source_of)
-    ],
+    authorized: Annotated[Authorized, authorize("{governor}", "read", resolve=service.governor_of)],
 ) -> FilePublic:
     return FilePublic.model_validate(
         service.get_visible(session, authorized=authorized, file_id=file_id)
@@ -104,10 +102,10 @@ def get_file_content(
     file_id: FileId,
     session: SessionDep,
     state: StateDep,
-    authorized: Annotated[
-        Authorized, authorize("ds:{data_source}", "read", resolve=service.data_source_of)
-    ],
+    authorized: Annotated[Authorized, authorize("{governor}", "read", resolve=service.governor_of)],
 ) -> FileResponse:
+    """The file's bytes; a job's result file (purpose `fine-tune-results`) for whoever may
+    read the job, any other for whoever may read its data source."""
     row, path = service.open_content(session, state=state, authorized=authorized, file_id=file_id)
     return FileResponse(path, media_type="application/octet-stream", filename=row.filename)
 

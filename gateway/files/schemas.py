@@ -9,6 +9,8 @@ FILE_ID: Final = re.compile(r"^file-[0-9a-f]{24}$")
 # The OpenAI file purposes a training file can carry; tunegate stores training data only.
 PURPOSES: Final = ("fine-tune",)
 UPLOAD_FIELDS: Final = ("purpose", "data_source")
+# A job's metrics CSV (gateway.files.results): governed by its job, never trained on.
+RESULTS_PURPOSE: Final = "fine-tune-results"
 
 
 class FilePublic(BaseModel):

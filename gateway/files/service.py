@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -38,7 +38,7 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.files.models import TrainingFile
-from gateway.files.schemas import FILE_ID, PURPOSES
+from gateway.files.schemas import FILE_ID, PURPOSES, RESULTS_PURPOSE
 from gateway.files.upload import MultipartUpload
 from gateway.pagination import visible_page
 from gateway.runtime import Runtime
@@ -314,6 +314,36 @@ def data_source_of(state: Runtime, principal: Principal, values: dict[str, str])
     return {"data_source": source_id or "*"}
 
 
+def governor_of(state: Runtime, principal: Principal, values: dict[str, str]) -> dict[str, str]:
+    """The authorization resolver for reading a file: a training file is governed by its
+    data source (as data_source_of), a job's result file by its job. A file that does not
+    exist (or is another tenant's) resolves to the data source collection."""
+    file_id = values.get("file_id", "")
+    found = None
+    if FILE_ID.match(file_id):
+        with Session(read_only(state.engine)) as session:
+            found = session.exec(
+                select(
+                    TrainingFile.data_source_id, TrainingFile.purpose, TrainingFile.report
+                ).where(
+                    col(TrainingFile.id) == file_id, col(TrainingFile.tenant) == principal.tenant
+                )
+            ).first()
+    if found is None:
+        return {"governor": "ds:*"}
+    source_id, purpose, report = found
+    job_id = _results_job(purpose, report)
+    return {"governor": f"job:{job_id}" if job_id else f"ds:{source_id}"}
+
+
+def _results_job(purpose: str, report: Mapping[str, Any] | None) -> str | None:
+    """The job a result file belongs to; None for a training file."""
+    if purpose != RESULTS_PURPOSE:
+        return None
+    job_id = (report or {}).get("job_id")
+    return job_id if isinstance(job_id, str) else None
+
+
 def get_in_tenant_file(
     session: Session, *, tenant: str, file_id: str, for_update: bool = False
 ) -> TrainingFile:
@@ -377,11 +407,11 @@ def list_visible(
     readable: dict[str, bool] = {}
 
     def may_read(row: TrainingFile) -> bool:
-        if row.data_source_id not in readable:
-            readable[row.data_source_id] = allows(
-                state.policy, principal, f"ds:{row.data_source_id}", VISIBLE_WITH
-            )
-        return readable[row.data_source_id]
+        job_id = _results_job(row.purpose, row.report)
+        governor = f"job:{job_id}" if job_id else f"ds:{row.data_source_id}"
+        if governor not in readable:
+            readable[governor] = allows(state.policy, principal, governor, VISIBLE_WITH)
+        return readable[governor]
 
     query = select(TrainingFile).where(col(TrainingFile.tenant) == principal.tenant)
     if purpose is not None:

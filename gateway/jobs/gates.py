@@ -75,6 +75,33 @@ def file_for_training(file_id: str, *, purpose: str, param: str | None) -> Outco
     return Outcome("file", {"file_id": file_id})
 
 
+PREFERENCE_FORMAT = "preference"
+
+
+def file_format_for_method(
+    file_id: str, *, file_format: str | None, method: str, param: str | None
+) -> Outcome:
+    """DPO learns from preference files only, supervised training never from one."""
+    dpo = method == "dpo"
+    if (file_format == PREFERENCE_FORMAT) == dpo:
+        return Outcome("file", {"file_id": file_id})
+    needed = (
+        "a preference file (input, preferred_output, non_preferred_output)"
+        if dpo
+        else "a chat or prompt/completion file"
+    )
+    return Outcome(
+        "file",
+        refusal=InvalidRequest(
+            f"file {file_id} is {file_format or 'of no known format'}: method {method!r} "
+            f"trains on {needed}",
+            code="file_format_mismatch",
+            param=param,
+            details={"file_id": file_id, "format": file_format, "method": method},
+        ),
+    )
+
+
 def source_approved(
     source_id: str,
     *,

@@ -75,7 +75,15 @@ class FineTuningJob(SQLModel, table=True):
     status: str = Field(sa_column=Column(String(24), nullable=False))
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     fine_tuned_model: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+    # OpenAI's trained_tokens: every token of the training examples, times the epochs (what
+    # OpenAI bills); trained_target_tokens: the assistant tokens among them, the loss's.
     trained_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    trained_target_tokens: int | None = Field(
+        default=None, sa_column=Column(BigInteger, nullable=True)
+    )
+    integrations: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
     estimated_finish: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     finished_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     result_files: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

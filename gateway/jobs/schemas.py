@@ -6,7 +6,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from gateway.fields import Purpose
 from gateway.jobs.naming import checkpoint_model_id
@@ -18,12 +28,36 @@ MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64, patt
 MetadataValue = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
 
 
+def _auto_or(rule: str) -> WrapValidator:
+    """A hyperparameter's refusal states its rule ("an integer ≥ 1 or 'auto'"), never
+    only the union's first member ("Input should be 'auto'")."""
+
+    def checked(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("auto_or_number", "must be {rule}", {"rule": rule}) from None
+
+    return WrapValidator(checked)
+
+
+NEpochs = Annotated[
+    Auto | Annotated[int, Field(ge=1, le=50)], _auto_or("an integer ≥ 1 or 'auto' (at most 50)")
+]
+BatchSize = Annotated[
+    Auto | Annotated[int, Field(ge=1, le=256)], _auto_or("an integer ≥ 1 or 'auto' (at most 256)")
+]
+LearningRateMultiplier = Annotated[
+    Auto | Annotated[float, Field(gt=0, le=10)], _auto_or("a number > 0 or 'auto' (at most 10)")
+]
+
+
 class HyperparametersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = "auto"
-    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
-    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] = "auto"
+    n_epochs: NEpochs = "auto"
+    batch_size: BatchSize = "auto"
+    learning_rate_multiplier: LearningRateMultiplier = "auto"
 
 
 class SupervisedMethod(BaseModel):
@@ -32,13 +66,47 @@ class SupervisedMethod(BaseModel):
     hyperparameters: HyperparametersIn = Field(default_factory=HyperparametersIn)
 
 
+Beta = Annotated[
+    Auto | Annotated[float, Field(gt=0, le=2)], _auto_or("a number > 0 or 'auto' (at most 2)")
+]
+
+
+class DpoHyperparametersIn(HyperparametersIn):
+    beta: Beta = "auto"
+
+
+class DpoMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: DpoHyperparametersIn = Field(default_factory=DpoHyperparametersIn)
+
+
 class MethodIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Only supervised fine-tuning is offered; "dpo" and "reinforcement" are refused with
-    # a reason rather than silently trained as supervised.
-    type: Literal["supervised"]
+    # Supervised fine-tuning and DPO are offered; "reinforcement" is refused with a reason
+    # rather than silently trained as something else.
+    type: Literal["supervised", "dpo"]
     supervised: SupervisedMethod = Field(default_factory=SupervisedMethod)
+    dpo: DpoMethod | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_its_type(self) -> MethodIn:
+        if self.type == "dpo":
+            if "supervised" in self.model_fields_set:
+                raise ValueError("method 'dpo' takes its settings in 'dpo', not 'supervised'")
+            self.dpo = self.dpo or DpoMethod()
+        elif self.dpo is not None:
+            raise ValueError("method 'supervised' takes its settings in 'supervised', not 'dpo'")
+        return self
+
+    @property
+    def hyperparameters(self) -> HyperparametersIn:
+        """The hyperparameters every method shares (DPO's beta is apart: ``dpo_beta``)."""
+        if self.dpo is not None:
+            shared = self.dpo.hyperparameters.model_dump(exclude={"beta"})
+            return HyperparametersIn.model_validate(shared)
+        return self.supervised.hyperparameters
 
 
 class LoraIn(BaseModel):
@@ -63,6 +131,27 @@ class EvaluationIn(BaseModel):
     few_shot_examples: int = Field(3, ge=0, le=32)
 
 
+class WandbIn(BaseModel):
+    """OpenAI's Weights and Biases integration settings (stored and echoed; tunegate
+    reports to no external service)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(None, max_length=128)
+    entity: str | None = Field(None, max_length=128)
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=32
+    )
+
+
+class IntegrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["wandb"]
+    wandb: WandbIn
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,7 +163,7 @@ class JobCreate(BaseModel):
     suffix: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
-    integrations: list[Any] | None = Field(None, max_length=0)
+    integrations: list[IntegrationIn] | None = Field(None, max_length=8)
     purpose: Purpose | None = None
     lora: LoraIn = Field(default_factory=LoraIn)
     evaluation: EvaluationIn = Field(default_factory=EvaluationIn)
@@ -94,8 +183,17 @@ class JobCreate(BaseModel):
     @property
     def requested_hyperparameters(self) -> HyperparametersIn:
         if self.method is not None:
-            return self.method.supervised.hyperparameters
+            return self.method.hyperparameters
         return self.hyperparameters or HyperparametersIn()
+
+    @property
+    def training_method(self) -> str:
+        return self.method.type if self.method is not None else "supervised"
+
+    @property
+    def dpo_beta(self) -> float | str:
+        dpo = self.method.dpo if self.method is not None else None
+        return dpo.hyperparameters.beta if dpo is not None else "auto"
 
 
 class JobError(BaseModel):
@@ -129,7 +227,8 @@ class JobPublic(BaseModel):
     method: dict[str, Any]
     metadata: dict[str, str] | None
     user_provided_suffix: str | None
-    # tunegate
+    # tunegate: the assistant tokens among trained_tokens (the targets of the loss)
+    trained_target_tokens: int | None = None
     purpose: str
     base_model: str
     parent_model: str | None
@@ -159,7 +258,9 @@ class JobPublic(BaseModel):
             training_file=job.training_file,
             validation_file=job.validation_file,
             estimated_finish=job.estimated_finish,
-            method={"type": "supervised", "supervised": {"hyperparameters": job.hyperparameters}},
+            integrations=job.integrations,
+            trained_target_tokens=job.trained_target_tokens,
+            method=method_of(job),
             metadata=job.user_metadata,
             user_provided_suffix=job.suffix,
             purpose=job.purpose,
@@ -173,6 +274,15 @@ class JobPublic(BaseModel):
             created_by=job.created_by,
             cancel_requested=job.cancel_requested,
         )
+
+
+def method_of(job: Any) -> dict[str, Any]:
+    """OpenAI's ``method`` of a job, from the spec its worker runs."""
+    spec = job.spec or {}
+    if spec.get("method") == "dpo":
+        beta = (spec.get("dpo") or {}).get("beta", "auto")
+        return {"type": "dpo", "dpo": {"hyperparameters": {**job.hyperparameters, "beta": beta}}}
+    return {"type": "supervised", "supervised": {"hyperparameters": job.hyperparameters}}
 
 
 class JobsPage(BaseModel):

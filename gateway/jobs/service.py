@@ -75,6 +75,7 @@ def create(
     grouped with the other submissions that queued up meanwhile. The request's own
     session writes nothing."""
     principal = authorized.principal
+    _check_integrations(state, body)
     checks = Checks(session, state, authorized)
     with Session(read_only(state.engine), expire_on_commit=False) as reads:
         planned = plan(reads, checks, body=body, tenant=principal.tenant)
@@ -104,6 +105,18 @@ def create(
     return job
 
 
+def _check_integrations(state: JobsRuntime, body: JobCreate) -> None:
+    """Integrations are stored and echoed, never acted on; one that would report to an
+    external service is refused while the gateway is offline (none is reachable)."""
+    if state.settings.offline and any(i.type == "wandb" for i in body.integrations or ()):
+        raise InvalidRequest(
+            "the gateway is offline: a wandb integration cannot report to Weights and Biases "
+            "(leave `integrations` out, or ask an operator to turn offline mode off)",
+            code="integration_unavailable",
+            param="integrations",
+        )
+
+
 def _job_row(
     planned: Plan,
     *,
@@ -128,6 +141,7 @@ def _job_row(
         suffix=body.suffix,
         seed=planned.seed,
         user_metadata=body.metadata,
+        integrations=[i.model_dump() for i in body.integrations] if body.integrations else None,
         hyperparameters=planned.hyperparameters,
         lora=planned.lora,
         evaluation=body.evaluation.model_dump(),

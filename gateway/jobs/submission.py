@@ -184,6 +184,15 @@ def plan(reads: Session, checks: Checks, *, body: JobCreate, tenant: str) -> Pla
         validation = _usable_file(
             reads, checks, tenant=tenant, file_id=body.validation_file, param="validation_file"
         )
+    for file, param in ((training, "training_file"), (validation, "validation_file")):
+        if file is not None:
+            fmt = (file.report or {}).get("format")
+            checks.require(
+                gates.file_format_for_method(
+                    file.id, file_format=fmt, method=body.training_method, param=param
+                ),
+                record=False,
+            )
     sources = _usable_sources(
         reads,
         checks,
@@ -409,6 +418,8 @@ def train_spec(
         "lora": lora,
         "evaluation": body.evaluation.model_dump(),
         "seed": seed,
+        "method": body.training_method,
+        "dpo": {"beta": body.dpo_beta},
         **checkpoint_policy(settings),
     }
     if parent is not None:

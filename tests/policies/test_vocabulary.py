@@ -80,7 +80,7 @@ def test_bad_rules_are_refused_with_reason_and_field(rule, reason, field):
     with pytest.raises(PolicyValidationError) as info:
         parse_rule(rule)
     assert (info.value.reason, info.value.field) == (reason, field)
-    assert info.value.http_status == 422
+    assert info.value.http_status == 400
     assert info.value.as_dict()["reason"] == reason
 
 

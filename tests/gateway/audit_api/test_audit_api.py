@@ -61,11 +61,11 @@ class TestReadingTheTrail:
         widened = client.get("/v1/audit/events", params={"tenant": "default"}, headers=outsider)
         assert widened.status_code == 404
 
-    def test_bad_filters_are_422(self, client, token):
+    def test_bad_filters_are_400(self, client, token):
         officer = _officer(token)
         for params in ({"since": "yesterday"}, {"limit": 0}, {"after": -1}, {"decision": "maybe"}):
             response = client.get("/v1/audit/events", params=params, headers=officer)
-            assert response.status_code == 422, (params, response.text)
+            assert response.status_code == 400, (params, response.text)
             assert response.json()["error"]["code"] in {"invalid_request", "invalid_filter"}
 
     def test_engineers_cannot_read_the_trail(self, client, token):
@@ -133,6 +133,6 @@ class TestProofs:
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "audit_event_not_found"
 
-    def test_huge_seq_is_422_not_500(self, client, token):
+    def test_huge_seq_is_400_not_500(self, client, token):
         response = client.get(f"/v1/audit/events/{2**70}/proof", headers=_officer(token))
-        assert response.status_code == 422
+        assert response.status_code == 400

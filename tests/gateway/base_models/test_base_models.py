@@ -184,10 +184,10 @@ class TestRegisterBaseModel:
             {"surprise": 1},
         ],
     )
-    def test_malformed_bodies_get_422(self, client, people, import_root, overrides):
+    def test_malformed_bodies_get_400(self, client, people, import_root, overrides):
         body = {**_body(directory=str(import_root / TINY)), **overrides}
         _refused(
-            client.post("/v1/base_models", json=body, headers=people["ada"]), 422, "invalid_request"
+            client.post("/v1/base_models", json=body, headers=people["ada"]), 400, "invalid_request"
         )
 
 
@@ -232,19 +232,19 @@ class TestImportConfinement:
         return client.post("/v1/base_models", json=_body(**source), headers=people["ada"])
 
     def test_a_directory_outside_the_roots_is_refused(self, client, people, outside, store):
-        _refused(self._post(client, people, directory=str(outside)), 422, "path_not_allowed")
+        _refused(self._post(client, people, directory=str(outside)), 400, "path_not_allowed")
         assert _leftovers(store) == []
 
     def test_dot_dot_cannot_climb_out(self, client, people, import_root, outside):
         climbing = f"{import_root}/../{outside.parent.name}/{TINY}"
         assert Path(climbing).resolve() == outside.resolve()
-        _refused(self._post(client, people, directory=climbing), 422, "path_not_allowed")
+        _refused(self._post(client, people, directory=climbing), 400, "path_not_allowed")
 
     def test_a_symlink_out_of_the_roots_is_refused(self, client, people, import_root, outside):
         link = import_root / "escape"
         if not link.is_symlink():
             link.symlink_to(outside, target_is_directory=True)
-        _refused(self._post(client, people, directory=str(link)), 422, "path_not_allowed")
+        _refused(self._post(client, people, directory=str(link)), 400, "path_not_allowed")
 
     def test_a_file_linked_out_of_the_roots_is_refused(
         self, client, people, import_root, outside, store
@@ -254,28 +254,28 @@ class TestImportConfinement:
             shutil.copytree(import_root / TINY, leaky)
             (leaky / "passwd").symlink_to(outside / "config.json")
         response = self._post(client, people, directory=str(leaky))
-        _refused(response, 422, "path_not_allowed")
+        _refused(response, 400, "path_not_allowed")
         assert _leftovers(store) == []
 
     def test_a_relative_path_is_refused(self, client, people):
-        _refused(self._post(client, people, directory=TINY), 422, "path_not_absolute")
+        _refused(self._post(client, people, directory=TINY), 400, "path_not_absolute")
 
     def test_a_missing_path_is_refused(self, client, people, import_root):
         response = self._post(client, people, directory=str(import_root / "nothing-here"))
-        _refused(response, 422, "path_not_found")
+        _refused(response, 400, "path_not_found")
 
     def test_a_directory_that_is_no_model_is_refused(self, client, people, import_root):
         empty = import_root / "empty"
         empty.mkdir(exist_ok=True)
         response = self._post(client, people, directory=str(empty))
-        _refused(response, 422, "not_a_model_directory")
+        _refused(response, 400, "not_a_model_directory")
 
     def test_a_gguf_source_must_be_a_gguf_file(self, client, people, import_root):
         config = import_root / TINY / "config.json"
-        _refused(self._post(client, people, gguf=str(config)), 422, "not_a_gguf_file")
+        _refused(self._post(client, people, gguf=str(config)), 400, "not_a_gguf_file")
         fake = import_root / "fake.gguf"
         fake.write_bytes(b"not a gguf at all")
-        _refused(self._post(client, people, gguf=str(fake)), 422, "not_a_gguf_file")
+        _refused(self._post(client, people, gguf=str(fake)), 400, "not_a_gguf_file")
 
     def test_without_roots_only_packages_are_allowed(self, gateway_settings, people, import_root):
         closed = gateway_settings.model_copy(update={"model_import_roots": []})
@@ -285,7 +285,7 @@ class TestImportConfinement:
                 json=_body(directory=str(import_root / TINY)),
                 headers=people["ada"],
             )
-        _refused(response, 422, "path_not_allowed")
+        _refused(response, 400, "path_not_allowed")
 
 
 class TestFailedImportLeavesNothing:
@@ -297,7 +297,7 @@ class TestFailedImportLeavesNothing:
         response = client.post(
             "/v1/base_models", json=_body(directory=str(tampered)), headers=people["ada"]
         )
-        _refused(response, 422, "manifest_mismatch")
+        _refused(response, 400, "manifest_mismatch")
         assert _leftovers(store) == []
         _refused(
             client.get("/v1/base_models/tiny", headers=people["ada"]), 404, "base_model_not_found"
@@ -309,7 +309,7 @@ class TestFailedImportLeavesNothing:
         response = client.post(
             "/v1/base_models", json=_body(gguf=str(broken)), headers=people["ada"]
         )
-        _refused(response, 422, "import_failed")
+        _refused(response, 400, "import_failed")
         assert _leftovers(store) == []
         assert _events(client, people["ada"], "base_model.registered") == []
 

@@ -125,6 +125,26 @@ class TestFiles:
         assert cli("files", "content", file_id, "-o", str(target), as_="dora").exit_code == 0
         assert target.read_bytes() == uploaded["path"].read_bytes()
 
+    def test_delete_removes_the_content_and_keeps_the_record(self, cli, source, tmp_path):
+        path = tmp_path / "spare.jsonl"
+        path.write_bytes(good_file(3))
+        uploaded = json.loads(
+            cli(
+                "--json", "files", "upload", str(path), "--data-source", source["id"], as_="dora"
+            ).stdout
+        )
+        deleted = cli("--json", "files", "delete", uploaded["id"], as_="dora")
+        assert deleted.exit_code == 0, deleted.stderr
+        assert json.loads(deleted.stdout) == {
+            "id": uploaded["id"],
+            "object": "file",
+            "deleted": True,
+        }
+        gone = cli("files", "content", uploaded["id"], "-o", str(tmp_path / "x"), as_="dora")
+        assert gone.exit_code == 1
+        kept = json.loads(cli("--json", "files", "get", uploaded["id"], as_="dora").stdout)
+        assert kept["sha256"] == uploaded["sha256"]
+
 
 class TestErasure:
     def test_request_status_decide(self, cli, uploaded):

@@ -269,6 +269,13 @@ class TestJobViews:
         assert events.exit_code == 0 and "more: --after ftevent-" in events.stderr
         assert cli("jobs", "checkpoints", job_id, as_="bob").exit_code == 0
 
+    def test_pause_and_resume_name_the_status_that_refuses_them(self, cli, trained):
+        job_id = trained["job"]["id"]
+        paused = cli("jobs", "pause", job_id, as_="bob")
+        assert paused.exit_code == 1 and "job_not_running (409)" in paused.stderr
+        resumed = cli("jobs", "resume", job_id, as_="bob")
+        assert resumed.exit_code == 1 and "job_not_paused (409)" in resumed.stderr
+
 
 class TestModels:
     @pytest.fixture
@@ -301,12 +308,40 @@ class TestModels:
         again = cli("models", "adapter", model, "-o", str(target), as_="bob")
         assert again.exit_code == 2  # not an empty directory
 
-    def test_promote_then_retire(self, cli, model):
-        # Promotion is a request that a compliance officer approves (issue 14): the
-        # command shows what the gateway answers.
-        asked = cli("--json", "models", "promote", model, "--override-reason", "tiny", as_="eve")
+    def test_promotion_is_asked_then_approved_then_retired_and_deleted(self, cli, model):
+        asked = cli(
+            "--json",
+            "models",
+            "promote",
+            model,
+            "--reason",
+            "answers the tickets",
+            "--override-reason",
+            "tiny",
+            as_="eve",
+        )
         assert asked.exit_code == 0, asked.stderr
-        assert json.loads(asked.stdout)["status"] in ("pending", "production")
+        request = json.loads(asked.stdout)
+        assert request["status"] == "pending" and request["requested_by"] == "eve"
+        queue = json.loads(
+            cli("--json", "promotions", "list", "--status", "pending", as_="carol").stdout
+        )
+        assert request["id"] in [r["id"] for r in queue["data"]]
+        refused = cli("promotions", "approve", request["id"], as_="eve")
+        assert refused.exit_code == 1 and "may not approve" in refused.stderr
+        unflagged = cli("models", "clear-flag", model, "--reason", "reviewed", as_="carol")
+        assert unflagged.exit_code == 1 and "not_flagged" in unflagged.stderr
+        approved = cli("--json", "promotions", "approve", request["id"], as_="carol")
+        assert approved.exit_code == 0, approved.stderr
+        assert json.loads(approved.stdout)["decided_by"] == "carol"
+        assert json.loads(cli("--json", "models", "get", model, as_="bob").stdout)["status"] == (
+            "production"
+        )
+        in_production = cli("models", "delete", model, as_="ada")
+        assert in_production.exit_code == 1  # retire it first
         retired = cli("--json", "models", "retire", model, as_="carol")
         assert retired.exit_code == 0, retired.stderr
         assert json.loads(retired.stdout)["status"] == "retired"
+        deleted = cli("--json", "models", "delete", model, as_="ada")
+        assert deleted.exit_code == 0, deleted.stderr
+        assert json.loads(deleted.stdout) == {"id": model, "object": "model", "deleted": True}

@@ -151,7 +151,9 @@ def cli(databases, tmp_path_factory, config_dir, provider):
 
 
 def _profiles(cli: Cli) -> dict:
-    return json.loads((cli.config_dir / "profiles.json").read_text())
+    """The stored profiles (none before the first login has written the file)."""
+    path = cli.config_dir / "profiles.json"
+    return json.loads(path.read_text()) if path.exists() else {"profiles": {}}
 
 
 class TestLogin:

@@ -182,7 +182,7 @@ class TestPolicyAsCode:
         )
         refused = cli("policy", "plan", str(classes), as_="ada")
         assert refused.exit_code == 1
-        assert f"{classes}:13: rule_outside_tenant (422)" in refused.stderr
+        assert f"{classes}:13: rule_outside_tenant (400)" in refused.stderr
         other = _write(tmp_path / "acme.yaml", POLICY.replace("tenant: default", "tenant: acme"))
         elsewhere = cli("policy", "plan", str(other), as_="ada")
         assert elsewhere.exit_code == 1 and "your token's tenant is 'default'" in elsewhere.stderr

@@ -27,3 +27,18 @@ def csrf_of(page_html: str) -> str:
     match = CSRF.search(page_html)
     assert match, "no CSRF field on the page"
     return match.group(1)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for every journey (each opens its own contexts)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.gateway.console.browsing import CHROMIUM
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        yield chromium
+        chromium.close()

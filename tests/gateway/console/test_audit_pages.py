@@ -63,7 +63,7 @@ def test_exports_stream_jsonl_and_csv_of_the_filtered_range(sign_in, people):
     as_csv = client.get("/console/audit/export.csv", params={"action": "audit.read"})
     rows = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert [int(r["seq"]) for r in rows][: len(events)] == [e["seq"] for e in events]
-    assert client.get("/console/audit/export.csv", params={"since": "x"}).status_code == 422
+    assert client.get("/console/audit/export.csv", params={"since": "x"}).status_code == 400
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_quoted():

@@ -9,96 +9,18 @@ in var/test-artifacts/console/ (docs/console/ keeps the README's copies).
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import httpx
 import pytest
 
 from tests.gateway.conftest import SOURCE
+from tests.gateway.console.browsing import HOSTILE, Watched, needs_chromium, post_from_page, sign_in
 
-CHROMIUM = "/usr/bin/chromium"
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-ARTIFACTS = Path(__file__).parents[3] / "var" / "test-artifacts" / "console"
-HOSTILE = [
-    "<script>alert(1)</script>",
-    '"><img src=x onerror=alert(1)>',
-    "javascript:alert(1)",
-]
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (.ci/run installs it)"
-)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        yield chromium
-        chromium.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def backend(request):  # one backend is enough for what a browser sees
     return "sqlite"
-
-
-class Watched:
-    """A page whose dialogs, page errors and CSP reports are collected, never ignored."""
-
-    def __init__(self, context, base_url: str) -> None:
-        self.base_url = base_url
-        self.page = context.new_page()
-        self.problems: list[str] = []
-        self.page.on(
-            "dialog", lambda d: (self.problems.append(f"dialog: {d.message}"), d.dismiss())
-        )
-        self.page.on("pageerror", lambda e: self.problems.append(f"script error: {e}"))
-        self.page.on("console", self._console)
-        self.page.on("response", self._response)
-
-    def _console(self, message) -> None:
-        # A page answered 4xx on purpose (a refusal, a form with errors) is logged by the
-        # browser as a failed load; those statuses are asserted by the test itself, and a
-        # failed script, style or image is caught by _response.
-        if message.type == "error" and not message.text.startswith("Failed to load resource"):
-            self.problems.append(f"console error: {message.text}")
-
-    def _response(self, response) -> None:
-        if response.status >= 400 and response.request.resource_type != "document":
-            self.problems.append(f"{response.status} for {response.url}")
-
-    def open(self, path: str) -> None:
-        self.page.goto(self.base_url + path)
-        self.page.wait_for_load_state("networkidle")
-        self.check_accessibility(path)
-
-    def check_accessibility(self, path: str) -> None:
-        # Evaluated over CDP, which the page's CSP does not govern (a script tag would be
-        # refused, as it should be).
-        self.page.evaluate(AXE.read_text() + "\n;undefined")
-        result = self.page.evaluate(
-            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-            ".filter(v => ['serious', 'critical'].includes(v.impact))"
-            ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))"
-        )
-        assert result == [], f"{path}: {result}"
-
-    def screenshot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def _sign_in(watched: Watched, bearer: str, *, then: str = "/console") -> None:
-    watched.page.goto(f"{watched.base_url}/console/login?next={then}")
-    watched.page.fill("#token", bearer)
-    watched.page.click("button[type=submit]")
-    watched.page.wait_for_load_state("networkidle")
 
 
 def test_compliance_officer_reads_the_trail_and_nothing_hostile_runs(
@@ -121,7 +43,7 @@ def test_compliance_officer_reads_the_trail_and_nothing_hostile_runs(
     watched = Watched(context, base_url)
     carol = people["carol"]["Authorization"].removeprefix("Bearer ")
 
-    _sign_in(watched, carol, then="/console/audit")
+    sign_in(watched, carol, then="/console/audit")
     assert watched.page.url.endswith("/console/audit")
     watched.check_accessibility("/console/audit")
     watched.screenshot("audit")
@@ -145,25 +67,6 @@ def test_compliance_officer_reads_the_trail_and_nothing_hostile_runs(
     context.close()
 
 
-def _post_from_page(watched: Watched, action: str) -> None:
-    """Submit a form the page does not offer (its CSRF token included), as a person could."""
-    watched.page.evaluate(
-        """action => {
-            const form = document.createElement('form');
-            form.method = 'post';
-            form.action = action;
-            const csrf = document.createElement('input');
-            csrf.type = 'hidden'; csrf.name = 'csrf';
-            csrf.value = document.querySelector('input[name=csrf]').value;
-            form.appendChild(csrf);
-            document.body.appendChild(form);
-            form.submit();
-        }""",
-        action,
-    )
-    watched.page.wait_for_load_state("networkidle")
-
-
 def test_data_owner_proposes_and_compliance_officer_approves(
     browser, live_server, gateway_settings, people
 ):
@@ -172,7 +75,7 @@ def test_data_owner_proposes_and_compliance_officer_approves(
         name: header["Authorization"].removeprefix("Bearer ") for name, header in people.items()
     }
     owner = Watched(browser.new_context(), base_url)
-    _sign_in(owner, bearer["dora"], then="/console/data-sources/new")
+    sign_in(owner, bearer["dora"], then="/console/data-sources/new")
     page = owner.page
     page.fill("#f-name", "invoices 2026")
     page.fill("#f-allowed_purposes", "invoice-extraction")
@@ -188,13 +91,13 @@ def test_data_owner_proposes_and_compliance_officer_approves(
     source_path = page.url.removeprefix(base_url)
     assert source_path.startswith("/console/data-sources/ds-")
     assert "four eyes" in page.inner_text("main")
-    _post_from_page(owner, source_path + "/approve")  # the owner tries anyway
+    post_from_page(owner, source_path + "/approve")  # the owner tries anyway
     assert "Not allowed" in page.inner_text("h1")
     assert "may not approve" in page.inner_text(".refusal")
     owner.screenshot("data-source-refused")
 
     officer = Watched(browser.new_context(), base_url)
-    _sign_in(officer, bearer["carol"], then="/console")
+    sign_in(officer, bearer["carol"], then="/console")
     assert "Data sources to approve" in officer.page.inner_text("main")
     officer.screenshot("home-compliance-officer")
     officer.open("/console/data-sources?status=proposed")
@@ -226,7 +129,7 @@ def test_officer_downloads_a_proof_checks_it_offline_then_verify_names_a_tampere
         body = {**SOURCE, "name": f"evidence {number}"}
         assert api.post("/v1/data_sources", json=body, headers=people["dora"]).status_code == 201
     officer = Watched(browser.new_context(accept_downloads=True), base_url)
-    _sign_in(officer, people["carol"]["Authorization"].removeprefix("Bearer "), then="/console")
+    sign_in(officer, people["carol"]["Authorization"].removeprefix("Bearer "), then="/console")
     officer.open("/console/audit?action=data_source.proposed")
     rows = officer.page.locator("table.events tbody tr")
     assert rows.count() == 3
@@ -297,7 +200,7 @@ def test_second_engineer_requests_promotion_and_officer_approves(
     model_id = factories.fine_tuned_model(gateway_settings, files=[uploaded.json()])
 
     eve = Watched(browser.new_context(), base_url)
-    _sign_in(eve, token("eve", "ml-engineer")["Authorization"].removeprefix("Bearer "))
+    sign_in(eve, token("eve", "ml-engineer")["Authorization"].removeprefix("Bearer "))
     eve.open(f"/console/models/{model_id}")
     eve.screenshot("model")
     eve.page.fill("#f-reason", "beats the baselines on the invoices")
@@ -308,7 +211,7 @@ def test_second_engineer_requests_promotion_and_officer_approves(
     assert "pending" in eve.page.inner_text("main table:last-of-type")
 
     officer = Watched(browser.new_context(), base_url)
-    _sign_in(officer, people["carol"]["Authorization"].removeprefix("Bearer "))
+    sign_in(officer, people["carol"]["Authorization"].removeprefix("Bearer "))
     officer.open(f"/console/models/{model_id}")
     officer.page.click("main button:has-text('Approve')")
     officer.page.wait_for_load_state("networkidle")

@@ -79,11 +79,11 @@ class TestPropose:
             ({"surprise": 1}, "surprise"),
         ],
     )
-    def test_bad_proposals_get_422(self, client, people, overrides, param):
+    def test_bad_proposals_get_400(self, client, people, overrides, param):
         response = client.post(
             "/v1/data_sources", json={**PROPOSAL, **overrides}, headers=people["dora"]
         )
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "invalid_request"
 
     def test_names_are_unique_per_tenant(self, client, people):
@@ -191,7 +191,7 @@ class TestVisibility:
 
     def test_malformed_ids_are_refused_before_the_database(self, client, people):
         response = client.get("/v1/data_sources/x'%20OR%201=1", headers=people["carol"])
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_path_parameter"
 
 
@@ -225,5 +225,5 @@ class TestPathValues:
     @pytest.mark.parametrize("value", ["*", "a b", "x)||(y", "a" * 129])
     def test_a_path_value_never_widens_the_object(self, client, people, value):
         response = client.post(f"/v1/data_sources/{value}/approve", headers=people["carol"])
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_path_parameter"

@@ -83,3 +83,31 @@ def test_importing_the_executors_loads_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_a_running_job_reports_its_tokens_and_estimated_finish(world):
+    """Each step's progress reaches the job row on the monitor's next tick: OpenAI's
+    trained_tokens (every token), the target tokens beside it, and estimated_finish."""
+    import time
+
+    from gateway.executors.monitor import JobMonitor
+
+    job_id = world.add_job(
+        job_overrides={
+            "status": "running",
+            "lease_owner": "w-1",
+            "lease_expires_at": time.time() + 60,
+        }
+    )
+    monitor = JobMonitor(
+        world.engine, job_id=job_id, worker_id="w-1", lease_seconds=60, heartbeat_seconds=30
+    )
+    step = next(e for e in EVENTS if isinstance(e, StepEvent))
+    before = int(time.time())
+    for remaining, processed in ((400.0, 1200), (100.0, 2400)):
+        fields = {"seconds_remaining": remaining, "processed_tokens": processed}
+        monitor.on_event(StepEvent(**{**step.to_dict()["data"], "step": 1, **fields}))
+        monitor.tick()
+        job = world.job(job_id)
+        assert before + remaining <= job.estimated_finish <= time.time() + remaining + 1
+        assert (job.trained_tokens, job.trained_target_tokens) == (processed, step.trained_tokens)

@@ -12,10 +12,16 @@ ray = pytest.importorskip("ray")
 
 from gateway.executors import make_executor  # noqa: E402
 from gateway.executors.ray import RayExecutor  # noqa: E402
+from tests.conftest import END_TO_END_BACKEND  # noqa: E402
 from tests.gateway.executors.conftest import registered_by_a_ray_task, wait_for  # noqa: E402
 
 # Far longer than any test waits: these runs end only by being cancelled or handed back.
 LONG = {"hyperparameters": {"n_epochs": 2000, "batch_size": 1, "learning_rate_multiplier": 1}}
+
+
+@pytest.fixture
+def backend(request):  # an end-to-end run: one backend (tests/conftest.py)
+    return END_TO_END_BACKEND
 
 
 @pytest.fixture(scope="module", autouse=True)

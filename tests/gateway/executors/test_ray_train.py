@@ -19,12 +19,18 @@ from safetensors.torch import load_file  # noqa: E402
 
 from gateway.executors import make_executor  # noqa: E402
 from gateway.executors.ray import RAY_TRAIN_DIR_NAME, RayExecutor  # noqa: E402
+from tests.conftest import END_TO_END_BACKEND  # noqa: E402
 from tests.gateway.executors.conftest import registered_by_a_ray_task, wait_for  # noqa: E402
 from trainer.recipe import train  # noqa: E402
 from trainer.spec import TrainSpec  # noqa: E402
 
 WORKERS = 2
 LONG = {"hyperparameters": {"n_epochs": 2000, "batch_size": 2, "learning_rate_multiplier": 1}}
+
+
+@pytest.fixture
+def backend(request):  # an end-to-end run: one backend (tests/conftest.py)
+    return END_TO_END_BACKEND
 
 
 @pytest.fixture(scope="module", autouse=True)

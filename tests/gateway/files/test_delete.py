@@ -67,7 +67,7 @@ class TestDeleteFile:
     def test_the_job_gates_refuse_a_deleted_file(self, client, people, ready):
         assert _delete(client, people["dora"], ready["training"]["id"]).status_code == 200
         response = _submit(client, people["bob"], ready["training"]["id"])
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "file_not_usable"
 
     def test_a_file_a_queued_job_uses_is_409_naming_the_job(self, client, people, ready):

@@ -259,9 +259,9 @@ class TestRefusals:
     @pytest.mark.parametrize(
         "fields, code, status",
         [
-            ({"purpose": "assistants"}, "invalid_purpose", 422),
-            ({"data_source": "ds:*"}, "invalid_field", 422),
-            ({"data_source": "ds-x y"}, "invalid_field", 422),
+            ({"purpose": "assistants"}, "invalid_purpose", 400),
+            ({"data_source": "ds:*"}, "invalid_field", 400),
+            ({"data_source": "ds-x y"}, "invalid_field", 400),
         ],
     )
     def test_bad_fields(self, client, people, approved_source, fields, code, status):
@@ -291,7 +291,7 @@ class TestRefusals:
             content=body,
             headers={**people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "missing_field"
 
     def test_missing_file_part(self, client, people, approved_source):
@@ -308,7 +308,7 @@ class TestRefusals:
             content=body,
             headers={**people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["param"] == "file"
 
     def test_not_multipart(self, client, people):
@@ -331,7 +331,7 @@ class TestRefusals:
             content=body,
             headers={**people["dora"], "content-type": f"multipart/form-data; boundary={boundary}"},
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_multipart"
 
     def test_another_tenants_file_is_not_found(self, client, people, approved_source, token):
@@ -498,7 +498,7 @@ class TestReviewRegressions:
                 "content-type": "multipart/form-data; boundary=" + "a" * 300,
             },
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_multipart"
 
     def test_a_failed_record_leaves_nothing_on_disk(

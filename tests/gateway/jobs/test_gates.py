@@ -21,7 +21,7 @@ class TestModelAndFiles:
     def test_a_retired_base_model_is_refused_with_its_status(self):
         assert gates.base_model_active("tiny", status="active").passed
         details = _refused(
-            gates.base_model_active("tiny", status="retired"), 422, "base_model_retired"
+            gates.base_model_active("tiny", status="retired"), 400, "base_model_retired"
         )
         assert details == {"base_model": "tiny", "status": "retired"}
 
@@ -30,13 +30,13 @@ class TestModelAndFiles:
     )
     def test_only_a_processed_and_stored_file_is_usable(self, status, stored):
         outcome = gates.file_usable("file-1", status=status, stored=stored, param="training_file")
-        assert _refused(outcome, 422, "file_not_usable") == {"file_id": "file-1", "status": status}
+        assert _refused(outcome, 400, "file_not_usable") == {"file_id": "file-1", "status": status}
         assert outcome.refusal.param == "training_file"
         assert gates.file_usable("file-1", status="processed", stored=True, param=None).passed
 
     def test_only_a_file_uploaded_for_fine_tuning_is_trained_on(self):
         refused = gates.file_for_training("file-1", purpose="assistants", param="validation_file")
-        _refused(refused, 422, "file_not_usable")
+        _refused(refused, 400, "file_not_usable")
         assert gates.file_for_training("file-1", purpose="fine-tune", param=None).passed
 
 
@@ -74,7 +74,7 @@ class TestDataSources:
 class TestData:
     def test_too_few_examples_name_both_numbers(self):
         refused = gates.enough_examples(3, minimum=10)
-        assert _refused(refused, 422, "too_few_examples") == {"examples": 3, "minimum": 10}
+        assert _refused(refused, 400, "too_few_examples") == {"examples": 3, "minimum": 10}
         assert refused.refusal.param == "training_file"
         assert gates.enough_examples(10, minimum=10).figures == {"examples": 10, "minimum": 10}
 

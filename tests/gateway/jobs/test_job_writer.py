@@ -84,7 +84,7 @@ class TestRowsKeptFromEarlierSubmissions:
             ready,
             lambda: client.post(f"/v1/base_models/{TINY_BASE}/retire", headers=people["ada"]),
         )
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "base_model_retired"
         assert self._refusal_gates(client, people) == ["model"]
 
@@ -101,7 +101,7 @@ class TestRowsKeptFromEarlierSubmissions:
             assert decided.status_code == 200, decided.text
 
         response = self._change_then_submit(client, people, ready, erase)
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "file_not_usable"
 
     def test_another_tenant_never_gets_a_kept_row(self, client, people, ready, token):

@@ -59,6 +59,18 @@ class TestSubmit:
         assert all(d["policy_version"] for d in job["decisions"] if d["kind"] == "policy")
         assert job["estimate"]["tokens_processed"] > 0 and job["estimate"]["flops"] > 0
 
+    def test_the_seed_is_reported_and_handed_to_the_trainer(self, client, people, ready):
+        from sqlmodel import Session
+
+        from gateway.jobs.models import FineTuningJob
+
+        given = _submit(client, people["bob"], ready, seed=12345).json()
+        drawn = _submit(client, people["bob"], ready).json()
+        assert given["seed"] == 12345 and isinstance(drawn["seed"], int)
+        with Session(client.app.state.gateway.engine) as session:
+            for job in (given, drawn):
+                assert session.get(FineTuningJob, job["id"]).spec["seed"] == job["seed"]
+
     def test_the_submission_is_audited_with_file_hashes(self, client, people, ready):
         job = _submit(client, people["bob"], ready).json()
         [event] = _refusals(client, people, "job.created")
@@ -139,7 +151,7 @@ class TestRefusals:
             json={"model": TINY_BASE, "training_file": training["id"], "purpose": PURPOSE},
             headers=people["bob"],
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         error = response.json()["error"]
         assert error["code"] == "too_few_examples"
         assert error["details"] == {"examples": 4, "minimum": 50}
@@ -149,7 +161,7 @@ class TestRefusals:
             client, people["dora"], data_source=ready["source"]["id"], content=good_file(5)
         ).json()
         response = _submit(client, people["bob"], ready, validation_file=overlapping["id"])
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "train_validation_overlap"
 
     def test_concurrent_job_quota(self, client, people, ready, gateway_settings):
@@ -186,24 +198,82 @@ class TestRefusals:
             client, people["dora"], data_source=ready["source"]["id"], content=b"not json\n"
         ).json()
         response = _submit(client, people["bob"], ready, training_file=bad["id"])
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "file_not_usable"
 
     @pytest.mark.parametrize(
-        "overrides",
+        ("overrides", "param", "rule"),
         [
-            {"method": {"type": "dpo"}},
-            {"integrations": [{"type": "wandb"}]},
-            {"purpose": None},
-            {"hyperparameters": {"n_epochs": 0}},
-            {"lora": {"r": 0}},
-            {"surprise": True},
-            {"hyperparameters": {"n_epochs": 1}, "method": {"type": "supervised"}},
+            ({"method": {"type": "reinforcement"}}, "method.type", "'supervised'"),
+            ({"integrations": [{"type": "wandb"}]}, "integrations.0.wandb", "required"),
+            ({"purpose": None}, None, "purpose is required"),
+            (
+                {"hyperparameters": {"n_epochs": 0}},
+                "hyperparameters.n_epochs",
+                "an integer ≥ 1 or 'auto'",
+            ),
+            (
+                {"hyperparameters": {"batch_size": "x"}},
+                "hyperparameters.batch_size",
+                "an integer ≥ 1 or 'auto'",
+            ),
+            (
+                {"hyperparameters": {"learning_rate_multiplier": 0}},
+                "hyperparameters.learning_rate_multiplier",
+                "a number > 0 or 'auto'",
+            ),
+            ({"lora": {"r": 0}}, "lora.r", "greater than or equal to 1"),
+            ({"surprise": True}, "surprise", "Extra inputs"),
+            (
+                {"hyperparameters": {"n_epochs": 1}, "method": {"type": "supervised"}},
+                None,
+                "either",
+            ),
+            ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16"),
+            ({"metadata": {"k" * 65: "v"}}, "metadata", "at most 64 characters"),
+            ({"metadata": {"k": "v" * 513}}, "metadata.k", "at most 512 characters"),
+            ({"seed": -1}, "seed", "greater than or equal to 0"),
         ],
     )
-    def test_bad_bodies_get_422(self, client, people, ready, overrides):
+    def test_bad_bodies_get_400_as_openai_answers(
+        self, client, people, ready, overrides, param, rule
+    ):
         response = _submit(client, people["bob"], ready, **overrides)
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["code"] == "invalid_request"
+        assert error["param"] == param or (param and error["param"].startswith(param))
+        assert rule in error["message"], error["message"]
+        assert "Input should be 'auto'" not in error["message"]
+
+    def test_sixteen_metadata_keys_at_their_limits_are_taken(self, client, people, ready):
+        metadata = {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)}
+        response = _submit(client, people["bob"], ready, metadata=metadata)
+        assert response.status_code == 200, response.text
+        assert response.json()["metadata"] == metadata
+
+    def test_a_wandb_integration_is_refused_offline(self, client, people, ready):
+        wandb = [{"type": "wandb", "wandb": {"project": "care"}}]
+        response = _submit(client, people["bob"], ready, integrations=wandb)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "integration_unavailable" and error["param"] == "integrations"
+        assert "offline" in error["message"]
+
+
+class TestIntegrationsOnline:
+    @pytest.fixture
+    def gateway_settings(self, gateway_settings):
+        return gateway_settings.model_copy(update={"offline": False})
+
+    def test_integrations_are_stored_and_echoed(self, client, people, ready):
+        wandb = {"project": "care", "name": "run-1", "entity": None, "tags": ["a"]}
+        response = _submit(
+            client, people["bob"], ready, integrations=[{"type": "wandb", "wandb": wandb}]
+        )
+        assert response.status_code == 200, response.text
+        job = client.get(f"/v1/fine_tuning/jobs/{response.json()['id']}", headers=people["bob"])
+        assert job.json()["integrations"] == [{"type": "wandb", "wandb": wandb}]
 
 
 class TestLifecycle:
@@ -216,6 +286,14 @@ class TestLifecycle:
             "/v1/fine_tuning/jobs", params={"metadata[team]": "a"}, headers=people["bob"]
         ).json()
         assert [job["id"] for job in only_a["data"]] == [first["id"]]
+        neither = client.get(
+            "/v1/fine_tuning/jobs",
+            params={"metadata[team]": "a", "metadata[other]": "x"},
+            headers=people["bob"],
+        ).json()
+        assert neither["data"] == []
+        bad = client.get("/v1/fine_tuning/jobs", params={"metadata[]": "a"}, headers=people["bob"])
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_filter"
         paged = client.get(
             "/v1/fine_tuning/jobs",
             params={"limit": 1, "after": second["id"]},
@@ -290,7 +368,7 @@ class TestReviewRegressions:
             f"/v1/fine_tuning/jobs/{job['id']}/events/stream",
             headers={**people["bob"], "Last-Event-ID": "ftevent-x1"},
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_cursor"
 
     def test_a_file_whose_content_is_missing_is_refused(
@@ -302,7 +380,7 @@ class TestReviewRegressions:
             if path.name.startswith(ready["validation"]["content_sha256"]):
                 path.unlink()
         response = _submit(client, people["bob"], ready)
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "file_not_usable"
 
     def test_erasing_a_files_data_stops_the_jobs_that_read_it(self, client, people, ready):

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import END_TO_END_BACKEND
 from tests.gateway.conftest import TINY_BASE
 
 PURPOSE = "support-assistant"
@@ -21,6 +22,11 @@ TIMEOUT_SECONDS = 300
 # (the worker sees it within a heartbeat or two).
 LONG = {"n_epochs": 6, "batch_size": 1, "learning_rate_multiplier": 1}
 NO_EVALUATION = {"enabled": False}  # the baselines' generations are not what is tested here
+
+
+@pytest.fixture
+def backend(request):  # an end-to-end run: one backend (tests/conftest.py)
+    return END_TO_END_BACKEND
 
 
 @pytest.fixture

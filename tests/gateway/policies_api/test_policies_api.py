@@ -82,13 +82,13 @@ class TestRefusals:
             (["user:bob", "default", "ds:x", "r.act == p.act", "allow"], "bad_chars"),
         ],
     )
-    def test_bad_rules_get_422_with_a_reason(self, client, token, values, reason):
+    def test_bad_rules_get_400_with_a_reason(self, client, token, values, reason):
         response = client.post(
             "/v1/policies/rules",
             json={"rules": [{"ptype": "p", "values": values}]},
             headers=token("root", "admin"),
         )
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == reason
 
     def test_unknown_body_field_is_refused(self, client, token):
@@ -97,14 +97,14 @@ class TestRefusals:
             json={"rules": [GRANT], "force": True},
             headers=token("root", "admin"),
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
 
     def test_rule_for_another_tenant_is_refused(self, client, token):
         rule = {"ptype": "p", "values": ["user:bob", "acme", "ds:x", "train", "allow"]}
         response = client.post(
             "/v1/policies/rules", json={"rules": [rule]}, headers=token("root", "admin")
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "rule_outside_tenant"
 
     def test_duplicate_rule_is_409_and_missing_rule_404(self, client, token):

@@ -80,12 +80,12 @@ class TestPlan:
         "add, remove, status, code",
         [
             ([], ["p,user:nobody,default,ds:x,read,allow"], 404, "rule_not_found"),
-            (["g2,ds:x,class:restricted"], [], 422, "rule_outside_tenant"),
-            (["p,user:bob,acme,ds:x,read,allow"], [], 422, "rule_outside_tenant"),
-            (["p,user:bob,default,ds:x,fly,allow"], [], 422, "bad_action"),
+            (["g2,ds:x,class:restricted"], [], 400, "rule_outside_tenant"),
+            (["p,user:bob,acme,ds:x,read,allow"], [], 400, "rule_outside_tenant"),
+            (["p,user:bob,default,ds:x,fly,allow"], [], 400, "bad_action"),
             (["p,role:admin,default,policy,edit,deny"], [], 409, "last_admin"),
-            ([GRANT, GRANT], [], 422, "duplicate_rule"),
-            ([], [], 422, "empty_change"),
+            ([GRANT, GRANT], [], 400, "duplicate_rule"),
+            ([], [], 400, "empty_change"),
         ],
     )
     def test_refuses_what_apply_would(self, client, admin, add, remove, status, code):
@@ -145,7 +145,7 @@ class TestApply:
         response = client.post(
             "/v1/policies/apply", json={"expect_version": base, "add": [GRANT]}, headers=admin
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
 
 
 class TestExplain:
@@ -185,7 +185,7 @@ class TestExplain:
     def test_another_tenant_is_not_visible(self, client, admin):
         body = {"sub": "user:bob", "tenant": "acme", "obj": "ds:claims", "act": "train"}
         response = client.post("/v1/policies/explain", json=body, headers=admin)
-        assert response.status_code == 422
+        assert response.status_code == 400
         assert response.json()["error"]["code"] == "tenant_not_visible"
 
 

@@ -160,7 +160,7 @@ class TestClearFlag:
         missing = client.post(
             f"/v1/models/{trained['model_id']}/clear_flag", json={}, headers=people["carol"]
         )
-        assert missing.status_code == 422
+        assert missing.status_code == 400
 
 
 class TestFlagOnErasure:

@@ -81,7 +81,7 @@ class TestAsk:
         response = client.post(
             f"/v1/models/{trained['model_id']}/promotion_requests", json=body, headers=people["eve"]
         )
-        assert response.status_code == 422
+        assert response.status_code == 400
 
     def test_one_pending_request_per_model(self, client, people, trained):
         first = ask(client, people["bob"], trained["model_id"]).json()
@@ -194,7 +194,7 @@ class TestReject:
     ):
         asked = ask(client, people["bob"], trained["model_id"]).json()
         missing = _decide(client, people["carol"], asked["id"], "reject")
-        assert missing.status_code == 422
+        assert missing.status_code == 400
         response = _decide(client, people["carol"], asked["id"], "reject", reason="not yet")
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "rejected"
