@@ -4,14 +4,11 @@ event stream (the API stream's loop, ending with an `end` event so the page stop
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi.concurrency import run_in_threadpool
 from markupsafe import Markup
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
@@ -23,7 +20,7 @@ from gateway.data_sources.models import DataSource
 from gateway.files.models import TrainingFile
 from gateway.jobs import service
 from gateway.jobs.models import FINAL_STATUSES, FineTuningJob, JobEvent
-from gateway.jobs.schemas import JobCreate, JobEventPublic
+from gateway.jobs.schemas import JobCreate
 from gateway.runtime import Runtime
 from gateway.security import Principal
 
@@ -259,20 +256,3 @@ def loss_chart(events: list[JobEvent]) -> Markup:
         x_label="step",
         from_zero=False,
     )
-
-
-async def event_stream(state: Runtime, *, job_id: str, after_seq: int) -> AsyncIterator[dict]:
-    """The API stream's loop over `service.events_since`, then `end` with the job's status."""
-    while True:
-        events, status = await run_in_threadpool(
-            service.events_since, state, job_id=job_id, after_seq=after_seq
-        )
-        for event in events:
-            after_seq = event.seq or after_seq
-            public = JobEventPublic.of(event)
-            yield {"id": public.id, "event": public.object, "data": json.dumps(public.model_dump())}
-        if not events and status in FINAL_STATUSES:
-            yield {"event": "end", "data": json.dumps({"status": status})}
-            return
-        if not events:
-            await asyncio.sleep(STREAM_POLL_SECONDS)

@@ -149,19 +149,26 @@ def stream_job_events(
     concurrent-request limit, so nothing here may take a write transaction."""
     after_seq = service.event_seq(last_event_id) if last_event_id else 0
     service.require_job_readonly(state, tenant=authorized.principal.tenant, job_id=job_id)
-    return EventSourceResponse(_event_stream(state, job_id, after_seq))
+    return EventSourceResponse(event_stream(state, job_id, after_seq))
 
 
-async def _event_stream(state, job_id: str, after_seq: int) -> AsyncIterator[dict]:
+async def event_stream(
+    state, job_id: str, after_seq: int, *, end_event: bool = False
+) -> AsyncIterator[dict]:
+    """The job's events after `after_seq` as server-sent events, until the job is final;
+    `end_event` adds a last `end` with its status (the console's EventSource would otherwise
+    reconnect for ever)."""
     while True:
         events, status = await run_in_threadpool(
             service.events_since, state, job_id=job_id, after_seq=after_seq
         )
         for event in events:
-            after_seq = event.seq
+            after_seq = event.seq or after_seq
             public = JobEventPublic.of(event)
             yield {"id": public.id, "event": public.object, "data": json.dumps(public.model_dump())}
         if not events and status in FINAL_STATUSES:
+            if end_event:
+                yield {"event": "end", "data": json.dumps({"status": status})}
             return
         if not events:
             await asyncio.sleep(STREAM_POLL_SECONDS)

@@ -18,6 +18,7 @@ from gateway.deps import SessionDep, StateDep
 from gateway.dry_runs.schemas import JobDryRunPublic
 from gateway.errors import GatewayError
 from gateway.jobs import dry_run, service
+from gateway.jobs import router as jobs_api
 from gateway.jobs.schemas import JobPublic
 
 router = APIRouter(prefix="/console/jobs")
@@ -174,7 +175,7 @@ def events_stream(
     """The API's event stream, for the page's own script (no write transaction here)."""
     after_seq = service.event_seq(last_event_id) if last_event_id else 0
     service.require_job_readonly(state, tenant=authorized.principal.tenant, job_id=job_id)
-    return EventSourceResponse(views.event_stream(state, job_id=job_id, after_seq=after_seq))
+    return EventSourceResponse(jobs_api.event_stream(state, job_id, after_seq, end_event=True))
 
 
 @router.post("/{job_id}/cancel", include_in_schema=False)
