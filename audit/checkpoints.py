@@ -11,6 +11,13 @@ checkpoints::
 each line ending in ``\\n``. The key id is the hex SHA-256 of the public key's DER
 SubjectPublicKeyInfo (as RFC 6962 names logs), so a checkpoint names the key that can
 check it. Everything here is pure except key files; rows are written by audit.chain.
+
+The same key also issues each checkpoint as a C2SP ``tlog-checkpoint`` signed note
+(audit.note): ``<origin>\\n<size>\\n<base64 root>\\n``, signed under the key name (the
+origin by default). ``Signer.checkpoint_note`` issues it for a stored checkpoint only once
+the stored signature verifies, so a row changed in the database is never re-signed. Ed25519
+is deterministic: a checkpoint's note is the same bytes every time it is issued, so rows
+need no column for it.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from audit.encoding import is_canonical_ts
 from audit.hashing import HASH_SIZE
+from audit.note import NoteError, TlogCheckpoint, Verifier, ed25519_vkey, is_valid_name, sign_note
 
 ORIGIN = "tunegate audit"
+DEFAULT_NOTE_ORIGIN = "tunegate.example.com/audit/global"
 CHECKPOINT_FORMAT = "tunegate-checkpoint/v1"
 
 
@@ -125,13 +134,59 @@ def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
     return key
 
 
-class Signer:
-    """Signs checkpoints with one Ed25519 private key."""
+def check_origin(origin: str) -> str:
+    """A C2SP checkpoint origin that may also be a signed-note key name: non-empty, no
+    spaces, no '+' (the spec's recommendation, required here)."""
+    if not is_valid_name(origin):
+        raise ValueError(f"origin {origin!r} must be non-empty with no spaces or '+'")
+    return origin
 
-    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+
+class Signer:
+    """Signs checkpoints with one Ed25519 private key, as the project's JSON checkpoints
+    and as C2SP signed notes of ``origin`` under key name ``key_name`` (default: the
+    origin)."""
+
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        *,
+        origin: str = DEFAULT_NOTE_ORIGIN,
+        key_name: str | None = None,
+    ) -> None:
         self._key = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id_of(self.public_key)
+        self.origin = check_origin(origin)
+        self.key_name = check_origin(key_name or origin)
+
+    def with_origin(self, origin: str, key_name: str | None = None) -> Signer:
+        """This key, issuing notes for another origin (and key name)."""
+        return Signer(self._key, origin=origin, key_name=key_name)
+
+    @property
+    def vkey(self) -> str:
+        """The signed-note verifier key: ``<name>+<hex key ID>+<base64(0x01 || key)>``."""
+        return ed25519_vkey(self.key_name, self.public_key)
+
+    @property
+    def verifier(self) -> Verifier:
+        return Verifier.ed25519(self.key_name, self.public_key)
+
+    def sign_note(self, text: str) -> str:
+        """``text`` as a signed note by this key under its key name."""
+        return sign_note(text, name=self.key_name, private_key=self._key)
+
+    def checkpoint_note(self, checkpoint: Checkpoint) -> str:
+        """The C2SP tlog-checkpoint note of a checkpoint this key signed: raises
+        CheckpointError when the checkpoint's own signature does not verify (a changed
+        row, another key)."""
+        verify_checkpoint(checkpoint, self.public_key)
+        text = TlogCheckpoint(self.origin, checkpoint.tree_size, checkpoint.root_hash).text()
+        try:
+            return self.sign_note(text)
+        except NoteError as exc:  # pragma: no cover - origin and key name are checked
+            raise CheckpointError("malformed", str(exc)) from None
 
     def public_key_pem(self) -> bytes:
         return self.public_key.public_bytes(

@@ -186,3 +186,119 @@ def verify_inclusion(
     calculated = root_from_inclusion_proof(index, size, leaf, proof)
     if calculated != expected_root:
         raise InclusionProofError("root hash", expected_root, calculated)
+
+
+# --- consistency proofs (RFC 6962 §2.1.2, RFC 9162 §2.1.4) --------------------------------
+
+
+class ConsistencyProofError(ValueError):
+    """A consistency proof does not hold. ``what`` names the check; ``expected`` and
+    ``found`` are what it wanted and what it got (hashes as bytes, counts as ints)."""
+
+    def __init__(self, what: str, expected: object, found: object) -> None:
+        self.what = what
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{what}: expected {_show(expected)}, found {_show(found)}")
+
+
+def consistency_proof(first: int, second: int, subtree: Callable[[int, int], bytes]) -> list[bytes]:
+    """RFC 6962 PROOF(first, D[second]): the hashes that show the tree of ``first`` leaves
+    is a prefix of the tree of ``second``. ``subtree(start, end)`` returns MTH(D[start:end])
+    of an RFC 6962-aligned range (as for inclusion_path), so a stored tree answers it
+    without reading every leaf. Empty when first is 0 or equals second."""
+    if not 0 <= first <= second:
+        raise ValueError(f"sizes {first} and {second} must satisfy 0 <= first <= second")
+    if first == 0 or first == second:
+        return []
+    # SUBPROOF(m, D[lo:hi], b), unrolled: the hashes come out leaf-side first.
+    proof: list[bytes] = []
+    m, lo, hi, whole = first, 0, second, True
+    while m != hi - lo:
+        k = largest_power_of_two_below(hi - lo)
+        if m <= k:
+            proof.append(subtree(lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(subtree(lo, lo + k))
+            lo, m, whole = lo + k, m - k, False
+    if not whole:
+        proof.append(subtree(lo, hi))
+    proof.reverse()
+    return proof
+
+
+def consistency_proof_from_leaves(leaves: Sequence[bytes], first: int, second: int) -> list[bytes]:
+    """consistency_proof over leaf hashes held in memory (``second <= len(leaves)``)."""
+    if second > len(leaves):
+        raise ValueError(f"tree size {second} is more than the {len(leaves)} leaves given")
+    return consistency_proof(first, second, subtree_from_leaves(leaves[:second]))
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """Raise ConsistencyProofError unless ``proof`` shows the tree of ``first`` leaves with
+    root ``first_root`` to be a prefix of the tree of ``second`` leaves with root
+    ``second_root`` (RFC 9162 §2.1.4.2)."""
+    if first < 0 or second < 0:
+        raise ConsistencyProofError("tree sizes are >= 0", ">= 0", min(first, second))
+    if first > second:
+        raise ConsistencyProofError("first tree size <= second", f"<= {second}", first)
+    for what, value in (("first root", first_root), ("second root", second_root)):
+        if len(value) != HASH_SIZE:
+            raise ConsistencyProofError(f"{what} length", HASH_SIZE, len(value))
+    for i, node in enumerate(proof):
+        if len(node) != HASH_SIZE:
+            raise ConsistencyProofError(f"proof[{i}] length", HASH_SIZE, len(node))
+    if first == second:
+        if proof:
+            raise ConsistencyProofError("proof length for equal sizes", 0, len(proof))
+        if first_root != second_root:
+            raise ConsistencyProofError("roots of equal tree sizes", first_root, second_root)
+        return
+    if first == 0:
+        if proof:
+            raise ConsistencyProofError("proof length from the empty tree", 0, len(proof))
+        return
+    # The proof's length is fixed by the sizes: check it before hashing anything.
+    # (transparency-dev/merkle's count: the inclusion path of leaf first-1 in the second
+    # tree, less the levels that first's last perfect subtree spans, plus that subtree's
+    # own hash unless it is the whole first tree.)
+    inner = ((first - 1) ^ (second - 1)).bit_length()
+    shift = (first & -first).bit_length() - 1  # trailing zero bits of first
+    expected = inner - shift + ((first - 1) >> inner).bit_count()
+    if first & (first - 1) != 0:
+        expected += 1
+    if len(proof) != expected:
+        raise ConsistencyProofError(f"proof length from {first} to {second}", expected, len(proof))
+    path = list(proof)
+    if first & (first - 1) == 0:  # a power of two: the old root is the first subtree
+        path.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ConsistencyProofError(
+                f"proof length from {first} to {second}", "fewer", len(proof)
+            )
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ConsistencyProofError(f"proof length from {first} to {second}", "more", len(proof))
+    if fr != first_root:
+        raise ConsistencyProofError("first root", first_root, fr)
+    if sr != second_root:
+        raise ConsistencyProofError("second root", second_root, sr)

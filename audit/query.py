@@ -20,8 +20,15 @@ from sqlmodel import Session, col
 from audit.chain import read_head, sign_checkpoint
 from audit.checkpoints import Checkpoint, Signer
 from audit.encoding import normalize_ts
-from audit.hashing import leaf_hash
-from audit.merkle import frontier_root, inclusion_path, root, verify_inclusion
+from audit.hashing import EMPTY_ROOT, leaf_hash
+from audit.merkle import (
+    consistency_proof,
+    frontier_root,
+    inclusion_path,
+    root,
+    verify_consistency,
+    verify_inclusion,
+)
 from audit.models import AuditCheckpoint, AuditEvent, AuditTreeNode, table_of
 
 MAX_PAGE = 1000
@@ -248,3 +255,55 @@ def checkpoint_at(session: Session, tree_size: int) -> Checkpoint | None:
         .limit(1)
     ).first()
     return None if row is None else _checkpoint(row)
+
+
+# --- checkpoint history and consistency proofs (issue 16 §1) -----------------------------
+
+
+def checkpoints_after(
+    session: Session, *, after: int = 0, limit: int = 100, key_id: str | None = None
+) -> tuple[list[Checkpoint], list[int], bool]:
+    """Stored checkpoints with id > ``after`` (by key ``key_id`` when given), oldest first,
+    at most ``limit``: (checkpoints, their ids, whether more follow)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+    query = select(AuditCheckpoint).where(col(AuditCheckpoint.id) > after)
+    if key_id is not None:
+        query = query.where(col(AuditCheckpoint.key_id) == key_id)
+    rows = session.scalars(query.order_by(col(AuditCheckpoint.id)).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [_checkpoint(row) for row in rows], [int(row.id or 0) for row in rows], more
+
+
+def tree_root(session: Session, size: int) -> bytes:
+    """MTH of the first ``size`` events, off the stored tree (O(log n) reads)."""
+    head = read_head(session)
+    if not 0 <= size <= head.seq:
+        raise LookupError(f"tree size {size} is not between 0 and {head.seq}")
+    return head.root if size == head.seq else _StoredTree(session, size).root()
+
+
+def consistency(session: Session, first: int, second: int | None = None) -> dict:
+    """An RFC 6962 consistency proof from the tree of ``first`` events to the tree of
+    ``second`` (default: all of them now), read off the stored tree: O(log n) node reads
+    and at most a couple of 256-event blocks, at any size. Checked before it is returned.
+    Raises LookupError when the sizes are out of range."""
+    head = read_head(session)
+    size = head.seq if second is None else second
+    if not 0 <= size <= head.seq:
+        raise LookupError(f"second tree size {size} is not between 0 and {head.seq}")
+    if not 0 <= first <= size:
+        raise LookupError(f"first tree size {first} is not between 0 and {size}")
+    tree = _StoredTree(session, size)
+    hashes = consistency_proof(first, size, tree.subtree)
+    second_root = head.root if size == head.seq else tree.root()
+    first_root = _StoredTree(session, first).root() if first else EMPTY_ROOT
+    verify_consistency(first, size, first_root, second_root, hashes)  # never serve a bad one
+    return {
+        "first": first,
+        "second": size,
+        "first_root": first_root,
+        "second_root": second_root,
+        "hashes": hashes,
+    }

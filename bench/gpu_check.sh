@@ -33,3 +33,30 @@ python3 bench/train.py gpu --model smollm2-shape --steps 30 --batch-size 64 \
   --micro-batch-tokens 32768 --learning-rate 2e-4 --workdir "$WORKDIR"
 python3 bench/train.py gpu --model llama-1b --steps 20 --batch-size 64 \
   --micro-batch-tokens 32768 --learning-rate 2e-4 --workdir "$WORKDIR"
+
+# --- inference (issue 15): the local backend on CUDA, then the vllm backend -------------
+# The local backend's figures against plain generate() on the GPU (bf16, tiny model).
+python3 bench/serve.py --skip-gateway --device cuda
+# vLLM is the optional extra `tunegate[vllm]`: it brings its own CUDA torch, so it lives in
+# a venv of its own (VLLM_VENV, made here when vllm wheels were carried in .whl/vllm/, e.g.
+#   python3 -m pip download -d .whl/vllm 'vllm>=0.11' --python-version 3.12 ...
+# though its wheels exceed what a device call carries; an image with vLLM works as it is).
+VLLM_PY=""
+if python3 -c "import vllm" 2>/dev/null; then
+  VLLM_PY=python3
+elif [ -x "${VLLM_VENV:-/tmp/vllm-venv}/bin/python" ]; then
+  VLLM_PY="${VLLM_VENV:-/tmp/vllm-venv}/bin/python"
+elif compgen -G ".whl/vllm/*.whl" > /dev/null; then
+  python3 -m venv "${VLLM_VENV:-/tmp/vllm-venv}"
+  "${VLLM_VENV:-/tmp/vllm-venv}/bin/pip" install -q --no-index --find-links .whl/vllm \
+    --find-links .whl vllm structlog
+  VLLM_PY="${VLLM_VENV:-/tmp/vllm-venv}/bin/python"
+fi
+if ! nvidia-smi > /dev/null 2>&1; then
+  echo "vllm check skipped: no GPU"
+elif [ -z "$VLLM_PY" ]; then
+  echo "vllm check skipped: vllm is not installed here (no network on the device machine;" \
+    "carry wheels in .whl/vllm/ or set VLLM_VENV)"
+else
+  "$VLLM_PY" bench/serve.py --vllm
+fi

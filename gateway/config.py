@@ -4,12 +4,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Known only so that prod start-up can refuse it; dev tokens are signed with it.
 DEV_JWT_SECRET = "tunegate-dev-secret-do-not-use-in-production!"  # noqa: S105
 MIN_SECRET_BYTES = 32
+# EU AI Act Art. 19(1), 26(6): logs kept at least six months (gateway.retention)
+MIN_AUDIT_RETENTION_DAYS = 183
 
 
 class InsecureSettingsError(ValueError):
@@ -88,6 +90,84 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(
         1000, ge=1, description="sign a checkpoint every N audit events"
     )
+    # --- erasure search in the background (gateway.erasure.search) ---
+    erasure_inline_search_bytes: int = Field(
+        64 << 20,
+        ge=0,
+        description="a tenant's stored content up to this size is searched inside the "
+        "request that files an erasure; above it the search runs in the background",
+    )
+    erasure_search_poll_seconds: float = Field(
+        1.0, gt=0, description="how often an idle searcher looks for a search to run"
+    )
+    erasure_search_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="a searcher that stops renewing its lease this long (a dead process) "
+        "loses the search to another, which resumes it",
+    )
+    # --- C2SP checkpoints (issue 16 §1: audit.note, GET /v1/audit/checkpoint) ---
+    audit_origin: str = Field(
+        "tunegate.example.com/audit/global",
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^\s+]+$",
+        description="origin line of the C2SP checkpoints (a schema-less URL-like name, no "
+        "spaces or '+'), e.g. tunegate.example.com/audit/<tenant or global>",
+    )
+    audit_key_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^\s+]+$",
+        description="signed-note key name of the checkpoint signatures; default: the origin",
+    )
+    # --- witnesses (issue 16 §2: gateway.witness) ---
+    audit_witnesses: list[str] = Field(
+        default_factory=list,
+        description="C2SP tlog witnesses every new checkpoint is pushed to: 'URL VKEY' each "
+        "(JSON list; VKEY from `tunegate witness vkey`)",
+    )
+    audit_witness_quorum: int = Field(
+        0,
+        ge=0,
+        description="witnesses that must be in good standing for /readyz (K of N); the "
+        "verifier's --witness-quorum is its own",
+    )
+    audit_witness_push_seconds: float = Field(
+        2.0, gt=0, description="how often new checkpoints are offered to the witnesses"
+    )
+    # --- retention (issue 16 §3: gateway.retention) ---
+    audit_retention_days: int = Field(
+        3650,
+        description="how long audit events are kept (they are never deleted by the product; "
+        "archive old ranges with their checkpoints). At least 183 days: EU AI Act Art. 19(1) "
+        "and 26(6) ask for logs to be kept at least six months",
+    )
+    retention_warn_days: int = Field(
+        7,
+        ge=0,
+        le=3650,
+        description="warn a data source's owner this many days before its files' content is "
+        "deleted for retention",
+    )
+    retention_worker: bool = Field(
+        True, description="run the retention sweep in a background thread of the gateway"
+    )
+    retention_sweep_seconds: float = Field(
+        3600.0, gt=0, description="how often the retention sweep runs"
+    )
+
+    @field_validator("audit_retention_days")
+    @classmethod
+    def _audit_kept_six_months(cls, value: int) -> int:
+        if value < MIN_AUDIT_RETENTION_DAYS:
+            raise ValueError(
+                f"audit_retention_days={value} is refused: audit events must be kept at least "
+                f"six months ({MIN_AUDIT_RETENTION_DAYS} days), EU AI Act Art. 19(1) and 26(6)"
+            )
+        return value
+
     policy_poll_seconds: float = Field(
         0.5, gt=0, description="how often a process looks for policy changes made elsewhere"
     )
@@ -148,6 +228,131 @@ class Settings(BaseSettings):
     )
     estimate_mfu: float = Field(
         0.4, gt=0, le=1, description="share of peak a run is assumed to reach in the estimate"
+    )
+
+    # re-evaluation and serving cost
+    reevaluate_every_days: int = Field(
+        30,
+        ge=0,
+        description="production models are re-evaluated on their held-out set and OOD probe "
+        "this often (days since promotion or the last re-evaluation); 0: only on demand",
+    )
+    reevaluation_max_drop: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="a re-evaluation flags the version `degraded` when its task metric "
+        "(exact match, token F1; DPO: preference accuracy) fell by more than this (absolute) "
+        "since promotion",
+    )
+    reevaluation_max_ood_increase: float = Field(
+        0.05,
+        ge=0,
+        description="... or when its OOD probe loss rose by more than this (relative) since "
+        "promotion",
+    )
+    reevaluation_worker: bool = Field(
+        True,
+        description="run re-evaluations in a background thread of the gateway (off: they "
+        "wait, queued, for a gateway that runs one)",
+    )
+    reevaluation_poll_seconds: float = Field(
+        60.0, gt=0, description="how often that thread looks for due and queued re-evaluations"
+    )
+    device_hour_price: float = Field(
+        0.0,
+        ge=0,
+        description="price of one device-hour of estimate_device (currency of your choice); "
+        "prices training and serving in the dossier (0: unpriced, figures in device-hours)",
+    )
+    hosted_price_per_1k_tokens: float | None = Field(
+        None,
+        ge=0,
+        description="per-1k-token price of the larger hosted model the tuned one replaces, in "
+        "the same currency: the dossier's break-even volume is against it (None: not shown)",
+    )
+
+    # inference (issue 15: /v1/chat/completions)
+    inference_backend: Literal["local", "vllm", "noop"] = Field(
+        "local",
+        description="what serves /v1/chat/completions: transformers+peft in this process, "
+        "vLLM multi-LoRA (optional extra, GPU), or noop (echoes at once: tests, overhead bench)",
+    )
+    inference_max_input_tokens: int = Field(
+        4096, ge=1, description="a prompt over this many tokens gets 400 (per model: below)"
+    )
+    inference_max_output_tokens: int = Field(
+        1024, ge=1, description="max_tokens over this gets 400; the default max_tokens"
+    )
+    inference_model_limits: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="per model id or base model name: {max_input_tokens, max_output_tokens} "
+        "overriding the two above (JSON)",
+    )
+    inference_tokens_per_minute: int = Field(
+        100_000,
+        ge=1,
+        description="tokens (prompt + max_tokens, settled to the real count) a tenant may use "
+        "per minute in this process; over it: 429 with retry-after",
+    )
+    inference_max_concurrent: int = Field(
+        8, ge=1, le=1024, description="generations handed to the backend at once"
+    )
+    inference_queue_size: int = Field(
+        32,
+        ge=0,
+        le=100_000,
+        description="requests waiting for a generation slot; beyond: 503 with retry-after",
+    )
+    inference_queue_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request waits this long for a slot at most, then 503"
+    )
+    inference_retry_after_seconds: int = Field(
+        1, ge=1, description="the retry-after a full queue answers with"
+    )
+    inference_await_record: bool = Field(
+        True,
+        description="a non-streamed answer waits until its usage row and audit event are "
+        "committed (off: written behind the answer, like a stream's: lower latency, and a "
+        "crash can lose the last records)",
+    )
+    inference_resolve_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="cache the rows a call resolves (model, base model, data sources, split, "
+        "text retention) for this long, so a call needs no query (0: read them on every "
+        "call). A change committed by this process (retire, flag, split, purpose) drops the "
+        "cache at once; one committed by another process is seen within this time",
+    )
+    inference_transcript_max_retention_days: int = Field(
+        365, ge=1, description="the longest text retention a compliance officer may set"
+    )
+
+    # inference backends (issue 15: local transformers+peft, vllm)
+    inference_device: str = Field(
+        "auto", max_length=32, description="local backend: auto (cuda when present), cpu, cuda:N"
+    )
+    inference_adapter_cache: int = Field(
+        8, ge=1, le=1024, description="LoRA adapters kept attached per base model (LRU)"
+    )
+    inference_batch_window_ms: float = Field(
+        5.0, ge=0, le=1000, description="local backend: how long an idle worker waits to batch"
+    )
+    inference_max_batch: int = Field(
+        16, ge=1, le=1024, description="local backend: requests decoded together per base model"
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="vllm backend: share of GPU memory each engine may use"
+    )
+    vllm_max_loras: int = Field(
+        8, ge=1, le=256, description="vllm backend: adapters in one batch (max_loras)"
+    )
+    vllm_max_lora_rank: int = Field(
+        64, ge=1, le=512, description="vllm backend: the largest LoRA rank it accepts"
+    )
+    vllm_max_model_len: int | None = Field(
+        None, ge=16, description="vllm backend: context length (None: the model's own)"
     )
 
     @model_validator(mode="after")

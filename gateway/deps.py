@@ -33,7 +33,9 @@ log = structlog.get_logger()
 PATH_ID = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
+    # a coroutine: FastAPI runs a plain function dependency in a worker thread, a hop per
+    # request for an attribute read
     return request.app.state.gateway
 
 

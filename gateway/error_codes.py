@@ -229,6 +229,9 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "The job's purpose is not one the data source was approved for (`details` list the "
             "allowed purposes).",
         ),
+        # legal holds (issue 16 §3: gateway.retention)
+        ("legal_hold_set", 409, "The data source is already under a legal hold."),
+        ("legal_hold_not_set", 409, "The data source is under no legal hold to release."),
     ),
     *_area(
         "files",
@@ -311,6 +314,11 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         "erasure",
         ("erasure_request_not_found", 404, "No erasure request with this id in your tenant."),
         ("already_decided", 409, "The erasure request is already decided."),
+        (
+            "erasure_search_running",
+            409,
+            "The request's background search has not ended: decide once its status is open.",
+        ),
     ),
     *_area(
         "jobs",
@@ -330,6 +338,17 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "job_not_paused",
             409,
             "Only a paused job can be resumed; `details.status` is the job's status.",
+        ),
+        (
+            "suspected_mislabel_not_found",
+            404,
+            "No flagged line with this id among the job's suspected mislabels.",
+        ),
+        (
+            "exclusion_file_mismatch",
+            400,
+            "`exclude_lines_from` names a job that trained on another file: its reviewed "
+            "lines are lines of that file, not of this job's training file.",
         ),
         (
             "not_job_requester",
@@ -352,6 +371,25 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             400,
             "Validation examples repeat training examples, exactly or nearly: remove them from one"
             " file.",
+        ),
+        (
+            "too_many_conflicts",
+            400,
+            "More of the training file's examples are in conflict groups (the same or nearly "
+            "the same prompt, different answers) than its data source's `max_conflict_rate` "
+            "allows; the details name the groups' lines.",
+        ),
+        (
+            "fingerprint_outdated",
+            400,
+            "A job's training or validation file was fingerprinted for near-duplicates by an "
+            "older version (another shingling): upload the file again.",
+        ),
+        (
+            "conflicts_not_analysed",
+            400,
+            "The data source sets `max_conflict_rate` but the training file's datasheet "
+            "predates the conflict analysis: upload the file again.",
         ),
         (
             "file_format_mismatch",
@@ -454,6 +492,23 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "The run read data that is not the stored content of the job's files; no model was "
             "registered.",
         ),
+        (
+            "reevaluation_adapter_mismatch",
+            JOB,
+            "A re-evaluation found the model's adapter deleted, or its bytes no longer the ones "
+            "the registry holds; nothing was evaluated.",
+        ),
+        (
+            "evaluation_data_unavailable",
+            JOB,
+            "A re-evaluation could not read what the model was evaluated on (its base model, "
+            "training or validation file is erased or gone, or the job recorded no spec).",
+        ),
+        (
+            "reevaluation_error",
+            JOB,
+            "A re-evaluation failed with an unexpected error (the server log has the detail).",
+        ),
     ),
     *_area(
         "models",
@@ -514,7 +569,7 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         (
             "model_retired",
             (400, 409),
-            "The model is retired: it is not downloaded, and no job continues from it.",
+            "The model is retired: it is not downloaded, served, or continued from by a job.",
         ),
         (
             "not_candidate",
@@ -535,6 +590,18 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "(`POST /v1/models/{id}/clear_flag`) or a new version replaces it.",
         ),
         ("not_flagged", 409, "The model has no flag (of that `ref`) to clear."),
+        (
+            "no_evaluation_to_compare",
+            409,
+            "The model was not evaluated when it was trained: a re-evaluation has no figures "
+            "to compare with.",
+        ),
+        (
+            "reevaluation_in_progress",
+            409,
+            "A re-evaluation of the model is already queued or running "
+            "(`details.reevaluation_id`).",
+        ),
         (
             "promotion_request_not_found",
             404,
@@ -584,6 +651,68 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             409,
             "An adapter file no longer matches its recorded sha256; nothing was sent.",
         ),
+        (
+            "backend_unavailable",
+            503,
+            "The inference backend cannot serve: it is closed, or the `vllm` backend is selected "
+            "without its optional extra (`pip install 'tunegate[vllm]'`) or a GPU.",
+        ),
+        (
+            "base_model_unavailable",
+            503,
+            "The inference backend cannot load the base model: its files do not match its "
+            "manifest or cannot be read. An operator must look into it.",
+        ),
+        (
+            "model_not_callable",
+            403,
+            "A candidate model is called (`/v1/chat/completions`) only by its requester and its "
+            "reviewers, for evaluation, until it is promoted.",
+        ),
+        (
+            "unsupported_parameter",
+            400,
+            "The chat completion sets an OpenAI parameter this gateway does not implement "
+            "(`param` names it: tools, logprobs, response_format, ...).",
+        ),
+        (
+            "context_length_exceeded",
+            400,
+            "The prompt has more tokens than the model's input limit (`details` give both).",
+        ),
+        (
+            "max_output_tokens_exceeded",
+            400,
+            "`max_tokens` is over the model's output limit (`details` give both).",
+        ),
+        (
+            "rate_limit_exceeded",
+            429,
+            "The tenant's tokens-per-minute quota for inference is used up: retry after "
+            "`retry-after` seconds (`details` give the quota and the use).",
+        ),
+        (
+            "inference_queue_full",
+            503,
+            "Every generation slot is busy and the queue in front of them is full (or the wait "
+            "ran out): retry after `retry-after` seconds.",
+        ),
+        (
+            "inference_backend_error",
+            503,
+            "The inference backend failed on this call (`details.backend_code`): see the server "
+            "log.",
+        ),
+        (
+            "model_not_in_production",
+            409,
+            "Only a production model carries a traffic split (canary).",
+        ),
+        (
+            "canary_base_mismatch",
+            409,
+            "A canary must be built on the same base model as the production version.",
+        ),
     ),
     *_area(
         "audit",
@@ -592,7 +721,14 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
         (
             "tree_size_out_of_range",
             400,
-            "`tree_size` must cover the event and be at most the trail's size.",
+            "`tree_size` must cover the event and be at most the trail's size; for a "
+            "consistency proof, `0 <= first <= second <=` the trail's size.",
+        ),
+        (
+            "audit_checkpoint_not_found",
+            404,
+            "No checkpoint of that `tree_size` was signed: leave it out for the newest, or "
+            "take a size from `GET /v1/audit/checkpoints`.",
         ),
         (
             "audit_sequencer_stalled",

@@ -33,6 +33,9 @@ async def readyz(request: Request) -> JSONResponse:
         "audit_sequencer": state.sequencer_healthy,
         "job_writer": state.job_writer is not None and state.job_writer.healthy,
     }
+    pusher = getattr(state, "witness_pusher", None)  # issue 16 §2: K of N witnesses agree
+    if pusher is not None:
+        checks["witnesses"] = pusher.healthy
     try:
         await run_in_threadpool(_ping, read_only(state.engine))
         checks["database"] = True

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from gateway import __doc__ as gateway_doc
 from gateway.audit_api.router import router as audit_router
 from gateway.base_models.router import router as base_models_router
+from gateway.compliance.router import router as compliance_router
 from gateway.config import Settings, get_settings
 from gateway.console.app import install_console
 from gateway.data_sources.router import router as data_sources_router
@@ -20,15 +21,19 @@ from gateway.dossier.router import router as dossier_router
 from gateway.dry_runs.router import router as dry_runs_router
 from gateway.erasure.router import router as erasure_router
 from gateway.error_handlers import install_error_handlers
+from gateway.evidence.router import router as evidence_router
 from gateway.files.router import router as files_router
 from gateway.health import router as health_router
+from gateway.inference.router import router as inference_router
 from gateway.jobs.router import router as jobs_router
 from gateway.limits import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware
 from gateway.logging import configure_logging
 from gateway.middleware import MetricsMiddleware, RequestContextMiddleware
 from gateway.policies_api.router import router as policies_router
+from gateway.reevaluation.router import router as reevaluation_router
 from gateway.registry.router import promotions_router
 from gateway.registry.router import router as registry_router
+from gateway.retention.router import router as retention_router
 from gateway.state import GatewayState
 
 log = structlog.get_logger()
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await state.aclose_inference()
             state.stop()
             log.info("gateway.stopped")
 
@@ -77,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
+    app.include_router(inference_router)  # early: the hottest route matches first
     app.include_router(policies_router)
     app.include_router(audit_router)
     app.include_router(data_sources_router)
@@ -87,6 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(base_models_router)
     app.include_router(registry_router)
     app.include_router(promotions_router)
+    app.include_router(reevaluation_router)
+    app.include_router(retention_router)
+    app.include_router(compliance_router)
     app.include_router(dossier_router)
+    app.include_router(evidence_router)
     install_console(app)
     return app

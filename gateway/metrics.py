@@ -47,3 +47,22 @@ POLICY_RELOADS = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+
+# --- witnesses (issue 16 §2: gateway.witness.pusher) ---
+WITNESS_REFUSALS = Counter(
+    "tunegate_witness_refusals_total",
+    "Checkpoints a witness refused to cosign, by HTTP status (a rewritten log looks like this)",
+    ["status"],
+    registry=REGISTRY,
+)
+WITNESS_COSIGNATURES = Counter(
+    "tunegate_witness_cosignatures_total",
+    "Checkpoints a witness cosigned",
+    registry=REGISTRY,
+)
+WITNESS_PUSH_ERRORS = Counter(
+    "tunegate_witness_push_errors_total",
+    "Pushes to a witness that got no answer or an unreadable one",
+    ["kind"],
+    registry=REGISTRY,
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from alembic.runtime.migration import MigrationContext
@@ -21,11 +22,14 @@ from audit.checkpoints import Signer, load_or_create_signer, load_signer
 from audit.sequencer import AuditSequencer
 from gateway.config import Settings
 from gateway.db import make_engine, read_only
+from gateway.erasure.search import ErasureSearcher
 from gateway.errors import ServiceUnavailable
 from gateway.executors import Executor, make_executor
+from gateway.inference.service import InferenceRuntime
 from gateway.jobs.snapshots import UsableRows
 from gateway.jobs.writer import Submission, SubmissionWriter
 from gateway.migrations import alembic_config
+from gateway.reevaluation.runner import ReevaluationRunner
 from gateway.security import TokenVerifier
 from ingest import ScanPool
 from policies.enforcer import PolicyEngine, Refresher
@@ -69,8 +73,14 @@ class GatewayState:
     executor: Executor | None = None
     usable_rows: UsableRows = field(default_factory=UsableRows)
     job_writer: SubmissionWriter | None = None
+    erasure_searcher: ErasureSearcher | None = None
+    witness_pusher: Any = None  # gateway.witness.pusher.WitnessPusher (issue 16 §2)
+    reevaluations: ReevaluationRunner | None = None
+    retention: Any = None  # gateway.retention.runner.RetentionRunner (issue 16 §3)
     _scan_pool: ScanPool | None = None
     _scan_pool_lock: threading.Lock = field(default_factory=threading.Lock)
+    # inference (issue 15): built on the first chat completion (gateway.inference)
+    _inference: InferenceRuntime | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> GatewayState:
@@ -99,14 +109,36 @@ class GatewayState:
             signer=state.signer,
             checkpoint_every=settings.audit_checkpoint_every,
         ).start()
+        if settings.audit_witnesses:
+            from gateway.witness.pusher import start_pusher
+
+            state.witness_pusher = start_pusher(settings, engine, state.signer)
         state.executor = make_executor(settings, engine)
         state.executor.start()
+        state.erasure_searcher = ErasureSearcher(
+            state,
+            poll_seconds=settings.erasure_search_poll_seconds,
+            lease_seconds=settings.erasure_search_lease_seconds,
+        ).start()
         state.job_writer = SubmissionWriter(
             engine,
             on_committed=state._jobs_written,
             quota_concurrent_jobs=settings.quota_concurrent_jobs,
             quota_device_hours_per_month=settings.quota_device_hours_per_month,
         )
+        if settings.reevaluation_worker:
+            state.reevaluations = ReevaluationRunner(
+                engine,
+                settings,
+                policy_version=lambda: state.policy.policy_version,
+                notify=state.notify_sequencer,
+            ).start()
+        if settings.retention_worker:
+            from gateway.retention.runner import RetentionRunner
+
+            state.retention = RetentionRunner(
+                engine, settings, notify=state.notify_sequencer
+            ).start()
         return state
 
     def _jobs_written(self, submissions: list[Submission]) -> None:
@@ -116,6 +148,16 @@ class GatewayState:
                 self.executor.submit(submission.job.id)
 
     def stop(self) -> None:
+        if self.erasure_searcher is not None:
+            self.erasure_searcher.stop()
+        if self.witness_pusher is not None:
+            self.witness_pusher.stop()
+        if self._inference is not None:
+            self._inference.stop()
+        if self.retention is not None:
+            self.retention.stop()
+        if self.reevaluations is not None:
+            self.reevaluations.stop()
         if self.job_writer is not None:
             self.job_writer.stop()
         if self.executor is not None:
@@ -139,6 +181,20 @@ class GatewayState:
             if self._scan_pool is None:
                 self._scan_pool = ScanPool(workers=self.settings.ingest_workers)
             return self._scan_pool
+
+    def inference_runtime(self) -> InferenceRuntime:
+        """The inference backend, quota, queue and usage writer (gateway.inference)."""
+        if self._inference is not None:
+            return self._inference
+        with self._scan_pool_lock:
+            if self._inference is None:
+                self._inference = InferenceRuntime(self)
+            return self._inference
+
+    async def aclose_inference(self) -> None:
+        """Releases the inference backend (its close is a coroutine); before stop()."""
+        if self._inference is not None:
+            await self._inference.aclose()
 
     def refresh_policy(self) -> None:
         self.policy.refresh(read_only(self.engine))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -69,8 +69,12 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes, bytes]]:
         yield line_number, carry, carry.lower()
 
 
-def find_subject_lines(path: Path, identifier: str) -> SubjectMatches:
-    """Line numbers of ``path`` whose strings contain ``identifier`` (case-insensitive)."""
+def find_subject_lines(
+    path: Path, identifier: str, *, progress: Callable[[int, int], None] | None = None
+) -> SubjectMatches:
+    """Line numbers of ``path`` whose strings contain ``identifier`` (case-insensitive).
+    ``progress(lines, bytes)`` is called after each block read with that block's counts;
+    an exception it raises stops the search."""
     folded = identifier.strip().casefold()
     if not folded:
         raise ValueError("the subject identifier is empty")
@@ -93,6 +97,8 @@ def find_subject_lines(path: Path, identifier: str) -> SubjectMatches:
             end = starts[index + 1] - 1 if index + 1 < len(starts) else len(block)
             if _mentions(block[starts[index] : end], folded):
                 found.append(first_line + index)
+        if progress is not None:
+            progress(len(starts), len(block))
     return SubjectMatches(found)
 
 

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Final, Literal
 import numpy as np
 import structlog
 
-from ingest import dedup, pii
+from ingest import conflicts, dedup, pii, structure
 from ingest.formats import CHAT, FaultCode, LineFault
 from ingest.report import PROCESSED, Datasheet, DatasheetBuilder
 from ingest.scanner import (
@@ -92,6 +92,7 @@ class ReportSettings:
     near_duplicate_threshold: float = dedup.DEFAULT_THRESHOLD
     short_answer_chars: int = 8
     tokenizer_file: Path | None = None  # a tokenizer.json for exact counts (slow)
+    conflict_threshold: float = conflicts.DEFAULT_THRESHOLD  # prompt similarity
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,8 @@ class IngestSession:
             pii_action=pii_action, scan_pii=True, recogniser_set=pii.RECOGNISER_SET_VERSION
         )
         self._raw = _Output(self.dest_dir)
+        self._prompts: dedup.FingerprintWriter | None = None  # conflicts: opened with _raw
+        self._answers = structure.Observed()
         self._redacted = _Output(self.dest_dir) if pii_action == "redact" else None
         self._buffer = bytearray()
         self._next_line = 1
@@ -310,6 +313,7 @@ class IngestSession:
         self._closed = False
         try:
             self._raw.open()
+            self._prompts = dedup.FingerprintWriter(self.dest_dir)
             if self._redacted is not None:
                 self._redacted.open()
         except BaseException:
@@ -408,9 +412,19 @@ class IngestSession:
             result = head.result() if isinstance(head, Future) else head
             self._merge(result, chunk)
 
-    def _raw_fingerprint_rows(self, exact: np.ndarray, rows: np.ndarray | None, count: int) -> None:
-        assert self._raw.fingerprint is not None
+    def _raw_fingerprint_rows(
+        self,
+        exact: np.ndarray,
+        rows: np.ndarray | None,
+        count: int,
+        prompts: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        assert self._raw.fingerprint is not None and self._prompts is not None
         self._raw.fingerprint.append(exact, rows if rows is not None else _empty_rows(count))
+        if prompts is None:
+            self._prompts.append(np.zeros(count, "<u8"), _empty_rows(count))
+        else:
+            self._prompts.append(*prompts)
 
     def _merge(self, result: ChunkResult, chunk: bytes) -> None:
         accepted = self._builder.add(result)
@@ -419,7 +433,11 @@ class IngestSession:
         if not accepted.all():
             rows = rows.copy()
             rows[~accepted] = dedup.EMPTY_BIN
-        self._raw_fingerprint_rows(exact, rows, result.line_count)
+        prompts = None
+        if result.answer_keys is not None and result.prompt_signatures is not None:
+            prompts = (np.where(accepted, result.answer_keys, 0), result.prompt_signatures)
+        self._raw_fingerprint_rows(exact, rows, result.line_count, prompts)
+        self._answers.merge(result.answers)
         if self._redacted is None:
             return
         assert self._redacted.fingerprint is not None
@@ -464,6 +482,8 @@ class IngestSession:
             near_duplicates=dedup.near_duplicates(fingerprint, threshold=threshold),
             near_duplicate_threshold=threshold,
             short_answer_chars=self.report_settings.short_answer_chars,
+            conflicts=self._conflicts(),
+            structure=structure.infer(self._answers),
         )
         stored = redacted = lineage = None
         if report.status == PROCESSED or self.keep_rejected:
@@ -513,9 +533,26 @@ class IngestSession:
         )
         return result
 
+    def _conflicts(self) -> conflicts.Conflicts:
+        """Conflict groups from the prompt fingerprint, which is then removed."""
+        assert self._prompts is not None
+        fd, name = tempfile.mkstemp(dir=self.dest_dir, prefix=".fp-prompts-")
+        os.close(fd)
+        path = self._prompts.finish(Path(name))
+        self._prompts = None
+        try:
+            return conflicts.find(
+                dedup.Fingerprint(path), threshold=self.report_settings.conflict_threshold
+            )
+        finally:
+            path.unlink(missing_ok=True)
+
     def abort(self) -> None:
         """Remove everything this session wrote; safe to call more than once."""
         self._closed = True
+        if self._prompts is not None:
+            self._prompts.discard()
+            self._prompts = None
         for head, _chunk in self._pending:
             if isinstance(head, Future):
                 head.cancel()

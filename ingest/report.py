@@ -11,11 +11,13 @@ from typing import Any, Final
 import numpy as np
 
 from ingest import formats
+from ingest.conflicts import Conflicts
 from ingest.dedup import DuplicatePairs
 from ingest.formats import FaultCode, LineFault
 from ingest.scanner import SHOWN, Capped, ChunkResult
 
-SCHEMA: Final = "tunegate.datasheet/1"
+# 2: near-duplicates on normalised text and word shingles; conflicts; structure.
+SCHEMA: Final = "tunegate.datasheet/2"
 PROCESSED: Final = "processed"
 ERROR: Final = "error"
 
@@ -84,6 +86,8 @@ class Datasheet:
     pii: PiiSummary | None
     fault_count: int
     faults: list[LineFault] = field(default_factory=list)
+    conflicts: Conflicts | None = None  # ingest.conflicts
+    structure: dict[str, Any] | None = None  # ingest.structure.infer
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +116,8 @@ class Datasheet:
                 "count": self.fault_count,
                 "shown": [fault.to_dict() for fault in self.faults],
             },
+            "conflicts": None if self.conflicts is None else self.conflicts.to_dict(),
+            "structure": self.structure,
         }
 
 
@@ -195,6 +201,8 @@ class DatasheetBuilder:
         near_duplicates: DuplicatePairs,
         near_duplicate_threshold: float,
         short_answer_chars: int,
+        conflicts: Conflicts | None = None,
+        structure: dict[str, Any] | None = None,
     ) -> Datasheet:
         if self.examples == 0 and self.fault_count == 0:
             self.add_fault(LineFault(0, FaultCode.NO_EXAMPLES, "the file holds no examples"))
@@ -229,4 +237,6 @@ class DatasheetBuilder:
             pii=pii,
             fault_count=self.fault_count,
             faults=self.faults,
+            conflicts=conflicts,
+            structure=structure,
         )

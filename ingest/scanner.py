@@ -23,7 +23,7 @@ from typing import Final
 import msgspec
 import numpy as np
 
-from ingest import dedup, formats, pii
+from ingest import conflicts, dedup, formats, pii, structure
 from ingest.formats import (
     AssistantMessage,
     ChatExample,
@@ -106,6 +106,10 @@ class ChunkResult:
     redacted_lines: dict[int, bytes] = field(default_factory=dict)
     redacted_exact: dict[int, int] = field(default_factory=dict)
     redacted_signatures: dict[int, np.ndarray] = field(default_factory=dict)
+    # conflicts and structure (chat examples ending in an assistant answer after a prompt)
+    answer_keys: np.ndarray | None = None  # uint64 per line, 0 where none
+    prompt_signatures: np.ndarray | None = None  # uint16[line_count, NUM_BINS]
+    answers: structure.Observed = field(default_factory=structure.Observed)
 
 
 def split_lines(chunk: bytes) -> list[bytes]:
@@ -126,7 +130,9 @@ class _ChatFigures:
     assistants: int
     turns: int
     minhash_text: bytes  # each valid example's user and assistant turns, then dedup.PAD
-    minhash_lengths: np.ndarray  # int64 per valid example, its text without the padding
+    minhash_lengths: np.ndarray  # int64 per MinHash segment, its text without the padding
+    segments: np.ndarray  # int64 per valid example: 2 (prompt, answer) or 1 (all its turns)
+    answers: list[str]  # the answer of each valid example with 2 segments, in order
 
 
 def _chat_figures(examples: list[ChatExample], short_answer_chars: int) -> _ChatFigures:
@@ -141,18 +147,7 @@ def _chat_figures(examples: list[ChatExample], short_answer_chars: int) -> _Chat
     roles = np.fromiter(map(_ROLE_CODES.__getitem__, map(type, messages)), np.uint8, total)
     lengths = np.fromiter(map(len, contents), np.int64, total)
     blank = np.fromiter(map(str.isspace, contents), bool, total) | (lengths == 0)
-    utf8_lengths = lengths.copy()
-    wide = np.flatnonzero(~np.fromiter(map(str.isascii, contents), bool, total)).tolist()
-    # MinHash needs UTF-8 bytes. Joined as str, one wide character would widen the whole
-    # chunk's text (and its encoding) to two or four bytes a character; joined as the
-    # Latin-1 spelling of each content's UTF-8, the text stays one byte a character.
-    byte_texts = contents
-    if wide:
-        encoded = list(map(str.encode, map(contents.__getitem__, wide)))
-        utf8_lengths[wide] = np.fromiter(map(len, encoded), np.int64, len(wide))
-        byte_texts = contents.copy()
-        for index, text in zip(wide, encoded, strict=True):
-            byte_texts[index] = text.decode("latin-1")
+    utf8_lengths, minhash_bytes, byte_texts = _utf8_views(contents, lengths)
     is_assistant = roles == _ASSISTANT
     short = np.zeros(total, dtype=bool)
     answers = np.flatnonzero(is_assistant)
@@ -182,13 +177,17 @@ def _chat_figures(examples: list[ChatExample], short_answer_chars: int) -> _Chat
     kept = np.flatnonzero(valid[example_of] & (roles != _SYSTEM))
     kept_example = example_of[kept]
     last_turn = np.r_[kept_example[1:] != kept_example[:-1], True][: kept.size]
+    # An example whose last turn is an assistant's answer after other turns is hashed as
+    # two segments, its prompt and its answer (no shingle spans the two): the example's
+    # signature is their bin-wise minimum, the prompt's is kept for conflicts.
+    segment_end, segments, final_answers = _segments(contents, roles, kept, last_turn)
     pieces: list[str] = [""] * (2 * kept.size)
     pieces[0::2] = map(byte_texts.__getitem__, kept.tolist())
-    pieces[1::2] = map(_TURN_SEPARATORS.__getitem__, last_turn.tolist())
+    pieces[1::2] = map(_TURN_SEPARATORS.__getitem__, segment_end.tolist())
     minhash_lengths = kept
     if kept.size:
-        first_turns = np.flatnonzero(np.r_[True, last_turn[:-1]])
-        minhash_lengths = np.add.reduceat(utf8_lengths[kept] + 1, first_turns) - 1
+        first_turns = np.flatnonzero(np.r_[True, segment_end[:-1]])
+        minhash_lengths = np.add.reduceat(minhash_bytes[kept] + 1, first_turns) - 1
     return _ChatFigures(
         valid=valid,
         short=per_example(short) > 0,
@@ -198,6 +197,57 @@ def _chat_figures(examples: list[ChatExample], short_answer_chars: int) -> _Chat
         turns=int(counts[valid].sum()),
         minhash_text="".join(pieces).encode("latin-1"),
         minhash_lengths=minhash_lengths,
+        segments=segments,
+        answers=final_answers,
+    )
+
+
+def _utf8_views(
+    contents: list[str], lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per content: its UTF-8 length, the UTF-8 length of its MinHash text, and that text
+    as a one-byte-a-character string.
+
+    MinHash needs UTF-8 bytes. Joined as str, one wide character would widen the whole
+    chunk's text (and its encoding) to two or four bytes a character; joined as the
+    Latin-1 spelling of each content's UTF-8, the text stays one byte a character.
+    Non-ASCII texts are normalised for MinHash (dedup.normalise); ASCII is folded there."""
+    total = len(contents)
+    utf8_lengths = lengths.copy()
+    wide = np.flatnonzero(~np.fromiter(map(str.isascii, contents), bool, total)).tolist()
+    byte_texts = contents
+    minhash_bytes = utf8_lengths
+    if wide:
+        encoded = list(map(str.encode, map(contents.__getitem__, wide)))
+        utf8_lengths[wide] = np.fromiter(map(len, encoded), np.int64, len(wide))
+        normalised = [dedup.normalise(contents[index]).encode() for index in wide]
+        minhash_bytes = utf8_lengths.copy()
+        minhash_bytes[wide] = np.fromiter(map(len, normalised), np.int64, len(wide))
+        byte_texts = contents.copy()
+        for index, text in zip(wide, normalised, strict=True):
+            byte_texts[index] = text.decode("latin-1")
+    return utf8_lengths, minhash_bytes, byte_texts
+
+
+def _segments(
+    contents: list[str], roles: np.ndarray, kept: np.ndarray, last_turn: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Over the kept turns (in order, ``last_turn`` marking each example's last): where a
+    MinHash segment ends, the segments of each example, and the split examples' answers."""
+    if not kept.size:
+        return last_turn, np.zeros(0, np.int64), []
+    example_index = np.cumsum(np.r_[True, last_turn[:-1]]) - 1
+    answered = roles[kept[last_turn]] == _ASSISTANT
+    with_prompt = np.zeros(answered.size, dtype=bool)
+    with_prompt[example_index[~last_turn]] = True
+    split = answered & with_prompt
+    segment_end = last_turn.copy()
+    segment_end[:-1] |= last_turn[1:] & ~last_turn[:-1] & split[example_index[:-1]]
+    answer_turns = kept[last_turn][split]
+    return (
+        segment_end,
+        1 + split.astype(np.int64),
+        list(map(contents.__getitem__, answer_turns.tolist())),
     )
 
 
@@ -213,6 +263,8 @@ class _LineScanner:
         self.shingle_rows: list[int] = []
         self.shingle_texts: list[bytes] = []
         self.shingle_batches: list[tuple[np.ndarray, bytes, np.ndarray]] = []
+        self.segment_counts: list[np.ndarray] = []  # per row of each shingle batch
+        self.answers: list[str] = []  # of the rows with two segments, in batch order
         self.result_faults: list[LineFault] = []
         self.fault_count = 0
         self.turns = self.system_turns = self.assistant_turns = 0
@@ -287,7 +339,7 @@ class _LineScanner:
         self.assistant_turns += figures.assistants
         self.turns += figures.turns
         self.short_answer_rows.append(rows[figures.valid & figures.short])
-        self.shingle_batches.append((valid_rows, figures.minhash_text, figures.minhash_lengths))
+        self._shingle_batch(valid_rows, figures)
         if self.token_texts is not None:
             for row, index in zip(valid_rows.tolist(), valid.tolist(), strict=True):
                 self.token_texts[row] = [m.content for m in examples[index].messages]
@@ -350,8 +402,13 @@ class _LineScanner:
         if self.token_texts is not None:
             self.token_texts[index] = [message.content for message in example.messages]
         rows = np.array([index], dtype=np.int64)
-        self.shingle_batches.append((rows, figures.minhash_text, figures.minhash_lengths))
+        self._shingle_batch(rows, figures)
         return True
+
+    def _shingle_batch(self, rows: np.ndarray, figures: _ChatFigures) -> None:
+        self.shingle_batches.append((rows, figures.minhash_text, figures.minhash_lengths))
+        self.segment_counts.append(figures.segments)
+        self.answers.extend(figures.answers)
 
     def _prompt_completion(self, index: int, example: PromptCompletionExample) -> bool:
         prompt, completion = example.prompt, example.completion
@@ -450,13 +507,26 @@ class _LineScanner:
         signatures = np.full((line_count, dedup.NUM_BINS), dedup.EMPTY_BIN, dtype=np.uint16)
         if self.shingle_rows:
             signatures[self.shingle_rows] = dedup.signatures(self.shingle_texts)
+        prompt_signatures = answer_keys = None
+        answers = structure.Observed()
         if self.shingle_batches:
             rows = np.concatenate([batch[0] for batch in self.shingle_batches])
             if rows.size:
-                signatures[rows] = dedup.padded_signatures(
+                segment_signatures = dedup.padded_signatures(
                     dedup.PAD + b"".join(batch[1] for batch in self.shingle_batches),
                     np.concatenate([batch[2] for batch in self.shingle_batches]),
                 )
+                counts = np.concatenate(self.segment_counts)
+                firsts = np.cumsum(counts) - counts
+                signatures[rows] = np.minimum.reduceat(segment_signatures, firsts, axis=0)
+                split = counts == 2
+                if split.any():
+                    prompt_signatures, answer_keys, answers = self._prompt_results(
+                        line_count,
+                        rows[split],
+                        segment_signatures[firsts[split]],
+                        segment_signatures[firsts[split] + 1],
+                    )
         redacted_signatures: dict[int, np.ndarray] = {}
         if self.redacted_texts:
             redacted_rows = list(self.redacted_texts)
@@ -494,7 +564,24 @@ class _LineScanner:
             redacted_lines=self.redacted_lines,
             redacted_exact=self.redacted_exact,
             redacted_signatures=redacted_signatures,
+            answer_keys=answer_keys,
+            prompt_signatures=prompt_signatures,
+            answers=answers,
         )
+
+    def _prompt_results(
+        self, line_count: int, rows: np.ndarray, prompts: np.ndarray, answers: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, structure.Observed]:
+        """Per line: the prompt's signature and the answer's key (conflicts), and what the
+        answers look like (structure); ``rows`` are the lines with a prompt and answer."""
+        keys = np.zeros(line_count, dtype="<u8")
+        keys[rows] = conflicts.answer_keys(answers)
+        prompt_signatures = np.full((line_count, dedup.NUM_BINS), dedup.EMPTY_BIN, np.uint16)
+        prompt_signatures[rows] = prompts
+        order = np.argsort(rows, kind="stable")
+        lines = (rows[order] + self.first_line).tolist()
+        observed = structure.observe(lines, [self.answers[i] for i in order.tolist()])
+        return prompt_signatures, keys, observed
 
     def _count_tokens_exactly(self) -> None:
         assert self.token_texts is not None and self.settings.tokenizer_file is not None

@@ -32,14 +32,18 @@ Objects (``kind:id`` or a singleton) and the actions legal on each kind:
 ==========  =====================  ===========================================================
 kind        object forms           actions
 ==========  =====================  ===========================================================
-``ds``      ``ds:<id>``, ``ds:*``  read, list, create (propose), approve, revoke, upload, train
+``ds``      ``ds:<id>``, ``ds:*``  read, list, create (propose), approve, revoke, upload, train,
+                                   hold (set or release a legal hold)
+                                   review (a job's suspected mislabels of its files)
 ``class``   ``class:<label>``,     same as ``ds`` (a rule on a class is a rule on each data
             ``class:*``            source classified under it through ``g2``)
-``base``    ``base:<name>``,       read, list, create (register), train (fine-tune on it), retire
-            ``base:*``
+``base``    ``base:<name>``,       read, list, create (register), train (fine-tune on it), retire,
+            ``base:*``             infer (call it: /v1/chat/completions)
 ``model``   ``model:<id>``,        read, list, use (download / serve), promote (ask for a
             ``model:*``            promotion), approve (decide a promotion, clear a flag),
-                                   retire, export (dossier), delete (its adapter)
+                                   retire, export (dossier), delete (its adapter),
+                                   evaluate (re-evaluate it after release), infer (call it:
+                                   /v1/chat/completions), route (set its traffic split)
 ``job``     ``job:<id>``,          read, list, create, cancel
             ``job:*``
 ``policy``  ``policy``             read (rules, versions), edit (add / remove rules), check
@@ -49,6 +53,9 @@ kind        object forms           actions
 ``erasure`` ``erasure:<id>``,      read, list, create (a subject's erasure request), decide
             ``erasure:*``
 ==========  =====================  ===========================================================
+
+One more singleton: ``compliance`` (object ``compliance``), action read (the regulators'
+records: GDPR Art. 30 records of processing, gateway.compliance).
 
 Wildcards: ``<kind>:*`` (the whole id is ``*``) names every object of that kind. In a rule it
 matches any object of the kind (Casbin ``keyMatch``); in a request it names the collection
@@ -84,22 +91,28 @@ ALLOW = "allow"
 DENY = "deny"
 EFFECTS = frozenset({ALLOW, DENY})
 
-_DS_ACTIONS = frozenset({"read", "list", "create", "approve", "revoke", "upload", "train"})
+_DS_ACTIONS = frozenset(
+    {"read", "list", "create", "approve", "revoke", "upload", "train"} | {"hold"} | {"review"}
+)
 
 #: kind -> actions legal on it. Kinds with ids are written ``kind:<id>``.
 ACTIONS_BY_KIND: Mapping[str, frozenset[str]] = {
     "ds": _DS_ACTIONS,
     "class": _DS_ACTIONS,
-    "base": frozenset({"read", "list", "create", "train", "retire"}),
-    "model": frozenset({"read", "list", "use", "promote", "approve", "retire", "export", "delete"}),
+    "base": frozenset({"read", "list", "create", "train", "retire", "infer"}),
+    "model": frozenset(
+        {"read", "list", "use", "promote", "approve", "retire", "export", "delete", "evaluate"}
+        | {"infer", "route"}
+    ),
     "job": frozenset({"read", "list", "create", "cancel"}),
     "policy": frozenset({"read", "edit", "check"}),
     "audit": frozenset({"read", "verify", "export"}),
     "tenant": frozenset({"read", "create", "edit"}),
     "erasure": frozenset({"read", "list", "create", "decide"}),
+    "compliance": frozenset({"read"}),
 }
 KINDS_WITH_ID = frozenset({"ds", "class", "base", "model", "job", "erasure"})
-SINGLETON_KINDS = frozenset({"policy", "audit", "tenant"})
+SINGLETON_KINDS = frozenset({"policy", "audit", "tenant", "compliance"})
 OBJECT_KINDS = KINDS_WITH_ID | SINGLETON_KINDS
 ACTIONS = frozenset().union(*ACTIONS_BY_KIND.values())
 

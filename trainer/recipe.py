@@ -76,6 +76,7 @@ from trainer.data import (
 from trainer.dpo import ReferenceLogps, accumulate_gradients, score_pairs
 from trainer.evaluate import evaluate_against_baselines, evaluate_preferences, score_targets
 from trainer.hashing import sha256_json
+from trainer.mislabels import find_suspects
 from trainer.modeling import summed_target_loss, use_segmented_attention
 from trainer.parallel import DataParallel, GradientSync, data_parallel, no_gradient_sync
 from trainer.results import (
@@ -272,7 +273,10 @@ def train(
         restore_best_adapter(run)
         evaluation = evaluate(run, emit, check_stop_or_pause) if spec.evaluation.enabled else None
         check_stop()
+        mislabels = find_mislabels(run, check_stop_or_pause) if _scores_mislabels(spec) else None
+        check_stop()
         result = save(run, evaluation, seconds=run.seconds())
+        result.suspected_mislabels = mislabels
     except RunCancelled:
         log.info("run.cancelled", step=run.progress.step)
         emit(RunCancelledEvent(run.progress.step))
@@ -359,6 +363,8 @@ def _setup_data(spec: TrainSpec, base: LoadedBaseModel) -> DataSetup:
     data_files[0]["examples"] = len(training.examples)
     if spec.validation_file:
         data_files[1]["examples"] = len(held_out)
+    if spec.exclude_lines:
+        train_examples = _without_excluded_lines(spec, train_examples, data_files[0])
     return DataSetup(
         train_examples=list(train_examples),
         held_out=list(held_out),
@@ -889,6 +895,29 @@ def _evaluate_supervised(run: Run, check_stop: Callable[[], None]) -> dict[str, 
     )
 
 
+# ---------------------------------------------------------------------- suspected mislabels
+
+
+def _scores_mislabels(spec: TrainSpec) -> bool:
+    return spec.mislabels.enabled and spec.method != DPO
+
+
+def find_mislabels(run: Run, check_stop: Callable[[], None]) -> dict[str, Any]:
+    """Every training example scored under the tuned adapter; the outliers listed for a
+    data owner's review (trainer.mislabels). Rank 0 only, like the evaluation."""
+    return find_suspects(
+        run.model.peft,
+        run.model.base.tokenizer,
+        run.data.train_examples,
+        spec=run.spec.mislabels,
+        max_tokens=run.spec.micro_batch_tokens,
+        generation_batch_size=run.spec.evaluation.generation_batch_size,
+        device=run.model.device,
+        autocast_dtype=run.model.autocast_dtype,
+        check_stop=check_stop,
+    )
+
+
 # ------------------------------------------------------------------------------------ save
 
 
@@ -975,6 +1004,23 @@ def _split_held_out(
         [example for i, example in enumerate(examples) if i not in held],
         [example for i, example in enumerate(examples) if i in held],
     )
+
+
+def _without_excluded_lines(
+    spec: TrainSpec, examples: list[TokenizedExample], training_file: dict[str, Any]
+) -> list[TokenizedExample]:
+    """The training examples less the excluded lines (held-out lines stay held out, so the
+    evaluation is on the set an earlier job with the same seed held out); recorded in the
+    training file's entry of data_files."""
+    excluded = set(spec.exclude_lines)
+    kept = [example for example in examples if example.line_number not in excluded]
+    if not kept:
+        raise ValueError("excluding the lines leaves no training example")
+    training_file["excluded_lines"] = sorted(
+        example.line_number for example in examples if example.line_number in excluded
+    )
+    training_file["excluded_lines_from"] = spec.exclude_lines_from
+    return kept
 
 
 def _fingerprint(spec: TrainSpec, base: LoadedBaseModel, data_files: list[dict[str, Any]]) -> str:

@@ -167,6 +167,8 @@ class TrainResult:
     stopped_early: bool = False
     evaluation: dict[str, Any] | None = None
     merged_check: dict[str, Any] | None = None
+    # trainer.mislabels' report: its figures (cost) and the flagged training lines.
+    suspected_mislabels: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

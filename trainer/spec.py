@@ -212,6 +212,59 @@ class EvalSpec:
 
 
 @dataclass
+class MislabelSpec:
+    """Suspected mislabels (trainer.mislabels): after evaluation, every training example is
+    scored under the tuned adapter and the outliers are listed for a data owner's review."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=_help(
+            "Score every training example after training (one forward pass over the training "
+            "set, plus greedy answers for a few structured candidates) and list the suspects."
+        ),
+    )
+    z_threshold: float = field(
+        default=3.5,
+        metadata=_help(
+            "Flag an example whose mean assistant-token loss has a robust z-score (median and "
+            "MAD of its length bucket, Iglewicz and Hoaglin) above this."
+        ),
+    )
+    candidate_z: float = field(
+        default=1.5,
+        metadata=_help(
+            "Examples with a robust z-score above this whose answer is JSON are answered "
+            "greedily by the tuned model and flagged when a field disagrees with the label."
+        ),
+    )
+    min_bucket_examples: int = field(
+        default=16,
+        metadata=_help(
+            "Length buckets (by assistant tokens) hold at least this many examples; fewer "
+            "examples than twice this make one bucket."
+        ),
+    )
+    max_buckets: int = field(default=4, metadata=_help("At most this many length buckets."))
+    max_structured_checks: int = field(
+        default=64,
+        metadata=_help(
+            "Greedy answers generated for the structured check, highest z-scores first."
+        ),
+    )
+    max_new_tokens: int = field(
+        default=128, metadata=_help("Upper bound on tokens per greedy answer of the check.")
+    )
+
+    def __post_init__(self) -> None:
+        if self.z_threshold <= 0 or self.candidate_z < 0:
+            raise ValueError("z_threshold must be > 0 and candidate_z >= 0")
+        if self.min_bucket_examples < 2 or self.max_buckets < 1:
+            raise ValueError("min_bucket_examples must be >= 2 and max_buckets >= 1")
+        if self.max_structured_checks < 0 or self.max_new_tokens < 1:
+            raise ValueError("max_structured_checks >= 0 and max_new_tokens >= 1")
+
+
+@dataclass
 class TrainSpec:
     """One LoRA fine-tuning run."""
 
@@ -243,6 +296,22 @@ class TrainSpec:
         ),
     )
     dpo: DpoSpec = field(default_factory=DpoSpec, metadata=_help("DPO settings (method 'dpo')."))
+    mislabels: MislabelSpec = field(
+        default_factory=MislabelSpec,
+        metadata=_help("Suspected mislabels: score the training set after training."),
+    )
+    exclude_lines: list[int] = field(
+        default_factory=list,
+        metadata=_help(
+            "Line numbers of the training file left out of training (confirmed-wrong lines "
+            "of an earlier job); a held-out split is drawn before they are left out, so it "
+            "is the split the earlier job drew with the same seed."
+        ),
+    )
+    exclude_lines_from: str | None = field(
+        default=None,
+        metadata=_help("The job whose reviews confirmed exclude_lines wrong (for the lineage)."),
+    )
     seed: int = field(
         default=42,
         metadata=_help("Seeds data order, adapter initialisation, dropout and the held-out split."),
@@ -352,12 +421,15 @@ class TrainSpec:
             ("lora", LoraSpec),
             ("evaluation", EvalSpec),
             ("dpo", DpoSpec),
+            ("mislabels", MislabelSpec),
         ):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, kind(**value))
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}")
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.exclude_lines):
+            raise ValueError("exclude_lines must be line numbers (integers >= 1)")
         if self.lr_scheduler not in LR_SCHEDULERS:
             raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULERS}")
         if self.device not in DEVICES:

@@ -4,19 +4,22 @@ about to roll back, is recorded in a transaction of its own."""
 
 from __future__ import annotations
 
+import base64
 import json
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NoReturn
 
 import structlog
 from sqlmodel import Session
 
 from audit import chain, query, verify
-from audit.checkpoints import Checkpoint
+from audit.checkpoints import Checkpoint, CheckpointError, Signer
 from audit.export_proof import export_with_proof
+from audit.offline import TlogProof
 from audit.verify_progress import verify_chain_reporting
 from gateway import metrics
 from gateway.authz import Authorized, refusal
@@ -24,6 +27,7 @@ from gateway.db import read_only
 from gateway.errors import InvalidRequest, NotFound
 from gateway.runtime import Runtime
 from gateway.security import Principal
+from gateway.witness.cosignatures import with_cosignatures
 from policies.enforcer import Decision
 
 log = structlog.get_logger()
@@ -458,7 +462,24 @@ def inclusion_proof(
     return proof
 
 
-def latest_checkpoint(session: Session, *, state: Runtime, authorized: Authorized) -> Checkpoint:
+def latest_checkpoint(
+    session: Session, *, state: Runtime, authorized: Authorized
+) -> dict[str, Any]:
+    """The newest checkpoint (signed now if none covers the head) as the console's JSON,
+    with its C2SP signed note."""
+    checkpoint = _latest(session, state=state, authorized=authorized, served_as="json")
+    return {**checkpoint.to_json(), "signed_note": checkpoint_note(session, state, checkpoint)}
+
+
+def latest_checkpoint_note(session: Session, *, state: Runtime, authorized: Authorized) -> str:
+    """The newest checkpoint as a C2SP tlog-checkpoint signed note."""
+    checkpoint = _latest(session, state=state, authorized=authorized, served_as="note")
+    return checkpoint_note(session, state, checkpoint)
+
+
+def _latest(
+    session: Session, *, state: Runtime, authorized: Authorized, served_as: str
+) -> Checkpoint:
     flush_queue(state)
     checkpoint = query.latest_checkpoint(session, state.signer)
     if checkpoint is None:
@@ -467,9 +488,124 @@ def latest_checkpoint(session: Session, *, state: Runtime, authorized: Authorize
         session,
         authorized=authorized,
         action="audit.checkpoint_read",
-        details={"tree_size": checkpoint.tree_size},
+        details={"tree_size": checkpoint.tree_size, "as": served_as},
     )
     return checkpoint
+
+
+@lru_cache(maxsize=8)
+def _with_origin(signer: Signer, origin: str, key_name: str | None) -> Signer:
+    return signer.with_origin(origin, key_name)
+
+
+def note_signer(state: Runtime) -> Signer:
+    """The audit key, issuing notes under the configured origin and key name."""
+    settings = state.settings
+    return _with_origin(state.signer, settings.audit_origin, settings.audit_key_name)
+
+
+def checkpoint_note(session: Session, state: Runtime, checkpoint: Checkpoint) -> str:
+    """The one place a stored checkpoint becomes the signed note the gateway serves, with
+    the cosignatures its witnesses returned (gateway.witness). Raises a 500-class error,
+    never a re-signature, when the stored row no longer verifies."""
+    try:
+        note = note_signer(state).checkpoint_note(checkpoint)
+        return with_cosignatures(session, note, checkpoint.tree_size, checkpoint.root_hash)
+    except CheckpointError:
+        log.error("audit.checkpoint_unverifiable", tree_size=checkpoint.tree_size)
+        raise
+
+
+def checkpoint_history(
+    session: Session, *, state: Runtime, authorized: Authorized, after: int, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The signed notes of the stored checkpoints by the gateway's key, oldest first, a
+    keyset page after checkpoint id ``after``: (items, next cursor or None)."""
+    flush_queue(state)
+    checkpoints, ids, more = query.checkpoints_after(
+        session, after=after, limit=limit, key_id=state.signer.key_id
+    )
+    items = [
+        {
+            "id": row_id,
+            "tree_size": checkpoint.tree_size,
+            "root_hash": base64.b64encode(checkpoint.root_hash).decode("ascii"),
+            "ts": checkpoint.ts,
+            "note": checkpoint_note(session, state, checkpoint),
+        }
+        for row_id, checkpoint in zip(ids, checkpoints, strict=True)
+    ]
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="audit.checkpoints_read",
+        details={"after": after, "returned": len(items)},
+    )
+    return items, (ids[-1] if more else None)
+
+
+def consistency_proof(
+    session: Session, *, state: Runtime, authorized: Authorized, first: int, second: int | None
+) -> dict[str, Any]:
+    """An RFC 6962 consistency proof between two tree sizes (second: the current size when
+    not given), read off the stored tree, base64."""
+    flush_queue(state)
+    try:
+        proof = query.consistency(session, first, second)
+    except LookupError as exc:
+        param = "second" if str(exc).startswith("second") else "first"
+        raise InvalidRequest(str(exc), code="tree_size_out_of_range", param=param) from None
+    record_allowed(
+        session,
+        authorized=authorized,
+        action="audit.consistency_read",
+        details={"first": proof["first"], "second": proof["second"]},
+    )
+
+    def b64(value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")
+
+    return {
+        "format": "tunegate-consistency-proof/v1",
+        "first": proof["first"],
+        "second": proof["second"],
+        "first_root": b64(proof["first_root"]),
+        "second_root": b64(proof["second_root"]),
+        "hashes": [b64(h) for h in proof["hashes"]],
+    }
+
+
+def inclusion_tlog_proof(
+    session: Session, *, state: Runtime, authorized: Authorized, seq: int, tree_size: int | None
+) -> str:
+    """A c2sp.org/tlog-proof of event ``seq``: its index, the inclusion hashes and the
+    checkpoint note of ``tree_size`` events (default: the newest checkpoint, signed now
+    if none covers the head). The extra line carries the event body."""
+    flush_queue(state)
+    if tree_size is None:
+        checkpoint = query.latest_checkpoint(session, state.signer)
+    else:
+        checkpoint = query.checkpoint_at(session, tree_size)
+        if checkpoint is not None and checkpoint.key_id != state.signer.key_id:
+            checkpoint = None
+    if checkpoint is None:
+        if tree_size is None:
+            raise NotFound("the audit trail is empty", code="audit_trail_empty")
+        raise NotFound(
+            f"no checkpoint of {tree_size} events was signed: leave tree_size out for the "
+            "newest, or take a size from GET /v1/audit/checkpoints",
+            code="audit_checkpoint_not_found",
+            param="tree_size",
+        )
+    proof = inclusion_proof(
+        session, state=state, authorized=authorized, seq=seq, tree_size=checkpoint.tree_size
+    )
+    return TlogProof(
+        index=proof["leaf_index"],
+        hashes=tuple(bytes.fromhex(h) for h in proof["hashes"]),
+        checkpoint=checkpoint_note(session, state, checkpoint),
+        extra=proof["body"].encode("utf-8"),
+    ).text()
 
 
 def _filter_summary(filters: Mapping[str, Any]) -> dict[str, str]:

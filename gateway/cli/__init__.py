@@ -7,6 +7,7 @@ from gateway.cli import (  # noqa: F401  (each module registers its commands)
     audit,
     data_sources,
     erasure,
+    evidence,
     files,
     jobs,
     login,
@@ -14,6 +15,7 @@ from gateway.cli import (  # noqa: F401  (each module registers its commands)
     operator,
     policy,
     promotions,
+    witness,
 )
 from gateway.cli.app import app
 

@@ -25,17 +25,148 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("verify-proof")
 def verify_proof(
-    proof: Annotated[Path, typer.Argument(help="JSON from GET /v1/audit/events/{seq}/proof")],
-    checkpoint: Annotated[Path, typer.Argument(help="JSON from GET /v1/audit/checkpoints/latest")],
-    public_key: Annotated[Path, typer.Argument(help="PEM from GET /v1/audit/public-key")],
+    proof: Annotated[
+        Path,
+        typer.Argument(
+            help="JSON from GET /v1/audit/events/{seq}/proof, or a c2sp.org/tlog-proof "
+            "(the same with ?format=tlog-proof)"
+        ),
+    ],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help="JSON proof: the JSON of GET /v1/audit/checkpoints/latest. tlog-proof: the "
+            "key file (vkey, PEM or the JSON of GET /v1/audit/public-key)"
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Argument(help="JSON proof: PEM from GET /v1/audit/public-key")
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", help="trusted signed-note verifier key (vkey) or key file"),
+    ] = None,
+    origin: Annotated[
+        str | None, typer.Option(help="tlog-proof: the checkpoint origin to insist on")
+    ] = None,
 ) -> None:
-    """Check an inclusion proof offline against a signed checkpoint and the public key."""
-    from audit.offline import verify_proof
+    """Check an inclusion proof offline against a signed checkpoint and the public key.
+    Reads the JSON proof (with its checkpoint and PEM) and C2SP tlog-proof bundles (with a
+    vkey, a PEM or the public-key JSON)."""
+    from audit.offline import is_tlog_proof, verify_tlog_proof
+    from audit.offline import verify_proof as check_json
 
-    verdict = verify_proof(proof.read_bytes(), checkpoint.read_bytes(), public_key.read_bytes())
+    data = proof.read_bytes()
+    if is_tlog_proof(data):
+        keys = _trusted_keys([*(key or []), *([str(checkpoint)] if checkpoint else [])])
+        verdict = verify_tlog_proof(data, keys, origin=origin)
+    else:
+        if checkpoint is None or public_key is None:
+            raise typer.BadParameter("a JSON proof needs CHECKPOINT and PUBLIC_KEY")
+        verdict = check_json(data, checkpoint.read_bytes(), public_key.read_bytes())
     typer.echo(json.dumps({"ok": verdict.ok, "code": verdict.code, "message": verdict.message}))
     if not verdict.ok:
         raise typer.Exit(1)
+
+
+def _trusted_keys(items: list[str]) -> Any:
+    """Keys from ``--key`` values: each a vkey string or a file holding a vkey, a PEM or
+    the public-key JSON."""
+    from audit.note import NoteError
+    from audit.offline import TrustedKeys
+
+    if not items:
+        raise typer.BadParameter("give the gateway's key: --key VKEY (or a key file)")
+    loaded: list[str | bytes] = []
+    for item in items:
+        try:
+            is_file = Path(item).is_file()
+        except OSError:  # a vkey is no path
+            is_file = False
+        loaded.append(Path(item).read_bytes() if is_file else item)
+    try:
+        return TrustedKeys.load(*loaded)
+    except (NoteError, ValueError) as exc:
+        raise typer.BadParameter(f"--key: {exc}") from None
+
+
+@audit_app.command("verify-consistency")
+def verify_consistency(
+    ctx: typer.Context,
+    old: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="the older checkpoint you kept")
+    ],
+    new: Annotated[
+        Path | None,
+        typer.Argument(
+            help="the newer checkpoint (default: fetch GET /v1/audit/checkpoint; with --save "
+            "it is kept for next time)"
+        ),
+    ] = None,
+    key: Annotated[
+        list[str] | None,
+        typer.Option("--key", help="trusted signed-note verifier key (vkey) or key file"),
+    ] = None,
+    proof: Annotated[
+        Path | None,
+        typer.Option(
+            help="the proof (JSON of GET /v1/audit/consistency, or base64 lines); default: "
+            "fetch it from the gateway"
+        ),
+    ] = None,
+    origin: Annotated[str | None, typer.Option(help="the origin both must name")] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="write the fetched newer checkpoint here once it checks")
+    ] = None,
+    json_flag: JsonFlag = False,
+) -> None:
+    """Check that a newer checkpoint extends an older one you kept (RFC 6962 consistency):
+    the log was not rewritten in between. Both are C2SP signed notes (or the JSON of
+    /v1/audit/checkpoints/latest); only the proof and a missing NEW come from the gateway."""
+    from audit.note import NoteError, TlogCheckpoint, parse_note
+    from audit.offline import verify_checkpoint_consistency
+
+    keys = _trusted_keys(list(key or []))
+    old_data = old.read_bytes()
+    new_data = new.read_bytes() if new is not None else None
+    if new_data is None:
+        new_data = str(client(ctx).get("/v1/audit/checkpoint")).encode()
+    proof_data: bytes | None = proof.read_bytes() if proof is not None else None
+    if proof_data is None:
+        try:
+            sizes = [_size_of(data, parse_note, TlogCheckpoint) for data in (old_data, new_data)]
+        except (NoteError, ValueError) as exc:
+            raise typer.BadParameter(f"cannot read a checkpoint: {exc}") from None
+        fetched = client(ctx).get(
+            "/v1/audit/consistency", params={"first": sizes[0], "second": sizes[1]}
+        )
+        proof_data = json.dumps(fetched).encode()
+    verdict = verify_checkpoint_consistency(old_data, new_data, proof_data, keys, origin=origin)
+    if verdict.ok and save is not None and new is None:
+        save.write_bytes(new_data)
+    if wants_json(ctx, json_flag):
+        output.print_json(verdict.to_dict())
+    elif verdict.ok:
+        output.stdout.print(f"[bold green]ok[/]: {escape(verdict.message)}")
+    else:
+        output.stdout.print(
+            f"[bold red]inconsistent[/]: {escape(verdict.code)}: {escape(verdict.message)}"
+        )
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def _size_of(data: bytes, parse_note: Any, checkpoint_type: Any) -> int:
+    """The tree size a checkpoint claims (unverified: only to ask for the right proof)."""
+    text = data.decode("utf-8")
+    if text.lstrip().startswith("{"):
+        doc = json.loads(text)
+        if isinstance(doc.get("signed_note"), str):
+            text = doc["signed_note"]
+        else:
+            return int(doc["tree_size"])
+    body, _ = parse_note(text)
+    return int(checkpoint_type.parse(body).size)
 
 
 # --- client commands ---------------------------------------------------------------------

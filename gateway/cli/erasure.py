@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Annotated, Any
 
 import typer
 
-from gateway.cli import output
+from gateway.cli import output, progress
 from gateway.cli.app import app
 from gateway.cli.context import JsonFlag, client, emit
 
 erasure_app = typer.Typer(help="Erasure requests: request, status, decide.", no_args_is_help=True)
 app.add_typer(erasure_app, name="erasure")
 
+POLL_SECONDS = 0.5
 SHOWN = [
     "id",
     "status",
@@ -54,6 +56,22 @@ def show(request: dict[str, Any]) -> None:
     rest = {k: v for k, v in findings.items() if k not in {"files", "models"}}
     if rest:
         output.fields(rest)
+    search = request.get("search")
+    if search:
+        output.fields(
+            search,
+            [
+                "status",
+                "files_done",
+                "files_total",
+                "lines_scanned",
+                "lines_total",
+                "resumed",
+                "started_at",
+                "finished_at",
+                "error",
+            ],
+        )
 
 
 @erasure_app.command("request")
@@ -67,9 +85,14 @@ def request(
         ),
     ] = None,
     reference: Annotated[str | None, typer.Option(help="your ticket or case number")] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(help="follow a background search to its end (else print and return)"),
+    ] = True,
     json_flag: JsonFlag = False,
 ) -> None:
-    """Find every stored file version (and model) that mentions a data subject."""
+    """Find every stored file version (and model) that mentions a data subject. A search
+    over much data runs in the background: it is followed with a progress bar."""
     if subject is None:
         subject = (
             typer.prompt("subject identifier", hide_input=True)
@@ -77,7 +100,31 @@ def request(
             else sys.stdin.readline().strip()
         )
     body = {"subject": subject, "reference": reference}
-    emit(ctx, client(ctx).post("/v1/erasure_requests", json=body), json_flag=json_flag, human=show)
+    api = client(ctx)
+    filed = api.post("/v1/erasure_requests", json=body)
+    if filed.get("status") == "searching" and wait:
+        filed = follow_search(api, filed)
+    emit(ctx, filed, json_flag=json_flag, human=show)
+
+
+def follow_search(api: Any, filed: dict[str, Any]) -> dict[str, Any]:
+    """A background search, followed to its end with a bar (files, lines and bytes)."""
+    current = filed
+    with progress.transfer() as bar:
+        task = bar.add_task("searching", total=(current.get("search") or {}).get("bytes_total"))
+        while current.get("status") == "searching":
+            search = current.get("search") or {}
+            bar.update(
+                task,
+                completed=search.get("bytes_scanned", 0),
+                description=(
+                    f"searching: {search.get('files_done', 0)}/{search.get('files_total', 0)}"
+                    f" files, {search.get('lines_scanned', 0)} lines"
+                ),
+            )
+            time.sleep(POLL_SECONDS)
+            current = api.get(f"/v1/erasure_requests/{filed['id']}")
+    return current
 
 
 @erasure_app.command("status")

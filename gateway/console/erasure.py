@@ -14,7 +14,7 @@ DECISIONS = [
     (ErasureDecision.retrain.value, "retrain without it"),
     (ErasureDecision.accept.value, "accept without erasing (needs a reason)"),
 ]
-STATUSES = ("open", "decided")
+STATUSES = ("searching", "open", "decided")
 
 
 def request_body(form: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,6 +48,11 @@ class Progress:
     models trained on them (flagged when the request was filed)."""
 
     finished: bool  # nothing more will change on this request (it is decided)
+    searching: bool  # a background search is still reading the files
+    files_total: int
+    lines_scanned: int
+    lines_total: int
+    percent: int  # of the bytes to read
     scanned_files: int
     matching_files: int
     matching_lines: int
@@ -57,9 +62,19 @@ class Progress:
 def progress(request: ErasureRequestPublic) -> Progress:
     findings = request.findings or {}
     found = findings.get("files") or []
+    search = request.search or {}
+    searching = request.status == "searching"
+    total = int(search.get("bytes_total") or 0)
     return Progress(
         finished=request.status == "decided",
-        scanned_files=int(findings.get("scanned_files") or 0),
+        searching=searching,
+        files_total=int(search.get("files_total") or findings.get("scanned_files") or 0),
+        lines_scanned=int(search.get("lines_scanned") or 0),
+        lines_total=int(search.get("lines_total") or 0),
+        percent=(100 * int(search.get("bytes_scanned") or 0) // total) if total else 100,
+        scanned_files=int(
+            (search.get("files_done") if searching else findings.get("scanned_files")) or 0
+        ),
         matching_files=len(found),
         matching_lines=sum(int(match.get("matching_lines") or 0) for match in found),
         flagged_models=len(findings.get("models") or []),

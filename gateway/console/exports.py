@@ -63,11 +63,13 @@ def _safe(value: Any) -> Any:
 
 
 def proof_bundle(
-    *, proof: dict[str, Any], checkpoint: dict[str, Any], public_key_pem: bytes
+    *, proof: dict[str, Any], checkpoint: dict[str, Any], signed_note: str, public_key_pem: bytes
 ) -> bytes:
+    """The proof, its checkpoint as JSON and as the C2SP signed note, and the key's PEM."""
     files = {
         "proof.json": json.dumps(proof, indent=2).encode() + b"\n",
         "checkpoint.json": json.dumps(checkpoint, indent=2).encode() + b"\n",
+        "checkpoint.note": signed_note.encode(),
         "public-key.pem": public_key_pem,
     }
     buffer = io.BytesIO()

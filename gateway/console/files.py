@@ -82,6 +82,16 @@ def gate_outcomes(state: Runtime, row: TrainingFile, source: DataSource) -> list
             gates.enough_examples(row.examples, minimum=source.min_examples),
             f"{row.examples} examples (the source requires {source.min_examples})",
         ),
+        *(
+            []
+            if source.max_conflict_rate is None  # a gate only where the source sets one
+            else [
+                _gate(
+                    gates.conflict_rate(row.id, datasheet=report, maximum=source.max_conflict_rate),
+                    f"conflicting answers within {source.max_conflict_rate:.2%}",
+                )
+            ]
+        ),
     ]
 
 

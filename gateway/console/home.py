@@ -3,6 +3,7 @@ and the same policy check as the API route that lists it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from sqlmodel import Session
@@ -14,6 +15,7 @@ from gateway.jobs import service as jobs
 from gateway.registry import promotions
 from gateway.registry import service as registry
 from gateway.registry.models import ModelVersion
+from gateway.retention import service as retention
 from gateway.runtime import Runtime
 from gateway.security import Principal
 
@@ -43,6 +45,8 @@ def waiting_for(session: Session, *, state: Runtime, principal: Principal) -> li
         _erasures_to_decide(session, state, principal),
         _my_failed_jobs(session, state, principal),
         _flagged_models(session, state, principal),
+        _degraded_models(session, state, principal),
+        _retention_due(session, state, principal),
     ]
     return [panel for panel in panels if panel is not None]
 
@@ -151,4 +155,77 @@ def _flagged_models(session: Session, state: Runtime, principal: Principal) -> P
         len(flagged),
         after is not None,
         [(row.id, f"/console/models/{row.id}") for row in flagged[:SHOWN]],
+    )
+
+
+def _degraded_summary(row: ModelVersion) -> str:
+    """The numbers of the model's newest `degraded` flag, e.g. "token_f1 0.62 → 0.10"."""
+    flag = next(f for f in reversed(row.flags) if f.get("reason") == "degraded")
+    parts = [
+        f"{m.get('name')} {m.get('at_promotion', 0):.3g} → {m.get('now', 0):.3g}"
+        for m in flag.get("metrics") or []
+    ]
+    ood = flag.get("ood_probe")
+    if isinstance(ood, dict):
+        parts.append(f"OOD loss {ood.get('at_promotion', 0):.3g} → {ood.get('now', 0):.3g}")
+    return ", ".join(parts)
+
+
+def _degraded_models(session: Session, state: Runtime, principal: Principal) -> Panel | None:
+    """Versions a re-evaluation after release flagged `degraded`, for whoever may
+    re-evaluate models (model:* evaluate): to review, retire or clear the flag."""
+    if _allowed(state, principal, "model:*", "evaluate") is None:
+        return None
+    authorized = _allowed(state, principal, "model:*", "list")
+    if authorized is None:
+        return None
+    rows, after = registry.list_visible(
+        session,
+        state=state,
+        authorized=authorized,
+        status=None,
+        flagged=True,
+        after=None,
+        limit=SCANNED,
+    )
+    degraded = [
+        row
+        for row in rows
+        if isinstance(row, ModelVersion) and any(f.get("reason") == "degraded" for f in row.flags)
+    ]
+    return Panel(
+        "Models degraded after release",
+        "/console/models?flagged=1",
+        len(degraded),
+        after is not None,
+        [
+            (f"{row.id} ({_degraded_summary(row)})", f"/console/models/{row.id}")
+            for row in degraded[:SHOWN]
+        ],
+    )
+
+
+def _retention_due(session: Session, state: Runtime, principal: Principal) -> Panel | None:
+    """Files of the sources the person owns whose content retention deletes soon
+    (gateway.retention; the API's GET /v1/retention/warnings, ds:* list)."""
+    if _allowed(state, principal, "ds:*", "list") is None:
+        return None
+    due, more = retention.warnings_for(
+        session, tenant=principal.tenant, owner=principal.sub, limit=SCANNED
+    )
+    if not due:
+        return None
+    return Panel(
+        "Files due for deletion (retention)",
+        "/console/data-sources",
+        len(due),
+        more,
+        [
+            (
+                f"{item.filename} ({item.file_id}) in {item.data_source_name}: deleted after "
+                f"{time.strftime('%Y-%m-%d', time.gmtime(item.delete_after))}",
+                f"/console/data-sources/{item.data_source_id}",
+            )
+            for item in due[:SHOWN]
+        ],
     )

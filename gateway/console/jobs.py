@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from markupsafe import Markup
 from pydantic import ValidationError
+from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
 from gateway.authz import Authorized, allows, decide
@@ -18,7 +19,7 @@ from gateway.base_models import service as base_models
 from gateway.console import charts
 from gateway.data_sources.models import DataSource
 from gateway.files.models import TrainingFile
-from gateway.jobs import service
+from gateway.jobs import mislabels, service
 from gateway.jobs.models import FINAL_STATUSES, FineTuningJob, JobEvent
 from gateway.jobs.schemas import JobCreate
 from gateway.runtime import Runtime
@@ -207,7 +208,21 @@ def facts(job: FineTuningJob) -> dict[str, Any]:
         "created": when(job.created_at),
         "finished": when(job.finished_at),
         "terminal": job.status in FINAL_STATUSES,
+        "suspected_mislabels": _suspected_mislabels(job),
     }
+
+
+SUSPECTS_SHOWN = 20
+
+
+def _suspected_mislabels(job: FineTuningJob) -> list[Any]:
+    """The first flagged lines (line order), read in the page's own session; the API
+    pages through all of them (GET /v1/fine_tuning/jobs/{id}/suspected_mislabels)."""
+    session = object_session(job)
+    if session is None or not (job.compute or {}).get("suspected_mislabels"):
+        return []
+    rows, _ = mislabels.list_page(cast(Session, session), job=job, after=None, limit=SUSPECTS_SHOWN)
+    return rows
 
 
 def actions(state: Runtime, principal: Principal, job: FineTuningJob) -> dict[str, bool]:

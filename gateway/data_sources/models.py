@@ -28,6 +28,10 @@ class DataSource(SQLModel, table=True):
     retention_days: int
     pii_action: str = Field(sa_column=Column(String(8), nullable=False))
     min_examples: int = Field(default=500)
+    # data-quality gates (issue 17): conflicting answers, and the overlap gate's tolerance
+    max_conflict_rate: float | None = Field(default=None)
+    overlap_threshold: float = Field(default=0.8)
+    max_overlapping_lines: int = Field(default=0)
     status: str = Field(sa_column=Column(String(16), nullable=False))
     proposed_by: str = Field(sa_column=Column(String(128), nullable=False))
     proposed_at: str = Field(sa_column=Column(String(32), nullable=False))
@@ -39,3 +43,14 @@ class DataSource(SQLModel, table=True):
     revoked_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
     revoked_at: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
     revoke_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # retention and the regulators' records (issue 16 §3-4, gateway.retention and
+    # gateway.compliance; migration 0011): a legal hold suspends retention deletion
+    legal_hold: bool = Field(default=False)
+    legal_hold_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    legal_hold_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+    legal_hold_at: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    data_origin: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    data_subject_categories: list[str] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
+    data_categories: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -33,6 +33,18 @@ class LegalBasis(StrEnum):
     legitimate_interests = "legitimate_interests"
 
 
+class DataOrigin(StrEnum):
+    """Where the data comes from, in the kinds of the AI Office's template for the public
+    summary of training content (EU AI Act Art. 53(1)(d), section 2)."""
+
+    public = "public"  # publicly available datasets
+    licensed = "licensed"  # private datasets obtained from third parties
+    crawled = "crawled"  # crawled and scraped from online sources
+    user = "user"  # user data
+    synthetic = "synthetic"
+    private = "private"  # the provider's own, not public (the template's "other sources")
+
+
 class DataSourceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +58,33 @@ class DataSourceCreate(BaseModel):
     retention_days: int = Field(ge=1, le=36_500)
     pii_action: PiiAction = PiiAction.block
     min_examples: int = Field(500, ge=1, le=10_000_000)
+    # data-quality gates (issue 17)
+    max_conflict_rate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="refuse jobs whose training file has more of its examples in conflict "
+        "groups (same or near-same prompt, different answers) than this share; null: no gate",
+    )
+    overlap_threshold: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="similarity at which a validation line repeats a training line",
+    )
+    max_overlapping_lines: int = Field(
+        0, ge=0, le=10_000_000, description="validation lines allowed to repeat training lines"
+    )
+    # the regulators' records (issue 16 §4: gateway.compliance); "not recorded" when absent
+    data_origin: DataOrigin | None = Field(
+        None, description="kind of source for the Art. 53(1)(d) training-content summary"
+    )
+    data_subject_categories: list[FreeText] | None = Field(
+        None, max_length=32, description="GDPR Art. 30(1)(c): e.g. customers, employees"
+    )
+    data_categories: list[FreeText] | None = Field(
+        None, max_length=32, description="GDPR Art. 30(1)(c): e.g. contact details, chat text"
+    )
 
     @model_validator(mode="after")
     def _personal_data_needs_a_legal_basis(self) -> DataSourceCreate:
@@ -82,6 +121,9 @@ class DataSourcePublic(BaseModel):
     retention_days: int
     pii_action: PiiAction
     min_examples: int
+    max_conflict_rate: float | None = None
+    overlap_threshold: float = 0.8
+    max_overlapping_lines: int = 0
     status: Literal["proposed", "approved", "revoked"]
     proposed_by: str
     proposed_at: str
@@ -91,6 +133,14 @@ class DataSourcePublic(BaseModel):
     revoked_by: str | None
     revoked_at: str | None
     revoke_reason: str | None
+    # issue 16 §3-4 (gateway.retention, gateway.compliance)
+    legal_hold: bool = False
+    legal_hold_reason: str | None = None
+    legal_hold_by: str | None = None
+    legal_hold_at: str | None = None
+    data_origin: str | None = None
+    data_subject_categories: list[str] | None = None
+    data_categories: list[str] | None = None
 
 
 class DataSourcesPage(BaseModel):

@@ -98,6 +98,12 @@ def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate)
             "retention_days": source.retention_days,
             "pii_action": source.pii_action,
             "min_examples": source.min_examples,
+            # the trail takes no floats: their repr
+            "max_conflict_rate": None
+            if source.max_conflict_rate is None
+            else repr(source.max_conflict_rate),
+            "overlap_threshold": repr(source.overlap_threshold),
+            "max_overlapping_lines": source.max_overlapping_lines,
         },
     )
     return source

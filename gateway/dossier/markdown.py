@@ -14,6 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from gateway.dossier import annex_iv, mislabels
+from gateway.dossier.data_quality import data_quality_lines
+from gateway.dossier.production import DossierCost, DossierProduction
 from gateway.dossier.records import DossierDecision
 from gateway.dossier.schemas import (
     DossierApprovals,
@@ -172,6 +175,7 @@ def render_data(data: DossierData) -> list[str]:
     for file in data.files:
         if file.datasheet is not None:
             lines += [f"Datasheet of {_code(file.file_id)}:", "", *_json_block(file.datasheet)]
+            lines += data_quality_lines(file.file_id, file.datasheet)
     return lines
 
 
@@ -439,6 +443,104 @@ def render_audit(audit: DossierAudit) -> list[str]:
     ]
 
 
+def _cost_lines(cost: DossierCost) -> list[str]:
+    training, serving = cost.training, cost.serving
+    facts: list[list[Any]] = [
+        ["device-hour price", f"{cost.device_hour_price} ({cost.price_device})"],
+        ["training: device", training.device],
+        ["training: device-hours", training.device_hours],
+        ["training: trained tokens", training.trained_tokens],
+        ["training: cost", training.cost],
+        ["serving: successful calls measured", serving.calls_measured],
+        ["serving: tokens measured", serving.tokens_measured],
+        ["serving: device-hours", serving.device_hours],
+        ["serving: tokens/s", serving.tokens_per_second],
+        ["serving: device-hours per 1k tokens", serving.device_hours_per_1k_tokens],
+        ["serving: price per 1k tokens", serving.price_per_1k_tokens],
+        ["hosted model: price per 1k tokens", cost.hosted_price_per_1k_tokens],
+        ["saving per 1k tokens", cost.saving_per_1k_tokens],
+        ["break-even (tokens)", cost.break_even_tokens],
+        ["break-even (calls, at the mean tokens per call)", cost.break_even_calls],
+    ]
+    return [
+        "### Cost",
+        "",
+        *_table(["field", "value"], facts),
+        *([f"Break-even not given: {cost.note}.", ""] if cost.note else []),
+        "Formula:",
+        "",
+        "```",
+        *cost.formula.split("; "),
+        "```",
+        "",
+    ]
+
+
+REEVALUATION_COLUMNS = [
+    "id",
+    "trigger",
+    "status",
+    "finished",
+    "degraded",
+    "task metrics",
+    "OOD loss",
+    "error",
+]
+
+
+def render_production(production: DossierProduction) -> list[str]:
+    usage = production.usage
+    totals: list[list[Any]] = [
+        ["status", production.status],
+        ["promoted (epoch s)", production.promoted_at],
+        ["first call (epoch s)", usage.first_call_at],
+        ["last call (epoch s)", usage.last_call_at],
+        ["calls", usage.calls],
+        ["errors", usage.errors],
+        ["prompt tokens", usage.prompt_tokens],
+        ["completion tokens", usage.completion_tokens],
+        ["callers", usage.users_total],
+    ]
+    purposes = (
+        [p.purpose, p.calls, p.prompt_tokens + p.completion_tokens, p.errors]
+        for p in usage.by_purpose
+    )
+    users = (
+        [u.principal, u.calls, u.tokens, u.errors, u.first_call_at, u.last_call_at]
+        for u in usage.users
+    )
+    reevaluations: Iterable[list[Any]] = (
+        [
+            r.id,
+            r.trigger,
+            r.status,
+            r.finished_at,
+            r.degraded,
+            ", ".join(f"{m.name} {m.at_promotion:.4g} → {m.now:.4g}" for m in r.metrics) or None,
+            None
+            if r.ood_probe is None
+            else f"{r.ood_probe.at_promotion:.4g} → {r.ood_probe.now:.4g}",
+            r.error_code,
+        ]
+        for r in production.reevaluations
+    )
+    return [
+        "## 11. Use in production",
+        "",
+        *_table(["field", "value"], totals),
+        "By purpose:",
+        "",
+        *_table(["purpose", "calls", "tokens", "errors"], purposes),
+        "Callers:",
+        "",
+        *_table(["caller", "calls", "tokens", "errors", "first call", "last call"], users),
+        "### Re-evaluations after release",
+        "",
+        *_table(REEVALUATION_COLUMNS, reevaluations),
+        *_cost_lines(production.cost),
+    ]
+
+
 def render_markdown(dossier: DossierPublic) -> str:
     lines = [
         *render_header(dossier),
@@ -452,5 +554,8 @@ def render_markdown(dossier: DossierPublic) -> str:
         *render_lineage(dossier.lineage),
         *render_flags(dossier.flags, dossier.cleared_flags),
         *render_audit(dossier.audit),
+        *render_production(dossier.production),
+        *mislabels.render(dossier.suspected_mislabels, _table),
+        *annex_iv.render(dossier.annex_iv),
     ]
     return "\n".join(lines)

@@ -132,8 +132,71 @@ class DossierFaults(Recorded):
     shown: list[DossierFault] | None = None
 
 
+class DossierConflictGroup(Recorded):
+    """Lines whose prompts are the same or nearly (similarity: the lowest that joined the
+    group) but whose answers differ; suspects are the lines not giving the majority answer."""
+
+    lines: list[int] | None = None
+    size: int | None = None
+    answers: int | None = None
+    similarity: Number | None = None
+    majority_lines: int | None = None
+    suspect_lines: list[int] | None = None
+
+
+class DossierConflicts(Recorded):
+    """Conflicting answers at upload (ingest.conflicts): groups, lines, rate."""
+
+    threshold: Number | None = None
+    examples: int | None = None
+    groups: int | None = None
+    lines: int | None = None
+    rate: Number | None = None
+    suspect_lines: int | None = None
+    shown: list[DossierConflictGroup] | None = None
+
+
+class DossierStructureField(Recorded):
+    """A key of the inferred schema: its type, how many answers have it, and for a
+    low-cardinality field its values with their counts."""
+
+    type: str | None = None
+    present: int | None = None
+    values: dict[str, int] | None = None
+
+
+class DossierStructureDeviation(Recorded):
+    """A line that deviates from the schema, and why (missing_key, extra_key, wrong_type,
+    unknown_value with the common value it resembles, not_json)."""
+
+    line: int | None = None
+    reason: str | None = None
+    key: str | None = None
+    type: str | None = None
+    expected: str | None = None
+    value: str | int | bool | None = None
+    resembles: str | None = None
+
+
+class DossierStructureDeviations(Recorded):
+    by_reason: dict[str, int] | None = None
+    shown: list[DossierStructureDeviation] | None = None
+
+
+class DossierStructure(Recorded):
+    """Structured answers at upload (ingest.structure): whether most answers are JSON
+    objects, the schema they share and the lines that deviate."""
+
+    answers: int | None = None
+    json_objects: int | None = None
+    detected: bool | None = None
+    fields: dict[str, DossierStructureField] | None = None
+    deviations: DossierStructureDeviations | None = None
+    complete: bool | None = None
+
+
 class DossierDatasheet(Recorded):
-    """The file version's datasheet (ingest.report.Datasheet, schema tunegate.datasheet/1):
+    """The file version's datasheet (ingest.report.Datasheet, schema tunegate.datasheet/2):
     counts and line numbers only, never an example's text or a PII value."""
 
     # "schema" would shadow BaseModel.schema; dumps use the alias (FastAPI's do)
@@ -154,6 +217,8 @@ class DossierDatasheet(Recorded):
     short_answers: DossierShortAnswers | None = None
     pii: DossierPiiSummary | None = None
     faults: DossierFaults | None = None
+    conflicts: DossierConflicts | None = None  # datasheet/2
+    structure: DossierStructure | None = None  # datasheet/2
 
 
 class DossierRedactionSettings(Recorded):

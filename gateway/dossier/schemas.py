@@ -12,6 +12,9 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.dossier.annex_iv_schemas import DossierAnnexIV
+from gateway.dossier.mislabels import DossierMislabels
+from gateway.dossier.production import DossierProduction
 from gateway.dossier.records import (
     DossierAdapterFile,
     DossierCompute,
@@ -531,3 +534,8 @@ class DossierPublic(BaseModel):
     flags: list[ModelFlag]
     cleared_flags: list[ModelClearedFlag]
     audit: DossierAudit
+    production: DossierProduction
+    # EU AI Act Annex IV's nine points, each filled from records or "not recorded"
+    annex_iv: DossierAnnexIV | None = None
+    # Training lines the tuned model disagreed with, their reviews, and lines left out.
+    suspected_mislabels: DossierMislabels | None = None

@@ -18,7 +18,7 @@ from audit.encoding import now_ts
 from gateway.audit_api.service import flush_queue, record_allowed
 from gateway.authz import Authorized
 from gateway.data_sources.models import DataSource
-from gateway.dossier import sections, trail
+from gateway.dossier import annex_iv, mislabels, production, sections, trail
 from gateway.dossier.lineage import build_lineage
 from gateway.dossier.schemas import DOSSIER_FORMAT, DossierPublic
 from gateway.files.models import TrainingFile
@@ -111,6 +111,9 @@ def build(
         audit=trail.audit_section(
             session, state=state, row=row, data_sources=[source.id for source in sources]
         ),
+        production=production.production(session, row, job=job, settings=state.settings),
     )
+    dossier.suspected_mislabels = mislabels.section(session, job=job, evaluation=row.evaluation)
+    dossier.annex_iv = annex_iv.check(dossier)
     _record_export(session, authorized=authorized, dossier=dossier)
     return dossier

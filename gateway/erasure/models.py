@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -27,6 +27,13 @@ class ErasureRequest(SQLModel, table=True):
     decided_by: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
     decided_at: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
     salt_destroyed: bool = Field(default=False)
+    # A background search (gateway.erasure.search): its progress and partial findings,
+    # and which gateway process holds it until when (ms since the epoch).
+    search: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    search_owner: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    search_lease_until: int | None = Field(
+        default=None, sa_column=Column(BigInteger, nullable=True)
+    )
 
 
 class ErasureSalt(SQLModel, table=True):
@@ -38,3 +45,6 @@ class ErasureSalt(SQLModel, table=True):
         sa_column=Column(String(40), ForeignKey("erasure_requests.id"), primary_key=True)
     )
     salt: str = Field(sa_column=Column(String(64), nullable=False))
+    # The identifier itself, only while a background search needs it (so a restarted
+    # gateway can resume): outside the chain, never returned or logged, cleared at the end.
+    pending_subject: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -35,7 +35,7 @@ def create_erasure_request(
 def list_erasure_requests(
     session: SessionDep,
     authorized: Annotated[Authorized, authorize("erasure:*", "list")],
-    status: Literal["open", "decided"] | None = None,
+    status: Literal["searching", "open", "decided"] | None = None,
     after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ErasureRequestsPage:

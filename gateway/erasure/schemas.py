@@ -4,7 +4,7 @@ import re
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.fields import FreeText
 
@@ -64,8 +64,11 @@ class ErasureRequestPublic(BaseModel):
     tenant: str
     subject_sha256: str
     reference: str | None
-    status: Literal["open", "decided"]
+    status: Literal["searching", "open", "decided"]
     findings: dict[str, Any]
+    # a background search's progress: status (queued|running|done|failed), files, lines
+    # and bytes done of their totals, resumptions, times; None for a search done inline
+    search: dict[str, Any] | None = None
     requested_by: str
     requested_at: str
     decision: ErasureDecision | None
@@ -73,6 +76,13 @@ class ErasureRequestPublic(BaseModel):
     decided_by: str | None
     decided_at: str | None
     salt_destroyed: bool
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _progress_only(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # the plan and partial matches are not for readers
+            return {k: v for k, v in value.items() if k not in {"contents", "matches"}}
+        return value
 
 
 class ErasureRequestsPage(BaseModel):

@@ -1,6 +1,10 @@
 """Erasure requests (GDPR Art. 17): find the file versions that mention a data subject,
 record the request, and carry out the decision. Never commits.
 
+The search (gateway.erasure.search) runs inside the filing request while the tenant's
+stored content is at most ``erasure_inline_search_bytes``; above that the request is filed
+as ``searching`` and a background searcher reads the files, with progress, resumably.
+
 The identifier itself is never stored or logged. What is kept, on the request and in the
 audit trail, is HMAC-SHA256(salt, identifier); the salt is a row of its own outside the
 chain, and destroying it (``destroy_salt`` on the decision) leaves nothing that links the
@@ -21,7 +25,7 @@ from sqlmodel import Session, col, select
 from audit.encoding import now_ts
 from gateway.audit_api.service import record_allowed
 from gateway.authz import Authorized
-from gateway.db import read_only
+from gateway.erasure import search
 from gateway.erasure.models import ErasureRequest, ErasureSalt
 from gateway.erasure.schemas import (
     ERASURE_ID,
@@ -31,16 +35,14 @@ from gateway.erasure.schemas import (
 )
 from gateway.errors import Conflict, NotFound
 from gateway.files.models import TrainingFile
-from gateway.files.service import erase_content, stored_content
+from gateway.files.service import erase_content
+from gateway.inference import transcripts as inference_transcripts
 from gateway.jobs.events import add_event
 from gateway.jobs.models import ACTIVE_STATUSES, FineTuningJob
 from gateway.registry.service import flag_models
 from gateway.runtime import Runtime
-from ingest import find_subject_lines
 
 log = structlog.get_logger()
-
-SHOWN_LINES = 100
 
 
 def new_request_id() -> str:
@@ -54,61 +56,28 @@ def subject_digest(salt: str, subject: str) -> str:
     return hmac.new(bytes.fromhex(salt), canonical, hashlib.sha256).hexdigest()
 
 
-def find_files(state: Runtime, *, tenant: str, subject: str) -> dict[str, Any]:
-    """Every stored file version of the tenant whose content mentions ``subject``, read
-    from a snapshot of its own (the scan reads whole files; no write lock is held)."""
-    settings = state.settings
-    matches: list[dict[str, Any]] = []
-    scanned = 0
-    by_path: dict[str, Any] = {}
-    with Session(read_only(state.engine)) as session:
-        rows = session.scalars(
-            select(TrainingFile)
-            .where(
-                col(TrainingFile.tenant) == tenant,
-                col(TrainingFile.content_deleted_at).is_(None),
-                col(TrainingFile.content_sha256).is_not(None),
-            )
-            .order_by(col(TrainingFile.created_at), col(TrainingFile.id))
-        ).all()
-    for row in rows:
-        path = stored_content(settings, row)
-        if path is None:
-            continue
-        key = str(path)
-        if key not in by_path:
-            scanned += 1
-            by_path[key] = find_subject_lines(path, subject) if path.is_file() else None
-        found = by_path[key]
-        if found is None or not found.count:
-            continue
-        matches.append(
-            {
-                "file_id": row.id,
-                "data_source": row.data_source_id,
-                "content_sha256": row.content_sha256,
-                "matching_lines": found.count,
-                "line_numbers": found.lines[:SHOWN_LINES],
-            }
-        )
-    return {"files": matches, "scanned_files": scanned}
-
-
 def create(
     session: Session, *, state: Runtime, authorized: Authorized, body: ErasureRequestCreate
 ) -> ErasureRequest:
     principal = authorized.principal
-    findings = find_files(state, tenant=principal.tenant, subject=body.subject)
+    contents = search.plan(state, tenant=principal.tenant)
+    background = sum(c.bytes for c in contents) > state.settings.erasure_inline_search_bytes
+    findings: dict[str, Any] = (
+        {"files": [], "scanned_files": 0}
+        if background
+        else search.find_files(state, tenant=principal.tenant, subject=body.subject)
+    )
     salt = secrets.token_hex(32)
     request = ErasureRequest(
         id=new_request_id(),
         tenant=principal.tenant,
         subject_sha256=subject_digest(salt, body.subject),
         reference=body.reference,
-        status="open",
+        status="searching" if background else "open",
         findings=findings,
         requested_by=principal.sub,
         requested_at=now_ts(),
+        search=search.new_search(contents) if background else None,
     )
     session.add(request)
     session.flush()
@@ -122,8 +91,14 @@ def create(
             ref=request.id,
             authorized=authorized,
         ),
+        # kept chat transcripts (issue 15) that mention the subject or that they made
+        "transcripts": inference_transcripts.find(
+            session, tenant=principal.tenant, subject=body.subject
+        ),
     }
-    session.add(ErasureSalt(request_id=request.id, salt=salt))
+    # A background search needs the identifier until it ends (gateway.erasure.search).
+    pending = body.subject if background else None
+    session.add(ErasureSalt(request_id=request.id, salt=salt, pending_subject=pending))
     session.flush()
     record_allowed(
         session,
@@ -138,6 +113,8 @@ def create(
                 {key: match[key] for key in ("file_id", "content_sha256", "matching_lines")}
                 for match in findings["files"]
             ],
+            "transcripts": len(request.findings["transcripts"]),
+            "search": "background" if background else "inline",
         },
     )
     log.info(
@@ -145,6 +122,7 @@ def create(
         request_id=request.id,
         files=len(findings["files"]),
         scanned_files=findings["scanned_files"],
+        background=background,
     )
     return request
 
@@ -174,6 +152,11 @@ def decide(
     request = get_in_tenant(
         session, tenant=principal.tenant, request_id=request_id, for_update=True
     )
+    if request.status == "searching":
+        raise Conflict(
+            "the search for this request is still running: decide once it has ended",
+            code="erasure_search_running",
+        )
     if request.status != "open":
         raise Conflict("this erasure request is already decided", code="already_decided")
     erased = (
@@ -181,6 +164,7 @@ def decide(
         if body.decision is ErasureDecision.delete_data
         else []
     )
+    erased_transcripts = _erase_transcripts(session, request=request, decision=body.decision)
     stopped_jobs: list[str] = []
     if erased:
         erased_ids = [item["file_id"] for item in erased]
@@ -224,6 +208,7 @@ def decide(
                 hashlib.sha256(body.reason.encode()).hexdigest() if body.reason else None
             ),
             "erased_files": erased,
+            "erased_transcripts": erased_transcripts,
             "stopped_jobs": stopped_jobs,
             "salt_destroyed": request.salt_destroyed,
         },
@@ -235,6 +220,16 @@ def decide(
         erased_files=len(erased),
     )
     return request
+
+
+def _erase_transcripts(
+    session: Session, *, request: ErasureRequest, decision: ErasureDecision
+) -> int:
+    """delete_data: the kept chat transcripts the request found (gateway.inference) go."""
+    if decision is not ErasureDecision.delete_data:
+        return 0
+    found = list(request.findings.get("transcripts", []))
+    return inference_transcripts.delete(session, tenant=request.tenant, call_ids=found)
 
 
 def _erase_found_files(

@@ -21,6 +21,7 @@ from gateway.config import Settings
 from gateway.executors.audit import record_worker_event
 from gateway.files.models import TrainingFile
 from gateway.files.results import record_result_file
+from gateway.jobs import mislabels
 from gateway.jobs.events import add_event
 from gateway.jobs.models import (
     FLOPS_PER_PARAMETER_TOKEN,
@@ -202,6 +203,8 @@ def _compute(job: FineTuningJob, result: TrainResult) -> dict[str, Any]:
         # from, and the last one's: never the time it was paused (nor work a lost worker
         # did after its last checkpoint, which the next session did again).
         "resumed": bool(job.spec.get("resume_from_checkpoint")),
+        # What scoring the training set for suspected mislabels cost and found (None: off).
+        "suspected_mislabels": mislabels.figures_of(result.suspected_mislabels),
     }
 
 
@@ -245,6 +248,7 @@ def complete_job(
         fail_job(session, job=job, worker_id=worker_id, **refusal)
         return "failed"
     version = _register(session, job, result, files, artifact_dir)
+    _record_mislabels(session, job, result)
     _record_results(session, settings, job, files)
     _register_checkpoints(session, job, version, worker_id)
     _record_success(session, job, result, files, version.id, worker_id)
@@ -322,6 +326,7 @@ def _register(
                 "sha256": row.sha256,
                 "content_sha256": row.content_sha256,
                 "redaction": row.redaction,
+                **_exclusion(job, role),
             }
             for role, row in files
         ],
@@ -344,6 +349,37 @@ def _register(
     job.compute = compute
     session.add(job)
     return version
+
+
+def _exclusion(job: FineTuningJob, role: str) -> dict[str, Any]:
+    """The lineage of lines left out of the training file (exclude_lines_from)."""
+    spec = job.spec or {}
+    if role != "training" or not spec.get("exclude_lines_from"):
+        return {}
+    return {
+        "excluded_lines": list(spec.get("exclude_lines") or []),
+        "excluded_lines_from": spec["exclude_lines_from"],
+    }
+
+
+def _record_mislabels(session: Session, job: FineTuningJob, result: TrainResult) -> None:
+    """The flagged training lines, and the evaluation "with / without" the confirmed-wrong
+    lines when this job left an earlier job's out (gateway.jobs.mislabels)."""
+    flagged = mislabels.record_suspects(session, job=job, report=result.suspected_mislabels)
+    if result.suspected_mislabels is not None:
+        add_event(
+            session,
+            job_id=job.id,
+            message=f"Suspected mislabels: {flagged} training line(s) flagged for review",
+            data={"suspected_mislabels": flagged},
+        )
+    comparison = mislabels.cleaning_comparison(session, job=job, evaluation=result.evaluation)
+    if comparison is not None and result.evaluation is not None:
+        result.evaluation = {**result.evaluation, "cleaning": comparison}
+        version = session.get(ModelVersion, job.fine_tuned_model)
+        if version is not None:
+            version.evaluation = result.evaluation
+            session.add(version)
 
 
 def results_csv(session: Session, job_id: str) -> tuple[bytes, int]:

@@ -439,7 +439,7 @@ def erase_content(
     settings: Settings,
     row: TrainingFile,
     actor: str,
-    erasure_request_id: str,
+    erasure_request_id: str | None,
 ) -> list[TrainingFile]:
     """Erasure: removes the file's content (and fingerprint) from disk, and marks every
     live file of the tenant's source that shares those bytes (they hold the same data).
@@ -447,7 +447,7 @@ def erase_content(
     still resolve. The disk changes before the commit: should the commit fail, a row still
     says "processed" over missing content (reads answer 410), which is visible and
     repeatable; the other order could leave personal data on disk behind a row that says
-    it is gone."""
+    it is gone. Retention (gateway.retention) calls it too, with no erasure request."""
     path = stored_content(settings, row)
     erased = [row]
     if row.content_sha256 is not None:

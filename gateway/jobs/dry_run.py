@@ -211,6 +211,12 @@ def _data_gates(
     source = sources.get(training.data_source_id)
     if source is not None:
         checks.require(gates.enough_examples(training.examples, minimum=source.min_examples))
+        if source.max_conflict_rate is not None:  # a gate the source sets, recorded when it does
+            checks.require(
+                gates.conflict_rate(
+                    training.id, datasheet=training.report, maximum=source.max_conflict_rate
+                )
+            )
     if validation is None:
         return
     settings = checks.state.settings
@@ -219,7 +225,12 @@ def _data_gates(
         training_path, validation_path = paths
         assert training_path is not None and validation_path is not None
         checks.require(
-            gates.no_overlap(fingerprint_path(training_path), fingerprint_path(validation_path))
+            gates.no_overlap(
+                fingerprint_path(training_path),
+                fingerprint_path(validation_path),
+                threshold=source.overlap_threshold if source else gates.DEFAULT_OVERLAP_THRESHOLD,
+                max_lines=source.max_overlapping_lines if source else 0,
+            )
         )
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from gateway.errors import Forbidden, GatewayError, InvalidRequest, TooManyRequests
 from ingest import min_examples_gate, overlap_gate
+from ingest.dedup import DEFAULT_THRESHOLD as DEFAULT_OVERLAP_THRESHOLD
+from ingest.dedup import FingerprintError
 
 TRAINABLE_PURPOSE = "fine-tune"
 
@@ -161,21 +163,107 @@ def enough_examples(examples: int, *, minimum: int) -> Outcome:
     )
 
 
-def no_overlap(training_fingerprint: Path, validation_fingerprint: Path) -> Outcome:
-    """No validation example repeats a training example, exactly or nearly."""
-    result = overlap_gate(
-        training_fingerprint=training_fingerprint, validation_fingerprint=validation_fingerprint
-    )
-    figures = {key: result.details[key] for key in ("overlapping_lines", "max_overlapping_lines")}
+def no_overlap(
+    training_fingerprint: Path,
+    validation_fingerprint: Path,
+    *,
+    threshold: float = DEFAULT_OVERLAP_THRESHOLD,
+    max_lines: int = 0,
+) -> Outcome:
+    """No more than ``max_lines`` validation examples repeat training examples, exactly or
+    with similarity >= ``threshold`` (the training file's data source sets both). The
+    figures state the tolerance applied; a refusal names the lines (validation line,
+    training line, similarity), the first ``dedup.SHOWN`` of each kind."""
+    try:
+        result = overlap_gate(
+            training_fingerprint=training_fingerprint,
+            validation_fingerprint=validation_fingerprint,
+            threshold=threshold,
+            max_overlapping_lines=max_lines,
+        )
+    except FingerprintError as exc:  # made by an older upload (another shingling): a 400
+        return Outcome(
+            "train_validation_overlap",
+            refusal=InvalidRequest(
+                f"a file's near-duplicate fingerprint is outdated ({exc}): upload it again",
+                code="fingerprint_outdated",
+                param="validation_file",
+            ),
+        )
+    figures = {
+        "overlapping_lines": result.details["overlapping_lines"],
+        "max_overlapping_lines": max_lines,
+        "threshold": threshold,
+    }
     if result.passed:
         return Outcome(result.gate, figures)
+    matches = sorted(
+        (
+            {"validation_line": pair["line"], "training_line": pair["of_line"], **extra}
+            | {"similarity": pair["similarity"]}
+            for kind, extra in (("exact", {"exact": True}), ("near", {"exact": False}))
+            for pair in result.details[kind]["pairs"]
+        ),
+        key=lambda match: match["validation_line"],
+    )
+    shown = ", ".join(
+        f"{m['validation_line']}~{m['training_line']} ({m['similarity']})" for m in matches[:5]
+    )
     return Outcome(
         result.gate,
         refusal=InvalidRequest(
-            result.message,
+            f"{result.message}; validation~training lines: {shown}",
             code=result.code or result.gate,
             param="validation_file",
-            details=figures,
+            details={**figures, "matches": matches},
+        ),
+    )
+
+
+def conflict_rate(
+    file_id: str, *, datasheet: dict[str, Any] | None, maximum: float | None
+) -> Outcome:
+    """The training file's share of examples in conflict groups (same or near-same prompt,
+    different answers: ingest.conflicts) stays at or under the data source's
+    ``max_conflict_rate``. No gate where the source sets none; a datasheet made before
+    conflicts were found (no ``conflicts`` entry) is refused when a gate is set."""
+    if maximum is None:
+        return Outcome("conflicts", {"max_conflict_rate": None})
+    found = (datasheet or {}).get("conflicts")
+    if not isinstance(found, dict):
+        return Outcome(
+            "conflicts",
+            refusal=InvalidRequest(
+                f"file {file_id} was analysed before conflicting answers were looked for; "
+                "upload it again to apply the data source's max_conflict_rate",
+                code="conflicts_not_analysed",
+                param="training_file",
+                details={"file_id": file_id, "max_conflict_rate": maximum},
+            ),
+        )
+    rate = float(found.get("rate") or 0.0)
+    figures = {
+        "conflict_rate": rate,
+        "max_conflict_rate": maximum,
+        "conflict_groups": int(found.get("groups") or 0),
+        "conflicting_lines": int(found.get("lines") or 0),
+    }
+    if rate <= maximum:
+        return Outcome("conflicts", figures)
+    groups = [
+        {"lines": group.get("lines", []), "similarity": group.get("similarity")}
+        for group in found.get("shown", [])
+    ]
+    named = "; ".join("lines " + ", ".join(map(str, group["lines"][:6])) for group in groups[:5])
+    return Outcome(
+        "conflicts",
+        refusal=InvalidRequest(
+            f"{figures['conflicting_lines']} of {found.get('examples', 0)} examples of file "
+            f"{file_id} ({rate:.2%}) are in {figures['conflict_groups']} groups of the same "
+            f"prompt with different answers; the data source allows {maximum:.2%}: {named}",
+            code="too_many_conflicts",
+            param="training_file",
+            details={**figures, "file_id": file_id, "groups": groups},
         ),
     )
 

@@ -12,7 +12,7 @@ from sse_starlette.sse import EventSourceResponse
 from gateway.authz import Authorized
 from gateway.deps import SessionDep, StateDep, authorize
 from gateway.errors import InvalidRequest
-from gateway.jobs import service
+from gateway.jobs import mislabels, service
 from gateway.jobs.models import FINAL_STATUSES
 from gateway.jobs.schemas import (
     JobCheckpointPublic,
@@ -22,6 +22,9 @@ from gateway.jobs.schemas import (
     JobEventsPage,
     JobPublic,
     JobsPage,
+    MislabelReview,
+    SuspectedMislabelPublic,
+    SuspectedMislabelsPage,
 )
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning jobs"])
@@ -192,3 +195,52 @@ def list_job_checkpoints(
         first_id=data[0].id if data else None,
         last_id=data[-1].id if data else None,
     )
+
+
+# --- suspected mislabels (gateway.jobs.mislabels) ---------------------------------------------
+
+
+@router.get("/{job_id}/suspected_mislabels", response_model=SuspectedMislabelsPage)
+def list_suspected_mislabels(
+    job_id: JobId,
+    session: SessionDep,
+    authorized: Annotated[Authorized, authorize("job:{job_id}", "read")],
+    after: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> SuspectedMislabelsPage:
+    """Training lines the tuned model disagrees with, in line order (keyset paging)."""
+    job = service.get_in_tenant(session, tenant=authorized.principal.tenant, job_id=job_id)
+    rows, has_more = mislabels.list_page(session, job=job, after=after, limit=limit)
+    data = [SuspectedMislabelPublic.of(row) for row in rows]
+    return SuspectedMislabelsPage(
+        data=data,
+        has_more=has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.post(
+    "/{job_id}/suspected_mislabels/{line_id}/review", response_model=SuspectedMislabelPublic
+)
+def review_suspected_mislabel(
+    job_id: JobId,
+    line_id: Annotated[str, Path(max_length=40)],
+    body: MislabelReview,
+    session: SessionDep,
+    authorized: Annotated[
+        Authorized,
+        authorize("ds:{data_source}", "review", resolve=mislabels.data_source_of),
+    ],
+) -> SuspectedMislabelPublic:
+    """A data owner of the line's data source (``review`` on it) marks the line
+    reviewed-correct or confirmed-wrong; audited."""
+    row = mislabels.review(
+        session,
+        authorized=authorized,
+        job_id=job_id,
+        line_id=line_id,
+        verdict=body.verdict,
+        reason=body.reason,
+    )
+    return SuspectedMislabelPublic.of(row)

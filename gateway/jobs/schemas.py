@@ -131,6 +131,15 @@ class EvaluationIn(BaseModel):
     few_shot_examples: int = Field(3, ge=0, le=32)
 
 
+class MislabelsIn(BaseModel):
+    """Suspected-mislabel scoring after training (trainer.spec.MislabelSpec)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    z_threshold: float = Field(3.5, gt=0.0, le=100.0)
+
+
 class WandbIn(BaseModel):
     """OpenAI's Weights and Biases integration settings (stored and echoed; tunegate
     reports to no external service)."""
@@ -167,6 +176,9 @@ class JobCreate(BaseModel):
     purpose: Purpose | None = None
     lora: LoraIn = Field(default_factory=LoraIn)
     evaluation: EvaluationIn = Field(default_factory=EvaluationIn)
+    # Suspected mislabels: a job whose confirmed-wrong lines (same training file) are left out.
+    exclude_lines_from: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    mislabels: MislabelsIn = Field(default_factory=MislabelsIn)
 
     @model_validator(mode="after")
     def _one_place_for_hyperparameters(self) -> JobCreate:
@@ -239,6 +251,10 @@ class JobPublic(BaseModel):
     decisions: list[dict[str, Any]]
     created_by: str
     cancel_requested: bool
+    # Suspected mislabels: lines flagged after training (None: not scored), and the lines
+    # this job left out as confirmed wrong by an earlier job's review.
+    suspected_mislabels_count: int | None = None
+    excluded_lines: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, job: Any) -> JobPublic:
@@ -273,7 +289,22 @@ class JobPublic(BaseModel):
             decisions=job.decisions,
             created_by=job.created_by,
             cancel_requested=job.cancel_requested,
+            suspected_mislabels_count=count_of(job),
+            excluded_lines=excluded_lines_of(job),
         )
+
+
+def count_of(job: Any) -> int | None:
+    """The lines flagged after training, from the job's compute figures."""
+    figures = (getattr(job, "compute", None) or {}).get("suspected_mislabels")
+    return int(figures["flagged"]) if figures else None
+
+
+def excluded_lines_of(job: Any) -> dict[str, Any] | None:
+    spec = getattr(job, "spec", None) or {}
+    if not spec.get("exclude_lines_from"):
+        return None
+    return {"from_job": spec["exclude_lines_from"], "lines": list(spec.get("exclude_lines") or [])}
 
 
 def method_of(job: Any) -> dict[str, Any]:
@@ -363,6 +394,64 @@ class JobCheckpointPublic(BaseModel):
 class JobCheckpointsPage(BaseModel):
     object: Literal["list"] = "list"
     data: list[JobCheckpointPublic]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class MislabelReview(BaseModel):
+    """A data owner's verdict on a flagged line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["reviewed_correct", "confirmed_wrong"]
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class SuspectedMislabelPublic(BaseModel):
+    """One training line the tuned model disagrees with: the loss outlier's robust z-score,
+    why it was flagged (the field, for a structured disagreement), the label (the line's
+    assistant answer) and the model's greedy answer where one was generated."""
+
+    object: Literal["fine_tuning.job.suspected_mislabel"] = "fine_tuning.job.suspected_mislabel"
+    id: str
+    job_id: str
+    file_id: str
+    line: int
+    score: float
+    loss: float
+    reason: str
+    field: str | None
+    label: str
+    model_answer: str | None
+    review_status: str
+    reviewed_by: str | None
+    reviewed_at: int | None
+    review_reason: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> SuspectedMislabelPublic:
+        return cls(
+            id=row.id,
+            job_id=row.job_id,
+            file_id=row.file_id,
+            line=row.line,
+            score=row.score,
+            loss=row.loss,
+            reason=row.reason,
+            field=row.field,
+            label=row.label,
+            model_answer=row.model_answer,
+            review_status=row.review_status,
+            reviewed_by=row.reviewed_by,
+            reviewed_at=row.reviewed_at,
+            review_reason=row.review_reason,
+        )
+
+
+class SuspectedMislabelsPage(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SuspectedMislabelPublic]
     has_more: bool
     first_id: str | None = None
     last_id: str | None = None

@@ -26,7 +26,7 @@ from gateway.data_sources.service import get_in_tenant as get_source
 from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.files.models import TrainingFile
 from gateway.files.service import get_in_tenant_file, stored_content
-from gateway.jobs import gates
+from gateway.jobs import gates, mislabels
 from gateway.jobs.gates import Outcome
 from gateway.jobs.models import FLOPS_PER_PARAMETER_TOKEN, FineTuningJob
 from gateway.jobs.schemas import JobCreate
@@ -201,6 +201,7 @@ def plan(reads: Session, checks: Checks, *, body: JobCreate, tenant: str) -> Pla
         purpose=body.resolved_purpose,
     )
     _check_data(state, checks, training=training, validation=validation, sources=sources)
+    exclusion = _exclusion(reads, checks, body=body, tenant=tenant, training=training)
     hyperparameters = body.requested_hyperparameters.model_dump()
     job_id = new_job_id()
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
@@ -226,8 +227,23 @@ def plan(reads: Session, checks: Checks, *, body: JobCreate, tenant: str) -> Pla
             lora=lora,
             body=body,
             seed=seed,
+            exclusion=exclusion,
         ),
     )
+
+
+def _exclusion(
+    session: Session, checks: Checks, *, body: JobCreate, tenant: str, training: TrainingFile
+) -> dict[str, Any]:
+    """exclude_lines_from: the source job's confirmed-wrong lines of this training file,
+    read under ``read`` on that job (gateway.jobs.mislabels)."""
+    if body.exclude_lines_from is None:
+        return {}
+    lines = mislabels.confirmed_wrong_lines(
+        session, tenant=tenant, source_job_id=body.exclude_lines_from, training_file=training.id
+    )
+    checks.allow(f"job:{body.exclude_lines_from}", "read")
+    return {"exclude_lines": lines, "exclude_lines_from": body.exclude_lines_from}
 
 
 def _resolve_model(
@@ -345,15 +361,27 @@ def _check_data(
     validation: TrainingFile | None,
     sources: dict[str, DataSource],
 ) -> None:
-    minimum = sources[training.data_source_id].min_examples
+    source = sources[training.data_source_id]
+    minimum = source.min_examples
     checks.require(gates.enough_examples(training.examples, minimum=minimum))
+    if source.max_conflict_rate is not None:  # a gate the source sets, recorded when it does
+        checks.require(
+            gates.conflict_rate(
+                training.id, datasheet=training.report, maximum=source.max_conflict_rate
+            )
+        )
     if validation is None:
         return
     training_path = stored_content(state.settings, training)
     validation_path = stored_content(state.settings, validation)
     assert training_path is not None and validation_path is not None  # the file gate held
     checks.require(
-        gates.no_overlap(fingerprint_path(training_path), fingerprint_path(validation_path))
+        gates.no_overlap(
+            fingerprint_path(training_path),
+            fingerprint_path(validation_path),
+            threshold=source.overlap_threshold,
+            max_lines=source.max_overlapping_lines,
+        )
     )
 
 
@@ -407,6 +435,7 @@ def train_spec(
     lora: dict[str, Any],
     body: JobCreate,
     seed: int,
+    exclusion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     settings = state.settings
     spec: dict[str, Any] = {
@@ -421,6 +450,8 @@ def train_spec(
         "method": body.training_method,
         "dpo": {"beta": body.dpo_beta},
         **checkpoint_policy(settings),
+        "mislabels": body.mislabels.model_dump(),
+        **(exclusion or {}),
     }
     if parent is not None:
         spec["init_adapter_dir"] = parent.artifact_dir

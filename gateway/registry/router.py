@@ -55,6 +55,15 @@ def list_models(
     include_deleted: Annotated[
         bool, Query(description="also fine-tuned versions whose adapter was deleted")
     ] = False,
+    callable_: Annotated[
+        bool,
+        Query(
+            alias="callable",
+            description="only the models the caller may call through /v1/chat/completions "
+            "(policy `infer`; production versions, candidates it asked for or reviews, active "
+            "base models)",
+        ),
+    ] = False,
     after: Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9._@:-]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ModelsPage:
@@ -70,6 +79,7 @@ def list_models(
         after=after,
         limit=limit,
         include_deleted=include_deleted,
+        callable_only=callable_,
     )
     return ModelsPage(
         data=[_public(row) for row in rows],

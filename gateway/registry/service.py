@@ -96,12 +96,15 @@ def _fine_tuned_visible(
     include_deleted: bool,
     after: str | None,
     limit: int,
+    callable_only: bool = False,
 ) -> tuple[list[ModelVersion], bool]:
     principal = authorized.principal
 
     def wanted(row: ModelVersion) -> bool:
         if flagged is not None and bool(row.flags) != flagged:
             return False
+        if callable_only:
+            return _callable(state, principal, row)
         return allows(state.policy, principal, policy_object(row.id), VISIBLE_WITH)
 
     query = select(ModelVersion).where(col(ModelVersion.tenant) == principal.tenant)
@@ -119,6 +122,22 @@ def _fine_tuned_visible(
     )
 
 
+CALL_WITH = "infer"
+
+
+def _callable(state: Runtime, principal: Principal, row: ModelVersion) -> bool:
+    """What /v1/chat/completions would serve the caller (gateway.inference.resolve): `infer`
+    on a production version, or on a candidate the caller asked for or may review."""
+    if row.deleted_at is not None or row.flags or row.status == "retired":
+        return False
+    if not allows(state.policy, principal, policy_object(row.id), CALL_WITH):
+        return False
+    return row.status == "production" or (
+        principal.sub == row.requested_by
+        or allows(state.policy, principal, policy_object(row.id), "approve")
+    )
+
+
 def _row_id(row: RegisteredBaseModel | ModelVersion) -> str:
     return row.name if isinstance(row, RegisteredBaseModel) else row.id
 
@@ -133,14 +152,20 @@ def list_visible(
     after: str | None,
     limit: int,
     include_deleted: bool = False,
+    callable_only: bool = False,
 ) -> tuple[list[RegisteredBaseModel | ModelVersion], str | None]:
     """Base models and the tenant's fine-tuned versions the caller may read, in id order
     (base names never start with "ft:", so the two never collide). Base models carry no
     production state and no flags: a filter on those leaves them out. Deleted versions are
-    left out (as OpenAI's list does) unless asked for."""
+    left out (as OpenAI's list does) unless asked for. ``callable_only``: only what the
+    caller may call through /v1/chat/completions (`infer`; active base models, servable
+    versions)."""
     rows: list[RegisteredBaseModel | ModelVersion] = []
     more = False
     base_status = status if status in (None, "active", "retired") else "none"
+    if callable_only:
+        base_status = "active" if base_status in (None, "active") else "none"
+        include_deleted = False
     if base_status != "none" and not flagged:
         bases, next_base = base_models.list_visible(
             session,
@@ -150,6 +175,11 @@ def list_visible(
             after=after,
             limit=limit,
         )
+        if callable_only:
+            principal = authorized.principal
+            bases = [
+                b for b in bases if allows(state.policy, principal, f"base:{b.name}", CALL_WITH)
+            ]
         rows.extend(bases)
         more = more or next_base is not None
     if status != "active":
@@ -162,6 +192,7 @@ def list_visible(
             include_deleted=include_deleted,
             after=after,
             limit=limit,
+            callable_only=callable_only,
         )
         rows.extend(tuned)
         more = more or tuned_more

@@ -22,6 +22,8 @@ MILESTONES = (
     "carol exports the dossier",
     "carol verifies the audit chain: ok,",
     "is proven offline against the checkpoint",
+    "calls the production model with the openai SDK",
+    "answer:",
 )
 
 

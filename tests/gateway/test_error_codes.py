@@ -53,6 +53,7 @@ MIN_DISTINCT = {"api": 127, "job": 14}
 PASS_THROUGHS = {
     ("gateway/deps.py", "exc.reason"): "security.Reason",
     ("gateway/error_handlers.py", "exc.code"): "a GatewayError's code",
+    ("gateway/inference/service.py", "exc.code"): "a GatewayError's code, its bytes hashed",
     ("gateway/error_handlers.py", "code"): "_http_error's status table",
     ("gateway/executors/run.py", "refused.code"): "JobRefused codes",
     ("gateway/executors/run.py", "code"): "_describe: _ERROR_CODES and its default",

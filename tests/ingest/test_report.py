@@ -41,7 +41,7 @@ class TestDatasheet:
         examples[20] = examples[5]
         report = run_ingest(jsonl(*examples)).report
         data = report.to_dict()
-        assert data["schema"] == "tunegate.datasheet/1"
+        assert data["schema"] == "tunegate.datasheet/2"
         assert data["examples"] == 40 and data["format"] == "chat"
         assert data["roles"] == {"system": 1, "user": 40, "assistant": 40}
         assert data["tokenizer"] == APPROXIMATION

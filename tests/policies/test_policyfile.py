@@ -24,7 +24,7 @@ KIND = st.sampled_from(sorted(ACTIONS_BY_KIND))
 @st.composite
 def grant(draw, tenant: str) -> Rule:
     kind = draw(KIND)
-    if kind in ("policy", "audit", "tenant"):
+    if kind in ("policy", "audit", "tenant", "compliance"):
         obj = kind
     else:
         obj = draw(st.one_of(st.just(f"{kind}:*"), _ID.map(lambda v: f"{kind}:{v}")))

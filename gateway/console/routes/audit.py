@@ -143,11 +143,15 @@ def proof_bundle(
     seq: Annotated[int, Path(ge=1, le=2**53 - 1)],
 ) -> Response:
     checkpoint = service.latest_checkpoint(session, state=state, authorized=authorized)
+    note = checkpoint.pop("signed_note")
     proof = service.inclusion_proof(
-        session, state=state, authorized=authorized, seq=seq, tree_size=checkpoint.tree_size
+        session, state=state, authorized=authorized, seq=seq, tree_size=checkpoint["tree_size"]
     )
     bundle = exports.proof_bundle(
-        proof=proof, checkpoint=checkpoint.to_json(), public_key_pem=state.signer.public_key_pem()
+        proof=proof,
+        checkpoint=checkpoint,
+        signed_note=note,
+        public_key_pem=state.signer.public_key_pem(),
     )
     return Response(
         bundle,

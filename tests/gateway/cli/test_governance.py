@@ -17,7 +17,13 @@ __all__ = ["config_dir"]
 
 @pytest.fixture(scope="module")
 def cli(databases, tmp_path_factory, config_dir):
-    settings = cli_settings(databases, tmp_path_factory)
+    # Erasure searches run in the background here, so `erasure request` follows one.
+    settings = cli_settings(
+        databases,
+        tmp_path_factory,
+        erasure_inline_search_bytes=0,
+        erasure_search_poll_seconds=0.1,
+    )
     with serving(settings) as url:
         tool = Cli(url, settings, config_dir)
         cast(tool)
@@ -154,10 +160,12 @@ class TestErasure:
         assert asked.exit_code == 0, asked.stderr
         request = json.loads(asked.stdout)
         assert [f["file_id"] for f in request["findings"]["files"]] == [uploaded["file"]["id"]]
+        assert request["status"] == "open" and request["search"]["status"] == "done"
         assert "order 7" not in asked.stdout  # only a salted hash of the subject is kept
         assert request["id"] in cli("erasure", "status", as_="carol").stdout
         shown = cli("erasure", "status", request["id"], as_="carol")
         assert uploaded["file"]["id"] in shown.stdout
+        assert "files_total: 1" in shown.stdout
         decided = cli(
             "--json",
             "erasure",

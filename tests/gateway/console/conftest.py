@@ -29,9 +29,11 @@ def csrf_of(page_html: str) -> str:
     return match.group(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for every journey (each opens its own contexts)."""
+    """One headless Chromium per module of journeys (each opens its own contexts). Not per
+    session: while Playwright's sync API runs, the worker's thread counts as inside a
+    running event loop, and the modules that call asyncio.run would fail after it."""
     from playwright.sync_api import sync_playwright
 
     from tests.gateway.console.browsing import CHROMIUM

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.dossier import markdown
+from gateway.dossier import annex_iv, markdown, mislabels
 from gateway.dossier.schemas import DossierPublic
 
 HEADINGS = [
@@ -16,6 +16,9 @@ HEADINGS = [
     "## 8. Lineage",
     "## 9. Flags",
     "## 10. Audit trail",
+    "## 11. Use in production",
+    "## 12. Suspected mislabels",
+    "## Annex IV checklist",
 ]
 
 
@@ -36,8 +39,11 @@ def _parts(dossier: DossierPublic) -> list[list[str]]:
         markdown.render_evaluation(dossier.evaluation),
         markdown.render_approvals(dossier.approvals),
         markdown.render_lineage(dossier.lineage),
-        markdown.render_flags(dossier.flags),
+        markdown.render_flags(dossier.flags, dossier.cleared_flags),
         markdown.render_audit(dossier.audit),
+        markdown.render_production(dossier.production),
+        mislabels.render(dossier.suspected_mislabels, markdown._table),
+        annex_iv.render(dossier.annex_iv),
     ]
 
 

@@ -22,6 +22,7 @@ SECTIONS = {
     "approvals": schemas.DossierApprovals,
     "lineage": schemas.LineagePublic,
     "audit": schemas.DossierAudit,
+    "production": schemas.DossierProduction,
 }
 LISTS = {
     "preparation": {schemas.DossierPreparedFile, schemas.DossierUnheldFile},
@@ -132,8 +133,8 @@ class TestADossier:
         assert dossier.training.compute.estimate is not None
         assert dossier.evaluation.report is not None and dossier.evaluation.report.verdict
         datasheet = dossier.data.files[0].datasheet
-        assert datasheet is not None and datasheet.schema_ == "tunegate.datasheet/1"
-        assert body["data"]["files"][0]["datasheet"]["schema"] == "tunegate.datasheet/1"
+        assert datasheet is not None and datasheet.schema_ == "tunegate.datasheet/2"
+        assert body["data"]["files"][0]["datasheet"]["schema"] == "tunegate.datasheet/2"
 
     def test_a_record_quotes_its_row_as_written(self, client, people, trained):
         """The registry's factories write smaller, older shapes than the worker: they come

@@ -1,0 +1,1 @@
+"""Governed inference of tuned models: `/v1/chat/completions` behind policy, limits and audit."""
