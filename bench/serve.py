@@ -6,12 +6,24 @@
    serving them one after another (goal >= 2x aggregate).
 2. Gateway overhead per call (auth, policy, limits, audit event) over the noop backend,
    through the real ASGI app (httpx ASGI transport, lifespan included), against a bare
-   FastAPI endpoint that hands the same body to the same noop backend: p50 / p99 of the
-   difference (goal p50 <= 3 ms, p99 <= 10 ms).
-3. Audit throughput under inference load: concurrent calls through the gateway with the noop
-   backend on SQLite, beside the bare endpoint under the same load; afterwards every call's
-   ``inference.call`` event is counted (goal: events == calls) and the chain verified
-   (audit.verify.verify_chain, checkpoints included). Goal >= 2,000 calls/s recorded.
+   FastAPI endpoint that hands the same body to the same noop backend, the bare endpoint
+   and the gateway taking turns call by call so that both meet the same load: p50 / p99
+   of the difference (goal p50 <= 3 ms, p99 <= 10 ms), for both settings of
+   ``INFERENCE_AWAIT_RECORD`` (on, the default: the answer waits for its record's commit;
+   off: the record is written behind the answer). Both gateways serve one database.
+3. Audit throughput under inference load: 16 concurrent clients through the gateway with
+   the noop backend on SQLite, beside the bare endpoint, in both modes, the three taking
+   turns in bursts of a quarter of the calls so that they meet the same load; driven twice:
+   through httpx's ASGI transport (the client's work shares the process) and by calling
+   the ASGI app directly (the server side alone; no socket, no HTTP parsing), the bare
+   endpoint driven alike. A call counts once its record is committed (mode off: each
+   burst's clock runs until the writer committed its last record). The request handling
+   of this one process (one event loop, one GIL) bounds that figure; so the recorder
+   itself (usage writer + audit sequencer) is measured too: handed call records as the
+   gateway builds them, at once, and again while the gateway serves 16 clients.
+   Afterwards every ``inference.call`` event is counted (goal: events == calls + records)
+   and the chain verified (audit.verify.verify_chain, checkpoints included). Goal >= 2,000
+   calls/s recorded.
 4. Switching between 20 adapters of one base model (adapter cache 8) in random order: p50
    swap time on a cache hit (lookup, activate) and on a miss (read, sha256 as the registry
    hashes, weights copied into the evicted adapter's slot, activate), beside plain peft's
@@ -351,18 +363,18 @@ class Gateway:
 
 
 async def drive(app: Any, body: dict, headers: dict, calls: int, concurrency: int) -> list[float]:
+    """``calls`` POSTs from ``concurrency`` clients; each call's latency. Raises on any
+    answer but 200."""
     import httpx
 
     latencies: list[float] = []
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(calls):
-            queue.put_nowait(i)
+        left = [calls]
 
         async def worker() -> None:
-            while not queue.empty():
-                queue.get_nowait()
+            while left[0] > 0:
+                left[0] -= 1
                 started = time.perf_counter()
                 response = await client.post("/v1/chat/completions", json=body, headers=headers)
                 latencies.append(time.perf_counter() - started)
@@ -370,6 +382,106 @@ async def drive(app: Any, body: dict, headers: dict, calls: int, concurrency: in
                     raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def asgi_drive(
+    app: Any, body: dict, headers: dict, calls: int, concurrency: int
+) -> list[float]:
+    """As ``drive``, with no HTTP client: each call is the ASGI app called directly with
+    the request's scope, body and headers, so that the process spends its time on the
+    server side alone (what a gateway behind a real server does, minus the socket and the
+    HTTP parsing). Raises on any answer but 200."""
+    import json
+
+    payload = json.dumps(body).encode()
+    raw_headers = [
+        (b"host", b"bench"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+    ]
+    path = "/v1/chat/completions"
+    latencies: list[float] = []
+    left = [calls]
+
+    async def one() -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": list(raw_headers),
+            "client": ("127.0.0.1", 50000),
+            "server": ("bench", 80),
+        }
+        finished = asyncio.Event()
+        sent = [False]
+        status = [0]
+        answer: list[bytes] = []
+
+        async def receive() -> dict:
+            if not sent[0]:
+                sent[0] = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    finished.set()
+
+        await app(scope, receive, send)
+        finished.set()
+        if status[0] != 200:
+            raise RuntimeError(f"{status[0]}: {b''.join(answer)[:300]!r}")
+
+    async def worker() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            started = time.perf_counter()
+            await one()
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def interleaved(
+    apps: dict[str, Any], body: dict, headers: dict, calls: int
+) -> dict[str, list[float]]:
+    """``calls`` sequential calls to each app, taking turns call by call (the order rotated
+    each round), so that every app meets the same load of a shared machine."""
+    import httpx
+
+    latencies: dict[str, list[float]] = {name: [] for name in apps}
+    clients = {
+        name: httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+        for name, app in apps.items()
+    }
+    names = list(apps)
+    try:
+        for round_ in range(calls):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                started = time.perf_counter()
+                response = await clients[name].post(
+                    "/v1/chat/completions", json=body, headers=headers
+                )
+                latencies[name].append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+    finally:
+        for client in clients.values():
+            await client.aclose()
     return latencies
 
 
@@ -418,106 +530,275 @@ def bare_app() -> Any:
     return app
 
 
-def bench_gateway(work: Path, base_dir: Path, calls: int, latency_calls: int) -> None:
+BODY = {
+    "model": "tiny-bench",
+    "messages": [{"role": "user", "content": "What is the total of invoice 1042?"}],
+    "max_tokens": 8,
+}
+MODES = {"on": True, "off": False}  # inference_await_record
+
+
+async def register(app: Any, base_dir: Path, admin: dict) -> None:
+    """The tiny base model registered and `bench` granted `infer` on it, through the API."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        response = await client.post(
+            "/v1/base_models",
+            json={
+                "name": "tiny-bench",
+                "license": "apache-2.0",
+                "source": {"directory": str(base_dir)},
+            },
+            headers=admin,
+        )
+        assert response.status_code == 201, response.text
+        rule = ["user:bench", "default", "base:tiny-bench", "infer", "allow"]
+        response = await client.post(
+            "/v1/policies/rules", json={"rules": [{"ptype": "p", "values": rule}]}, headers=admin
+        )
+        assert response.status_code == 201, response.text
+
+
+def call_records(app: Any, headers: dict, count: int) -> list[Any]:
+    """``count`` call records as the gateway builds them for a served call (the same
+    principal, decision, usage row and audit event), for the recorder alone."""
+    import hashlib
+    import secrets
+
+    from gateway.authz import Authorized, decide
+    from gateway.inference.service import Call
+
+    state = app.state.gateway
+    principal = state.token_verifier.verify(headers["Authorization"])
+    authorized = decide(
+        state.policy, principal, "base:tiny-bench", "infer", route="/bench", method="POST"
+    )
+    assert isinstance(authorized, Authorized), authorized
+    records = []
+    for index in range(count):
+        call = Call(
+            id=f"chatcmpl-{secrets.token_hex(12)}",
+            authorized=authorized,
+            named="tiny-bench",
+            request_sha256=hashlib.sha256(str(index).encode()).hexdigest(),
+            started=time.perf_counter(),
+            created_at=int(time.time()),
+            version_id="tiny-bench",
+            base_model="tiny-bench",
+            purpose="unspecified",
+            role="base",
+            prompt_tokens=12,
+            completion_tokens=8,
+        )
+        records.append(
+            call.record(outcome="ok", status=200, response_sha256="0" * 64, text="x " * 8)
+        )
+    return records
+
+
+async def recorder_alone(writer: Any, records: list[Any]) -> float:
+    """Records committed per second when the writer is handed ``records`` at once."""
+    started = time.perf_counter()
+    for record in records:
+        writer.submit(record)
+    await asyncio.to_thread(writer.wait_idle, 300.0)
+    return len(records) / (time.perf_counter() - started)
+
+
+async def recorder_under_load(
+    app: Any, records: list[Any], body: dict, headers: dict, calls: int
+) -> tuple[float, float, int]:
+    """The writer kept fed from ``records`` (a backlog of two batches at most) while 16
+    clients call through the gateway: (records committed per second, of them the calls'
+    share, records fed)."""
+    writer = app.state.gateway.inference_runtime().writer
+    done = asyncio.Event()
+    fed = [0]
+
+    async def feed() -> None:
+        while not done.is_set() and fed[0] < len(records):
+            while writer.backlog < 2 * writer.max_batch and fed[0] < len(records):
+                writer.submit(records[fed[0]])
+                fed[0] += 1
+            await asyncio.sleep(0.002)
+
+    before = writer.written
+    started = time.perf_counter()
+    feeder = asyncio.create_task(feed())
+    await drive(app, body, headers, calls, 16)
+    done.set()
+    await feeder
+    await asyncio.to_thread(writer.wait_idle, 300.0)
+    elapsed = time.perf_counter() - started
+    return (writer.written - before) / elapsed, calls / elapsed, fed[0]
+
+
+DRIVERS = {"httpx": drive, "asgi": asgi_drive}
+
+
+async def throughput(
+    apps: dict[str, Any], bare: Any, headers: dict, calls: int, rounds: int = 4
+) -> dict:
+    """Calls per second from 16 clients, through each driver, for the bare endpoint and
+    each mode, in ``rounds`` bursts taking turns (so that all meet the same load of a
+    shared machine). A call counts as recorded once its usage row and audit event are
+    committed (mode on: before its answer; mode off: each burst's clock runs until the
+    writer committed its last record)."""
+    spent: dict[str, float] = {}
+    burst = calls // rounds
+    for name, run in DRIVERS.items():
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await run(bare, BODY, headers, burst, 16)
+            _add(spent, f"{name} bare", time.perf_counter() - started)
+            for mode, app in apps.items():
+                writer = app.state.gateway.inference_runtime().writer
+                started = time.perf_counter()
+                await run(app, BODY, headers, burst, 16)
+                _add(spent, f"{name} {mode} answered", time.perf_counter() - started)
+                await asyncio.to_thread(writer.wait_idle, 300.0)
+                _add(spent, f"{name} {mode}", time.perf_counter() - started)
+    return {key: burst * rounds / seconds for key, seconds in spent.items()}
+
+
+def _add(spent: dict[str, float], key: str, seconds: float) -> None:
+    spent[key] = spent.get(key, 0.0) + seconds
+
+
+def count_and_verify(gateway: Gateway) -> tuple[int, Any]:
     from sqlalchemy import text
 
     from audit.checkpoints import load_signer
     from audit.verify import verify_chain
+
+    with gateway.engine.connect() as connection:
+        events = connection.execute(
+            text("SELECT count(*) FROM audit_events WHERE action = 'inference.call'")
+        ).scalar_one()
+    signer = load_signer(gateway.settings.effective_signing_key_path)
+    return int(events), verify_chain(gateway.engine, public_key_pem=signer.public_key_pem())
+
+
+def bench_gateway(
+    work: Path, base_dir: Path, calls: int, latency_calls: int, recorder_calls: int
+) -> None:
     from gateway.main import create_app
 
     gateway = Gateway(work, base_dir)
-    app = create_app(gateway.settings)
-    ada = gateway.token("ada", "admin")
-    caller = gateway.token("bench", "ml-engineer")
-    body = {
-        "model": "tiny-bench",
-        "messages": [{"role": "user", "content": "What is the total of invoice 1042?"}],
-        "max_tokens": 8,
+    # one database, one app per mode of inference_await_record, both serving at once
+    apps = {
+        mode: create_app(gateway.settings.model_copy(update={"inference_await_record": value}))
+        for mode, value in MODES.items()
     }
+    caller = gateway.token("bench", "ml-engineer")
+    figures: dict[str, Any] = {"served": 0}  # served: calls answered through the gateway
 
-    async def setup_and_run() -> tuple[list[float], list[float], float, float]:
-        import httpx
-
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-                response = await client.post(
-                    "/v1/base_models",
-                    json={
-                        "name": "tiny-bench",
-                        "license": "apache-2.0",
-                        "source": {"directory": str(base_dir)},
-                    },
-                    headers=ada,
+    async def run() -> None:
+        async with (
+            apps["on"].router.lifespan_context(apps["on"]),
+            apps["off"].router.lifespan_context(apps["off"]),
+        ):
+            await register(apps["on"], base_dir, gateway.token("ada", "admin"))
+            for app in apps.values():
+                app.state.gateway.refresh_policy()  # the grant, made through one of them
+            every = {"bare": bare_app(), **apps}
+            await interleaved(every, BODY, caller, 50)  # warm-up
+            figures["load_latency"] = os.getloadavg()[0]
+            figures["latencies"] = {
+                # each mode in turns with the bare endpoint alone, so that neither mode's
+                # writer works behind the other's calls
+                mode: await interleaved(
+                    {"bare": every["bare"], mode: app}, BODY, caller, latency_calls
                 )
-                assert response.status_code == 201, response.text
-                response = await client.post(
-                    "/v1/policies/rules",
-                    json={
-                        "rules": [
-                            {
-                                "ptype": "p",
-                                "values": [
-                                    "user:bench",
-                                    "default",
-                                    "base:tiny-bench",
-                                    "infer",
-                                    "allow",
-                                ],
-                            }
-                        ]
-                    },
-                    headers=ada,
-                )
-                assert response.status_code == 201, response.text
-            bare = bare_app()
-            await drive(bare, body, caller, 50, 1)  # warm-up
-            await drive(app, body, caller, 50, 1)
-            bare_lat = await drive(bare, body, caller, latency_calls, 1)
-            ours_lat = await drive(app, body, caller, latency_calls, 1)
-            started = time.perf_counter()
-            await drive(bare, body, caller, calls, 16)
-            bare_rate = calls / (time.perf_counter() - started)
-            started = time.perf_counter()
-            await drive(app, body, caller, calls, 16)
-            ours_rate = calls / (time.perf_counter() - started)
-        return bare_lat, ours_lat, bare_rate, ours_rate
+                for mode, app in apps.items()
+            }
+            figures["load_rates"] = os.getloadavg()[0]
+            figures["rates"] = await throughput(apps, every["bare"], caller, calls)
+            figures["served"] += 2 * 50 + 2 * latency_calls + 2 * len(DRIVERS) * (calls // 4 * 4)
+            writer = apps["on"].state.gateway.inference_runtime().writer
+            figures["alone"] = await recorder_alone(
+                writer, call_records(apps["on"], caller, recorder_calls)
+            )
+            fed = call_records(apps["off"], caller, 4 * recorder_calls)
+            figures["loaded"] = await recorder_under_load(apps["off"], fed, BODY, caller, calls)
+            figures["served"] += calls
 
-    bare_lat, ours_lat, bare_rate, ours_rate = asyncio.run(setup_and_run())
-    total_calls = 50 + latency_calls + calls
-    deadline = time.monotonic() + 60
-    while True:
-        with gateway.engine.connect() as connection:
-            events = connection.execute(
-                text("SELECT count(*) FROM audit_events WHERE action = 'inference.call'")
-            ).scalar_one()
-        if events >= total_calls or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    signer = load_signer(gateway.settings.effective_signing_key_path)
-    verdict = verify_chain(gateway.engine, public_key_pem=signer.public_key_pem())
+    asyncio.run(run())
+    # both lifespans ended: every writer drained and every sequencer chained what it had
+    figures["expected"] = figures["served"] + recorder_calls + figures["loaded"][2]
+    events, verdict = count_and_verify(gateway)
+    report(figures, calls, latency_calls, recorder_calls, events, verdict)
 
-    overhead = [o - b for o, b in zip(sorted(ours_lat), sorted(bare_lat), strict=True)]
-    print(f"2. gateway overhead per call, {latency_calls} sequential calls (noop backend)")
-    line(
-        "p50 latency, ms",
-        pct(ours_lat, 0.5) * 1e3,
-        pct(bare_lat, 0.5) * 1e3,
-        "ms",
-        f"overhead p50 {pct(overhead, 0.5) * 1e3:.2f} ms, goal <= 3 ms",
-    )
-    line(
-        "p99 latency, ms",
-        pct(ours_lat, 0.99) * 1e3,
-        pct(bare_lat, 0.99) * 1e3,
-        "ms",
-        f"overhead p99 {pct(overhead, 0.99) * 1e3:.2f} ms, goal <= 10 ms",
-    )
-    print(f"3. audit throughput, {calls} calls from 16 concurrent clients (SQLite)")
-    line("calls/s recorded", ours_rate, bare_rate, "calls/s", ">= 2,000 calls/s")
+
+def report(
+    figures: dict[str, Any],
+    calls: int,
+    latency_calls: int,
+    recorder_calls: int,
+    events: int,
+    verdict: Any,
+) -> None:
+    latencies, rates = figures["latencies"], figures["rates"]
     print(
-        f"  inference.call events {events} for {total_calls} calls "
-        f"({'none lost' if events == total_calls else 'LOST ' + str(total_calls - events)}); "
+        f"2. gateway overhead per call, {latency_calls} sequential calls, each mode taking "
+        f"turns with the bare endpoint (noop backend; load {figures['load_latency']:.2f})"
+    )
+    for mode, waits in MODES.items():
+        ours, bare = latencies[mode][mode], latencies[mode]["bare"]
+        overhead = [o - b for o, b in zip(sorted(ours), sorted(bare), strict=True)]
+        what = "answer waits for its record" if waits else "record written behind"
+        for q, goal in ((0.5, 3), (0.99, 10)):
+            line(
+                f"await_record={mode} ({what}), p{int(q * 100)}",
+                pct(ours, q) * 1e3,
+                pct(bare, q) * 1e3,
+                "ms",
+                f"overhead {pct(overhead, q) * 1e3:.2f} ms, goal <= {goal} ms",
+            )
+    print(
+        f"3. audit throughput, {calls} calls from 16 concurrent clients, SQLite "
+        f"(load {figures['load_rates']:.2f})"
+    )
+    drivers = {
+        "httpx": "through httpx's ASGI transport (the HTTP client in the same process)",
+        "asgi": "the ASGI app called directly (no HTTP client in the process)",
+    }
+    for name, what in drivers.items():
+        print(f"  {what}")
+        for mode in MODES:
+            line(
+                f"await_record={mode}, calls/s recorded",
+                rates[f"{name} {mode}"],
+                rates[f"{name} bare"],
+                "calls/s",
+                f">= 2,000; answered {rates[f'{name} {mode} answered']:.0f}/s",
+            )
+    loaded, loaded_calls, _ = figures["loaded"]
+    print(
+        "  the recorder itself: usage writer + audit sequencer on the same SQLite file, fed call "
+        "records as the gateway builds them (baseline column: the bare endpoint's calls/s, "
+        "httpx)"
+    )
+    line(
+        f"alone, {recorder_calls} records at once",
+        figures["alone"],
+        rates["httpx bare"],
+        "rec/s",
+        ">= 2,000",
+    )
+    line(
+        f"while serving {calls} calls (16 clients, httpx)",
+        loaded,
+        rates["httpx bare"],
+        "rec/s",
+        f"the calls among them: {loaded_calls:.0f}/s",
+    )
+    expected = figures["expected"]
+    print(
+        f"  inference.call events {events} for {expected} calls and records "
+        f"({'none lost' if events == expected else 'LOST ' + str(expected - events)}); "
         f"chain {'verifies' if verdict.ok else 'BROKEN: ' + str(verdict.reason)} "
         f"({verdict.length} events, {verdict.checkpoints_checked} checkpoints)"
     )
@@ -599,7 +880,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2)")
     parser.add_argument("--switches", type=int, default=200)
     parser.add_argument("--calls", type=int, default=4000, help="calls for the audit figure")
-    parser.add_argument("--latency-calls", type=int, default=1000)
+    parser.add_argument("--latency-calls", type=int, default=1000, help="per app, in turns")
+    parser.add_argument(
+        "--recorder-calls", type=int, default=10000, help="records for the recorder alone"
+    )
     parser.add_argument("--skip-model", action="store_true", help="only the gateway figures")
     parser.add_argument("--skip-gateway", action="store_true", help="only the model figures")
     parser.add_argument("--device", default="cpu", help="the model figures' device (cuda)")
@@ -631,7 +915,7 @@ def main() -> None:
                 from trainer.fixtures import build_tiny_model
 
                 build_tiny_model(tiny, seed=0)
-            bench_gateway(work, tiny, args.calls, args.latency_calls)
+            bench_gateway(work, tiny, args.calls, args.latency_calls, args.recorder_calls)
     print(f"load at the end {os.getloadavg()[0]:.2f}")
 
 

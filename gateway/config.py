@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -7,11 +8,16 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from policies.vocabulary import PLATFORM_TENANT
+
 # Known only so that prod start-up can refuse it; dev tokens are signed with it.
 DEV_JWT_SECRET = "tunegate-dev-secret-do-not-use-in-production!"  # noqa: S105
 MIN_SECRET_BYTES = 32
 # EU AI Act Art. 19(1), 26(6): logs kept at least six months (gateway.retention)
 MIN_AUDIT_RETENTION_DAYS = 183
+# Tenant names as the platform registers them and compares them: one spelling, so `ACME`
+# is never `acme` (gateway.security refuses a token naming an unregistered one).
+CANONICAL_TENANT = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 class InsecureSettingsError(ValueError):
@@ -35,6 +41,30 @@ class Settings(BaseSettings):
     jwks_cache_seconds: float = Field(
         300.0, gt=0, description="how long a fetched key set is trusted before refetching"
     )
+    tenants: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="the registered tenants (JSON list of canonical names: lowercase letters, "
+        "digits and . _ -, starting with a letter or digit, at most 64): a token whose tenant "
+        "claim is none of them, nor the platform domain `platform`, is refused (401 "
+        "unknown_tenant)",
+    )
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants_are_canonical(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not CANONICAL_TENANT.fullmatch(name):
+                raise ValueError(
+                    f"tenants: {name!r} is not a canonical tenant name "
+                    f"({CANONICAL_TENANT.pattern}): write it in lowercase, without spaces"
+                )
+            if name == PLATFORM_TENANT:
+                raise ValueError(
+                    f"tenants: {PLATFORM_TENANT!r} is the platform domain, always known: it "
+                    "cannot be a tenant"
+                )
+        return list(dict.fromkeys(value))
+
     oidc_issuer: str | None = Field(
         None, description="OIDC issuer of the console's sign-in (authorization code + PKCE)"
     )
@@ -68,6 +98,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="directories base models may be imported from (JSON list); empty: only "
         "packaged models",
+    )
+    provider_credential_dirs: list[Path] | None = Field(
+        None,
+        description="directories a provider's `file:` credential may lie in, directly (JSON "
+        "list; the operator's to fill); default: `credentials` beside artifact_dir (e.g. "
+        "./var/credentials); []: no file credentials",
     )
     max_upload_bytes: int = Field(
         1 << 30, ge=1, description="a training file over this size gets 413 as it streams in"
@@ -137,6 +173,16 @@ class Settings(BaseSettings):
     audit_witness_push_seconds: float = Field(
         2.0, gt=0, description="how often new checkpoints are offered to the witnesses"
     )
+
+    @model_validator(mode="after")
+    def _quorum_within_witnesses(self) -> Settings:
+        if self.audit_witness_quorum > len(self.audit_witnesses):
+            raise ValueError(
+                f"audit_witness_quorum={self.audit_witness_quorum} is more than the "
+                f"{len(self.audit_witnesses)} audit_witnesses configured: K of N needs K <= N"
+            )
+        return self
+
     # --- retention (issue 16 §3: gateway.retention) ---
     audit_retention_days: int = Field(
         3650,
@@ -312,9 +358,11 @@ class Settings(BaseSettings):
     )
     inference_await_record: bool = Field(
         True,
-        description="a non-streamed answer waits until its usage row and audit event are "
-        "committed (off: written behind the answer, like a stream's: lower latency, and a "
-        "crash can lose the last records)",
+        description="a non-streamed answer is sent only once its usage row and audit event "
+        "are committed: no answer leaves unrecorded (a failed write is 503). Off: sent at "
+        "once and recorded milliseconds behind (like a stream's), for less latency, but a "
+        "process that dies (killed, out of memory) loses the records still queued, of calls "
+        "it already answered; a graceful stop writes them",
     )
     inference_resolve_cache_seconds: float = Field(
         1.0,

@@ -44,6 +44,7 @@ AREAS: Final[dict[str, str]] = {
     "jobs": "Fine-tuning jobs",
     "job failures": "Job failures (the `error.code` of a job whose status is `failed`)",
     "models": "Base models and models",
+    "providers": "Providers and exports",
     "audit": "Audit trail",
     "policy": "Policy",
     "operations": "Operations",
@@ -127,6 +128,12 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "value the gateway does not accept.",
         ),
         (
+            "unknown_tenant",
+            401,
+            "The token's `tenant` claim is not a tenant this gateway knows (`TUNEGATE_TENANTS`, "
+            "or `platform`), spelled as registered: lowercase, nothing around it, one string.",
+        ),
+        (
             "jwks_unavailable",
             503,
             "The identity provider's key set cannot be fetched and none is cached: retry later.",
@@ -148,6 +155,13 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "vocabulary.",
         ),
         ("forbidden", 403, "A governance gate refused the request."),
+        (
+            "platform_admin_required",
+            403,
+            "The object is global (a base model every tenant sees): only the platform admin, "
+            "with a token for the `platform` domain, may change it. Register a base model for "
+            "your own tenant instead, or ask the platform admin.",
+        ),
         (
             "csrf_token_invalid",
             403,
@@ -712,6 +726,53 @@ CATALOGUE: Final[tuple[ErrorCode, ...]] = (
             "canary_base_mismatch",
             409,
             "A canary must be built on the same base model as the production version.",
+        ),
+    ),
+    *_area(
+        "providers",
+        ("provider_not_found", 404, "No provider with this name is registered."),
+        (
+            "provider_exists",
+            409,
+            "A provider with this name is registered, or was (names are never reused): choose "
+            "another name.",
+        ),
+        (
+            "provider_model_exists",
+            409,
+            "A model name the provider would offer is taken, by a registered base model or by "
+            "another provider's model (`details.names`): choose other names.",
+        ),
+        (
+            "provider_retired",
+            409,
+            "The provider is retired: nothing is exported to it, and it cannot be retired twice.",
+        ),
+        (
+            "credential_not_allowed",
+            400,
+            "`credential_ref` names a place the gateway does not read secrets from: use "
+            "`env:TUNEGATE_PROVIDER_<NAME>` or a file directly inside one of "
+            "`PROVIDER_CREDENTIAL_DIRS` (by default the `credentials` directory beside the "
+            "artifact directory).",
+        ),
+        (
+            "credential_unavailable",
+            400,
+            "The secret `credential_ref` names is not there (the variable is unset or empty, the "
+            "file is missing, unreadable or too large): an operator must provide it.",
+        ),
+        (
+            "export_forbidden_by_classification",
+            403,
+            "The data source's classification forbids every export to a provider (`restricted`).",
+        ),
+        (
+            "transfer_not_recorded",
+            403,
+            "The data source holds personal data and its record allows no transfer to the "
+            "provider: add a transfer record with a region the provider processes data in and "
+            "a legal basis.",
         ),
     ),
     *_area(

@@ -30,6 +30,7 @@ from gateway.limits import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware
 from gateway.logging import configure_logging
 from gateway.middleware import MetricsMiddleware, RequestContextMiddleware
 from gateway.policies_api.router import router as policies_router
+from gateway.providers.router import router as providers_router
 from gateway.reevaluation.router import router as reevaluation_router
 from gateway.registry.router import promotions_router
 from gateway.registry.router import router as registry_router
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dry_runs_router)  # before jobs: /dry_run is no job id
     app.include_router(jobs_router)
     app.include_router(base_models_router)
+    app.include_router(providers_router)
     app.include_router(registry_router)
     app.include_router(promotions_router)
     app.include_router(reevaluation_router)

@@ -10,6 +10,7 @@ import gateway.files.models
 import gateway.inference.models
 import gateway.jobs.mislabels
 import gateway.jobs.models
+import gateway.providers.models
 import gateway.reevaluation.models
 import gateway.registry.models
 import gateway.retention.models

@@ -29,8 +29,14 @@ in 2.6):
   that disagree a little;
 * `iss` equals `settings.jwt_issuer` exactly; `aud` is `settings.jwt_audience` or a list
   containing it;
-* `sub` matches `SUB_PATTERN`, `tenant` (default `"default"`) `TENANT_PATTERN` and each of
-  at most `MAX_ROLES` `roles` `NAME_PATTERN`, because they become Casbin request values.
+* `sub` matches `SUB_PATTERN` and each of at most `MAX_ROLES` `roles` `NAME_PATTERN`,
+  because they become Casbin request values;
+* `tenant` (default `"default"`) is a registered tenant (`settings.tenants`) or the platform
+  domain `platform`, compared as it is: one canonical spelling (lowercase), no case folding,
+  no trimming. Anything else (`ACME` beside `acme`, `*`, a list, a trailing newline, `""`, a
+  name nobody registered) is refused with `unknown_tenant` rather than becoming a separate,
+  empty tenant. A `platform` token is the platform admin's: its roles count in the platform
+  domain, where the global objects are changed (policies.vocabulary.PLATFORM_TENANT).
 
 The JWKS is fetched with PyJWT's `PyJWKClient` and cached here for
 `settings.jwks_cache_seconds`. An unknown
@@ -72,6 +78,7 @@ from jwt.exceptions import (
 )
 
 from gateway.config import DEV_JWT_SECRET, InsecureSettingsError, Settings
+from policies.vocabulary import PLATFORM_TENANT
 
 log = structlog.get_logger()
 
@@ -81,7 +88,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 # characters) and a tenant a policy domain: a token that authenticates can always be
 # decided, and one that could not be is refused here with a reason, not later.
 SUB_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,123}")
-TENANT_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_ROLES = 32
 DEFAULT_TENANT = "default"
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud")
@@ -122,6 +128,7 @@ class Reason(StrEnum):
     ISSUER_INVALID = "token_issuer_invalid"
     AUDIENCE_INVALID = "token_audience_invalid"
     CLAIMS_INVALID = "token_claims_invalid"
+    UNKNOWN_TENANT = "unknown_tenant"
     JWKS_UNAVAILABLE = "jwks_unavailable"
 
 
@@ -162,6 +169,17 @@ class Principal:
     def subject(self) -> str:
         return f"user:{self.sub}"
 
+    @property
+    def platform(self) -> bool:
+        """Whether the token is the platform domain's, outside every tenant (the platform
+        admin's): only then do its roles count where global objects are changed."""
+        return self.tenant == PLATFORM_TENANT
+
+
+def known_tenants(settings: Settings) -> frozenset[str]:
+    """The tenant names a token may carry: the registered tenants and the platform domain."""
+    return frozenset(settings.tenants) | {PLATFORM_TENANT}
+
 
 def bearer_challenge(error: AuthenticationError, *, realm: str = "tunegate") -> str:
     """The `WWW-Authenticate` value for a 401. Following RFC 6750 section 3.1, a request
@@ -188,6 +206,7 @@ class TokenVerifier:
         self._max_token_bytes = settings.max_token_bytes
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        self._tenants = known_tenants(settings)
         secret = settings.effective_jwt_secret
         self._secret_key = _VerificationKey(secret, HS256) if secret else None
         self._jwks: JwksKeys | None = None
@@ -269,9 +288,13 @@ class TokenVerifier:
                 Reason.AUDIENCE_INVALID, "the token is not meant for this audience"
             )
         sub = _name_claim(claims, "sub", SUB_PATTERN)
-        tenant = (
-            _name_claim(claims, "tenant", TENANT_PATTERN) if "tenant" in claims else DEFAULT_TENANT
-        )
+        tenant = claims.get("tenant", DEFAULT_TENANT)
+        # Membership in a set of str: a list, a number or null is never in it, and no other
+        # spelling of a registered name is either.
+        if not isinstance(tenant, str) or tenant not in self._tenants:
+            raise AuthenticationError(
+                Reason.UNKNOWN_TENANT, "the token's tenant is not a tenant this gateway knows"
+            )
         roles = _roles_claim(claims.get("roles", []))
         return Principal(sub=sub, tenant=tenant, roles=roles)
 
@@ -548,7 +571,7 @@ def mint_dev_token(
     """An HS256 token this gateway accepts. In dev it is signed with the configured or the
     dev secret; outside dev only with a configured secret (config has already refused weak
     ones), so a JWKS-only deployment cannot mint. The claims obey the same rules `verify`
-    applies, and `ttl` lies in 1..30 days."""
+    applies (the tenant is registered, or `platform`), and `ttl` lies in 1..30 days."""
     secret = settings.effective_jwt_secret
     if secret is None:
         raise TokenMintingError("no TUNEGATE_JWT_SECRET is configured: cannot mint tokens")
@@ -557,9 +580,13 @@ def mint_dev_token(
     if isinstance(roles, str):
         raise TokenMintingError("roles must be a list of role names, not one string")
     roles = list(roles)
+    if not isinstance(tenant, str) or tenant not in known_tenants(settings):
+        raise TokenMintingError(
+            f"tenant {tenant!r} is not registered: add it to TUNEGATE_TENANTS "
+            f"(registered: {', '.join(sorted(known_tenants(settings)))})"
+        )
     checks = (
         ("sub", sub, SUB_PATTERN),
-        ("tenant", tenant, TENANT_PATTERN),
         *(("role", role, NAME_PATTERN) for role in roles),
     )
     for name, value, pattern in checks:

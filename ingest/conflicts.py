@@ -118,13 +118,15 @@ def _components(count: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return label
 
 
-def find(fingerprint: dedup.Fingerprint, *, threshold: float = DEFAULT_THRESHOLD) -> Conflicts:
+def find(
+    fingerprint: dedup.FingerprintReader, *, threshold: float = DEFAULT_THRESHOLD
+) -> Conflicts:
     answers = fingerprint.exact()
     considered = answers != 0
     count = fingerprint.count
     examples = int(considered.sum())
-    candidates = []
-    for band in range(dedup.BANDS):
+
+    def candidates_in(band: int) -> np.ndarray:
         keys = fingerprint.band(band)
         rows = np.flatnonzero(considered & (keys != dedup.EMPTY_BAND))
         keys = keys[rows]
@@ -132,17 +134,19 @@ def find(fingerprint: dedup.Fingerprint, *, threshold: float = DEFAULT_THRESHOLD
         keys, rows = keys[order], rows[order]
         same = keys[1:] == keys[:-1]
         if not same.any():
-            continue
+            return rows[:0]
         positions = np.arange(rows.size)
         run_first = np.maximum.accumulate(np.where(np.r_[True, ~same], positions, 0))
         follower = np.flatnonzero(np.r_[False, same])
         one = np.concatenate([rows[follower - 1], rows[run_first[follower]]])
         other = np.concatenate([rows[follower], rows[follower]])
-        candidates.append(np.maximum(one, other) * count + np.minimum(one, other))
+        return np.maximum(one, other) * count + np.minimum(one, other)
+
+    candidates = [ids for ids in dedup._per_band(candidates_in) if ids.size]
     if not candidates:
         return Conflicts(threshold, examples, 0, 0, 0)
     # A pair found in several bands is verified once, on all 64 bins.
-    pair_ids = np.unique(np.concatenate(candidates))
+    pair_ids = dedup.unique_sorted(np.concatenate(candidates))
     later, earlier = pair_ids // count, pair_ids % count
     left, right, score = dedup._verified(fingerprint, fingerprint, later, earlier, threshold)
     label = _components(count, left, right)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
 
@@ -65,7 +65,8 @@ _MASKS = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)  # lo
 PAD: Final = b"\x00" * SHINGLE_BYTES  # between texts: no shingle spans two
 # ASCII upper -> lower, punctuation and control whitespace -> space (words are runs of the
 # rest, so runs of spaces count as one): shingles ignore case, punctuation and layout.
-# Digits are kept. Non-ASCII text is normalised first (``normalise``).
+# Digits are kept. Non-ASCII text is normalised first (``normalise``). The table defines
+# the folding; ``_fold`` computes the same with numpy (tests/ingest/test_fast_paths.py).
 _PUNCTUATION = bytes(c for c in range(33, 127) if not chr(c).isalnum())
 _FOLD = bytes.maketrans(
     bytes(range(65, 91)) + b"\t\n\r\x0b\x0c" + _PUNCTUATION,
@@ -94,15 +95,53 @@ def exact_keys_array(keys: Sequence[bytes]) -> np.ndarray:
 def normalise(text: str) -> str:
     """What MinHash sees of a non-ASCII text: Unicode NFKC, case folded. Punctuation and
     whitespace are folded inside the hashing, on the bytes of every text at once: ASCII
-    by the byte table ``_FOLD``, and the punctuation of Latin-1 (U+00A1-00BF), General
-    Punctuation (U+2000-206F) and CJK punctuation (U+3000-303F) by ``_unicode_punctuation``
+    as the byte table ``_FOLD`` says, and the punctuation of Latin-1 (U+00A1-00BF), General
+    Punctuation (U+2000-206F) and CJK punctuation (U+3000-303F) by ``_non_ascii_fold``
     (a regular expression per text cost 15% of the scan)."""
     return unicodedata.normalize("NFKC", text).casefold()
 
 
-def _unicode_punctuation(raw: np.ndarray) -> np.ndarray:
-    """``raw`` (UTF-8) with the punctuation blocks named in ``normalise`` made spaces."""
-    lead = np.flatnonzero((raw[:-2] == 0xE2) | (raw[:-2] == 0xE3) | (raw[:-2] == 0xC2))
+def _latin1_as_is() -> np.ndarray:
+    """Per character U+0080-00FF: True where NFKC keeps it and case folding keeps it or,
+    for a capital letter, lowers it to the character 0x20 above (which the hashing does
+    itself, ``_non_ascii_fold``); False for the few that change otherwise (a no-break
+    space, superscripts, fractions, spacing accents, ordinals, the micro sign, sharp s)."""
+    kept = np.zeros(128, dtype=bool)
+    for code in range(0x80, 0x100):
+        lowered = chr(code).casefold()
+        capital = lowered == chr(code + 0x20)
+        kept[code - 0x80] = unicodedata.normalize("NFKC", chr(code)) == chr(code) and (
+            lowered == chr(code) or capital
+        )
+    return kept
+
+
+_LATIN1_AS_IS: Final = _latin1_as_is()
+
+
+def needs_normalising(utf8: bytes, ends: np.ndarray) -> np.ndarray:
+    """Per text of ``utf8`` (texts back to back, ``ends`` where each ends): whether MinHash
+    must see it ``normalise``d, or its own bytes hash the same (ASCII and the Latin-1
+    characters of ``_latin1_as_is``: NFKC keeps such a text and case folding only lowers
+    letters, which the hashing does itself). Checked for all texts at once, per character."""
+    raw = np.frombuffer(utf8, dtype=np.uint8)
+    lead = np.flatnonzero(raw >= 0xC0)  # the first byte of each non-ASCII character
+    first = raw[lead]
+    latin1 = first <= 0xC3  # U+0080-00FF (C0 and C1 never start a character)
+    as_is = latin1.copy()
+    code = (first[latin1] & 0x03).astype(np.int64) << 6 | (raw[lead[latin1] + 1] & 0x3F)
+    as_is[latin1] = _LATIN1_AS_IS[code - 0x80]
+    normalised = np.zeros(len(ends), dtype=bool)
+    normalised[np.searchsorted(ends, lead[~as_is], side="right")] = True
+    return normalised
+
+
+def _non_ascii_fold(raw: np.ndarray) -> np.ndarray:
+    """``raw`` (UTF-8) with the punctuation blocks named in ``normalise`` made spaces and
+    the Latin-1 capitals (U+00C0-00DE but U+00D7) lowered, as case folding does: texts
+    that are not ``normalise``d are ASCII or the Latin-1 of ``needs_normalising``, and
+    normalised texts hold no capitals."""
+    lead = np.flatnonzero(raw[:-2] >= 0xC2)  # the first byte of each non-ASCII character
     if not lead.size:
         return raw
     first, second = raw[lead], raw[lead + 1]
@@ -111,12 +150,14 @@ def _unicode_punctuation(raw: np.ndarray) -> np.ndarray:
         | ((first == 0xE3) & (second == 0x80))
     ]
     two = lead[(first == 0xC2) & (second >= 0xA1) & (second <= 0xBF)]
-    if not (three.size or two.size):
+    capitals = lead[(first == 0xC3) & (second <= 0x9E) & (second != 0x97)]
+    if not (three.size or two.size or capitals.size):
         return raw
     raw = raw.copy()
     for width, starts in ((3, three), (2, two)):
         for offset in range(width):
             raw[starts + offset] = 32
+    raw[capitals + 1] += 0x20
     return raw
 
 
@@ -153,59 +194,129 @@ def padded_signatures(padded: bytes, lengths: np.ndarray) -> np.ndarray:
 
 def _block_signatures(padded: bytes, lengths: np.ndarray, result: np.ndarray) -> None:
     count = len(lengths)
-    folded = padded.translate(_FOLD)
-    raw = np.frombuffer(folded, dtype=np.uint8)
-    if not folded.isascii():
-        raw = _unicode_punctuation(raw)
-    text_ends = np.cumsum(lengths + SHINGLE_BYTES)  # where each text's padding ends
-    space = raw <= 32
-    starts = np.flatnonzero(space[:-1] > space[1:]) + 1
-    if not starts.size:
+    raw = np.frombuffer(padded, dtype=np.uint8)
+    if not padded.isascii():
+        raw = _non_ascii_fold(raw)
+    space, folded = _fold(raw)
+    # The block starts and ends with padding, so word edges alternate: start, end, ...
+    edges = np.flatnonzero(space[1:] != space[:-1])
+    if not edges.size:
         return
-    ends = np.flatnonzero(space[:-1] < space[1:]) + 1  # one past each word's last byte
-    # Overlapping uint64 views at a stride of one byte: a word's first and last 8 bytes are
-    # read straight from the buffer without copying it (the padding keeps reads inside).
-    words = np.ndarray((len(raw) - 7,), dtype="<u8", buffer=raw, strides=(1,))
-    size = ends - starts
-    word = words[starts]
-    word &= _MASKS[np.minimum(size, 8)]
-    word *= _K1
-    tail = words[ends - 8]  # the text's leading padding keeps this inside the buffer
-    tail[size <= 8] = 0
-    word += tail
-    word ^= size.astype(np.uint64)
-    word ^= word >> _S32
-    word *= _K2
+    edges += 1
+    starts, ends = edges[0::2], edges[1::2]  # ends: one past each word's last byte
+    word, scratch = _word_hashes(folded, starts, ends)
     # A shingle is SHINGLE_WORDS consecutive words of one text (fewer at a text's end).
+    text_ends = np.cumsum(lengths + SHINGLE_BYTES)  # where each text's padding ends
     per_text = np.diff(np.searchsorted(starts, text_ends), prepend=0)
     text_last = (np.cumsum(per_text) - 1)[per_text > 0]  # each text's last word
-    mixed = word.copy()
-    following = np.empty_like(word)
-    for step in range(1, SHINGLE_WORDS):
-        following[:-step] = word[step:]
-        following[-step:] = 0
-        for back in range(step):  # a shingle stops at its text's end
-            ends_here = text_last - back
-            following[ends_here[ends_here >= 0]] = 0
-        mixed *= _K1
-        mixed += following
-        mixed ^= mixed >> _S29
+    mixed = _shingle_hashes(word, text_last, scratch)
     mixed *= _K2
-    mixed ^= mixed >> _S32
-    slots = (mixed >> _S58).view(np.int64)
+    np.right_shift(mixed, _S32, out=scratch)
+    mixed ^= scratch
+    slots = np.right_shift(mixed, _S58, out=scratch).view(np.int64)
     slots += np.repeat(np.arange(0, count * NUM_BINS, NUM_BINS, dtype=np.int64), per_text)
     values = mixed.astype(np.uint16)
     np.minimum(values, EMPTY_BIN - 1, out=values)
     np.minimum.at(result.reshape(-1), slots, values)
 
 
+def _fold(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per byte of UTF-8 ``raw``: whether it separates words (anything but an ASCII letter
+    or digit, DEL, or a byte of a non-ASCII character), and the bytes with ASCII letters
+    lowered. A separator's own value is never hashed. The same words and bytes as the
+    byte table ``_FOLD`` gives, in a few vectorised passes instead of a lookup a byte."""
+    scratch = raw | np.uint8(32)  # ASCII letters lowered (other bytes changed too)
+    np.subtract(scratch, np.uint8(97), out=scratch)
+    space = np.greater_equal(scratch, 26)  # not a letter
+    np.subtract(raw, np.uint8(48), out=scratch)
+    space &= np.greater_equal(scratch, 10)  # nor a digit
+    space &= raw < 127  # nor DEL, nor a byte of a non-ASCII character
+    # raw | 32 below 128 (lowers letters, keeps digits and DEL), raw itself from 128 up
+    np.bitwise_and(raw, np.uint8(0x80), out=scratch)
+    np.right_shift(scratch, np.uint8(2), out=scratch)
+    np.bitwise_xor(scratch, np.uint8(32), out=scratch)
+    np.bitwise_or(raw, scratch, out=scratch)
+    return space, scratch
+
+
+def _word_hashes(
+    folded: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A hash of each word from its first and last 8 bytes and its length, and a scratch
+    array of the same size."""
+    # Overlapping uint64 views at a stride of one byte: a word's first and last 8 bytes are
+    # read straight from the buffer without copying it (the padding keeps reads inside).
+    words = np.ndarray((len(folded) - 7,), dtype="<u8", buffer=folded, strides=(1,))
+    size = ends - starts
+    word = words[starts]
+    word &= _MASKS.take(size, mode="clip")  # the low min(size, 8) bytes
+    word *= _K1
+    long = np.flatnonzero(size > 8)
+    word[long] += words[ends[long] - 8]  # the text's leading padding keeps this inside
+    word ^= size.view(np.uint64)
+    scratch = np.empty_like(word)
+    np.right_shift(word, _S32, out=scratch)
+    word ^= scratch
+    word *= _K2
+    return word, scratch
+
+
+def _shingle_hashes(word: np.ndarray, text_last: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """Each word's hash mixed with those of the SHINGLE_WORDS - 1 words after it in its
+    text (none past the text's last word): ``mixed * K1 + following``, where a following
+    word of another text counts as 0. It is added everywhere, then taken off again where
+    it crossed a text's end (uint64 arithmetic wraps, so that is exact)."""
+    words = SHINGLE_WORDS
+    if words == 1:
+        return word
+    n = word.size
+    mixed = word * _K1
+    for step in range(1, words):
+        if step > 1:
+            mixed *= _K1
+        mixed[:-step] += word[step:]
+        crossed = text_last if step == 1 else unique_sorted(text_last - np.arange(step)[:, None])
+        crossed = crossed[(crossed >= 0) & (crossed < n - step)]
+        mixed[crossed] -= word[crossed + step]
+        np.right_shift(mixed, _S29, out=scratch)
+        mixed ^= scratch
+    return mixed
+
+
 def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Estimated Jaccard similarity of row pairs of two uint16[m, NUM_BINS] signatures."""
-    left_empty = left == EMPTY_BIN
-    right_empty = right == EMPTY_BIN
-    matches = ((left == right) & ~left_empty).sum(axis=1)
-    union = (~(left_empty & right_empty)).sum(axis=1)
+    equal = left == right
+    both_empty = equal & (left == EMPTY_BIN)
+    equal ^= both_empty  # equal and not empty
+    matches = _true_per_row(equal)
+    union = NUM_BINS - _true_per_row(both_empty)
     return np.where(union > 0, matches / np.maximum(union, 1), 0.0)
+
+
+_BYTE_SUM = np.uint64(0x0101_0101_0101_0101)  # times it, the top byte sums all eight
+
+
+def _true_per_row(mask: np.ndarray) -> np.ndarray:
+    """int64 count of True per row of a C-contiguous bool[m, NUM_BINS]: eight bools are
+    one uint64 of 0/1 bytes; the row's eight words are added (bytes <= 8, no carry), then
+    the bytes summed by a multiply (<= 64 fits the top byte). A reduction along the rows'
+    64 elements costs several times more."""
+    words = mask.view(np.uint64)
+    total = words[:, 0].copy()
+    for column in range(1, NUM_BINS // 8):
+        total += words[:, column]
+    total *= _BYTE_SUM
+    total >>= np.uint64(56)
+    return total.astype(np.int64)
+
+
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by sorting: numpy's default hash table took 36 ms for 50,000
+    int64 pair ids here, a sort 0.2 ms."""
+    ordered = np.sort(values, axis=None)
+    if ordered.size < 2:
+        return ordered
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]]
 
 
 # --- the artifact --------------------------------------------------------------------------
@@ -231,7 +342,9 @@ class FingerprintWriter:
         self._rows.write(np.ascontiguousarray(rows, dtype="<u2").tobytes())
         self.count += len(exact)
 
-    def finish(self, path: Path) -> Path:
+    def finish(self, path: Path, *, durable: bool = True) -> Path:
+        """Lay the rows out at ``path``; ``durable=False`` skips the fsync (an artifact
+        removed once read)."""
         self._exact.close()
         self._rows.close()
         count = self.count
@@ -260,7 +373,8 @@ class FingerprintWriter:
                             np.ascontiguousarray(bands[:, band]).tobytes(),
                             band_base + 8 * (band * count + first),
                         )
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(temporary)
@@ -327,6 +441,86 @@ class Fingerprint:
         return np.ascontiguousarray(picked).view(np.uint16)
 
 
+class FingerprintReader(Protocol):
+    """What the findings read of a fingerprint: a ``Fingerprint`` or a ``MemoryFingerprint``."""
+
+    count: int
+
+    def exact(self) -> np.ndarray: ...
+
+    def band(self, band: int) -> np.ndarray: ...
+
+    def signatures(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+class MemoryFingerprint:
+    """``Fingerprint``'s reading side over rows held in memory (read-only arrays)."""
+
+    def __init__(self, exact: np.ndarray, rows: np.ndarray) -> None:
+        assert len(exact) == len(rows) and rows.shape[1:] == (NUM_BINS,)
+        self.count = len(exact)
+        self._exact = np.ascontiguousarray(exact, dtype="<u8")
+        self._rows = np.ascontiguousarray(rows, dtype="<u2")
+        self._exact.flags.writeable = self._rows.flags.writeable = False
+        self._bands = self._rows.view("<u8")  # [count, BANDS]: a band key is 4 bins
+
+    def exact(self) -> np.ndarray:
+        return self._exact
+
+    def band(self, band: int) -> np.ndarray:
+        return self._bands[:, band]
+
+    def signatures(self, rows: np.ndarray) -> np.ndarray:
+        return np.take(self._rows, rows, axis=0)  # several times faster than rows[...]
+
+
+class TemporaryFingerprint:
+    """Rows of a fingerprint needed only while an upload is processed (the prompts that
+    conflicts read): in memory up to ``memory_rows`` rows, beyond that streamed to a
+    ``FingerprintWriter`` in ``directory``, so memory stays flat however large the file.
+    ``open()`` gives the reader; ``discard()`` removes whatever was written."""
+
+    def __init__(self, directory: Path, *, memory_rows: int = 1 << 15) -> None:
+        self.directory = Path(directory)
+        self.memory_rows = memory_rows
+        self.count = 0
+        self._exact: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []
+        self._writer: FingerprintWriter | None = None
+        self._path: Path | None = None
+
+    def append(self, exact: np.ndarray, rows: np.ndarray) -> None:
+        assert len(exact) == len(rows)
+        if self._writer is None and self.count + len(exact) > self.memory_rows:
+            self._writer = FingerprintWriter(self.directory)
+            for held_exact, held_rows in zip(self._exact, self._rows, strict=True):
+                self._writer.append(held_exact, held_rows)
+            self._exact, self._rows = [], []
+        if self._writer is None:
+            self._exact.append(np.asarray(exact, dtype="<u8"))
+            self._rows.append(np.asarray(rows, dtype="<u2"))
+        else:
+            self._writer.append(exact, rows)
+        self.count += len(exact)
+
+    def open(self) -> FingerprintReader:
+        if self._writer is None:
+            if not self._exact:
+                return MemoryFingerprint(np.zeros(0, "<u8"), np.zeros((0, NUM_BINS), "<u2"))
+            return MemoryFingerprint(np.concatenate(self._exact), np.concatenate(self._rows))
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix=".fp-temporary-")
+        os.close(fd)
+        self._path = Path(name)
+        return Fingerprint(self._writer.finish(self._path, durable=False))
+
+    def discard(self) -> None:
+        self._exact, self._rows = [], []
+        if self._writer is not None:
+            self._writer.discard()
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+
+
 # --- findings ------------------------------------------------------------------------------
 
 
@@ -377,8 +571,8 @@ def exact_duplicates(exact: np.ndarray) -> DuplicatePairs:
 
 
 def _verified(
-    left_fp: Fingerprint,
-    right_fp: Fingerprint,
+    left_fp: FingerprintReader,
+    right_fp: FingerprintReader,
     left: np.ndarray,
     right: np.ndarray,
     threshold: float,
@@ -427,17 +621,18 @@ def near_duplicates(
         one = np.concatenate([rows[follower - 1], rows[run_first[follower]]])
         other = np.concatenate([rows[follower], rows[follower]])
         earlier, later = np.minimum(one, other), np.maximum(one, other)
-        pair_ids = np.unique(later.astype(np.int64) * fingerprint.count + earlier)
+        pair_ids = unique_sorted(later.astype(np.int64) * fingerprint.count + earlier)
         later, earlier = pair_ids // fingerprint.count, pair_ids % fingerprint.count
         return _verified(fingerprint, fingerprint, later, earlier, threshold)
 
     return _first_partner(*_gather(_per_band(candidates_in)))
 
 
+_Result = TypeVar("_Result")
 _NO_PAIRS = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
-def _per_band(work: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list:
+def _per_band(work: Callable[[int], _Result]) -> list[_Result]:
     """Bands are independent and numpy sorts without the GIL: two threads, two cores."""
     with ThreadPoolExecutor(max_workers=2) as threads:
         return list(threads.map(work, range(BANDS)))
@@ -477,7 +672,7 @@ def overlap(
     that bucket, in file order, in each of the 16 bands."""
     reference_exact, probe_exact = reference.exact(), probe.exact()
     probe_valid = probe_exact != 0
-    ref_valid_keys = np.unique(reference_exact[reference_exact != 0])
+    ref_valid_keys = unique_sorted(reference_exact[reference_exact != 0])
     found = probe_valid & np.isin(probe_exact, ref_valid_keys)
     probe_rows = np.flatnonzero(found)
     ref_sorted_order = np.argsort(reference_exact, kind="stable")

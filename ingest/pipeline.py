@@ -301,7 +301,7 @@ class IngestSession:
             pii_action=pii_action, scan_pii=True, recogniser_set=pii.RECOGNISER_SET_VERSION
         )
         self._raw = _Output(self.dest_dir)
-        self._prompts: dedup.FingerprintWriter | None = None  # conflicts: opened with _raw
+        self._prompts: dedup.TemporaryFingerprint | None = None  # conflicts: opened with _raw
         self._answers = structure.Observed()
         self._redacted = _Output(self.dest_dir) if pii_action == "redact" else None
         self._buffer = bytearray()
@@ -313,7 +313,7 @@ class IngestSession:
         self._closed = False
         try:
             self._raw.open()
-            self._prompts = dedup.FingerprintWriter(self.dest_dir)
+            self._prompts = dedup.TemporaryFingerprint(self.dest_dir)
             if self._redacted is not None:
                 self._redacted.open()
         except BaseException:
@@ -534,18 +534,14 @@ class IngestSession:
         return result
 
     def _conflicts(self) -> conflicts.Conflicts:
-        """Conflict groups from the prompt fingerprint, which is then removed."""
+        """Conflict groups from the prompt fingerprint (in memory for most files, else a
+        temporary file), which is then dropped."""
         assert self._prompts is not None
-        fd, name = tempfile.mkstemp(dir=self.dest_dir, prefix=".fp-prompts-")
-        os.close(fd)
-        path = self._prompts.finish(Path(name))
-        self._prompts = None
+        prompts, self._prompts = self._prompts, None
         try:
-            return conflicts.find(
-                dedup.Fingerprint(path), threshold=self.report_settings.conflict_threshold
-            )
+            return conflicts.find(prompts.open(), threshold=self.report_settings.conflict_threshold)
         finally:
-            path.unlink(missing_ok=True)
+            prompts.discard()
 
     def abort(self) -> None:
         """Remove everything this session wrote; safe to call more than once."""

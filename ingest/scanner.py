@@ -211,7 +211,8 @@ def _utf8_views(
     MinHash needs UTF-8 bytes. Joined as str, one wide character would widen the whole
     chunk's text (and its encoding) to two or four bytes a character; joined as the
     Latin-1 spelling of each content's UTF-8, the text stays one byte a character.
-    Non-ASCII texts are normalised for MinHash (dedup.normalise); ASCII is folded there."""
+    Non-ASCII texts are normalised for MinHash (dedup.normalise) unless their own bytes
+    hash the same (dedup.needs_normalising: Latin-1 letters); ASCII is folded there."""
     total = len(contents)
     utf8_lengths = lengths.copy()
     wide = np.flatnonzero(~np.fromiter(map(str.isascii, contents), bool, total)).tolist()
@@ -219,13 +220,18 @@ def _utf8_views(
     minhash_bytes = utf8_lengths
     if wide:
         encoded = list(map(str.encode, map(contents.__getitem__, wide)))
-        utf8_lengths[wide] = np.fromiter(map(len, encoded), np.int64, len(wide))
-        normalised = [dedup.normalise(contents[index]).encode() for index in wide]
-        minhash_bytes = utf8_lengths.copy()
-        minhash_bytes[wide] = np.fromiter(map(len, normalised), np.int64, len(wide))
+        wide_lengths = np.fromiter(map(len, encoded), np.int64, len(wide))
+        utf8_lengths[wide] = wide_lengths
         byte_texts = contents.copy()
-        for index, text in zip(wide, normalised, strict=True):
+        for index, text in zip(wide, encoded, strict=True):
             byte_texts[index] = text.decode("latin-1")
+        normalised = dedup.needs_normalising(b"".join(encoded), np.cumsum(wide_lengths))
+        if normalised.any():
+            minhash_bytes = utf8_lengths.copy()
+            for index in np.asarray(wide)[normalised].tolist():
+                text = dedup.normalise(contents[index]).encode()
+                minhash_bytes[index] = len(text)
+                byte_texts[index] = text.decode("latin-1")
     return utf8_lengths, minhash_bytes, byte_texts
 
 
@@ -517,15 +523,13 @@ class _LineScanner:
                     np.concatenate([batch[2] for batch in self.shingle_batches]),
                 )
                 counts = np.concatenate(self.segment_counts)
-                firsts = np.cumsum(counts) - counts
-                signatures[rows] = np.minimum.reduceat(segment_signatures, firsts, axis=0)
-                split = counts == 2
-                if split.any():
+                example, split, prompts, answer_signatures = _split_segments(
+                    segment_signatures, counts
+                )
+                signatures[rows] = example
+                if split.size:
                     prompt_signatures, answer_keys, answers = self._prompt_results(
-                        line_count,
-                        rows[split],
-                        segment_signatures[firsts[split]],
-                        segment_signatures[firsts[split] + 1],
+                        line_count, rows[split], prompts, answer_signatures
                     )
         redacted_signatures: dict[int, np.ndarray] = {}
         if self.redacted_texts:
@@ -592,6 +596,25 @@ class _LineScanner:
                 chat = self.formats[index] in _MESSAGE_CODES
                 markers = TOKENS_PER_MESSAGE * len(texts) if chat else 0
                 self.tokens[index] = sum(next(counts) for _ in texts) + markers
+
+
+def _split_segments(
+    segments: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """From the signatures of MinHash segments (one or two an example, ``counts``): each
+    example's signature (the bin-wise minimum of its segments), the examples hashed as two
+    segments, and their prompts' and answers' signatures."""
+    if counts.size and bool((counts == 2).all()):  # every example a prompt and an answer
+        pairs = segments.reshape(-1, 2, segments.shape[1])
+        prompts, answers = pairs[:, 0], pairs[:, 1]
+        return np.minimum(prompts, answers), np.arange(counts.size), prompts, answers
+    firsts = np.cumsum(counts) - counts
+    example = segments[firsts]
+    split = np.flatnonzero(counts == 2)
+    prompts = example[split]
+    answers = segments[firsts[split] + 1]
+    example[split] = np.minimum(prompts, answers)
+    return example, split, prompts, answers
 
 
 def _preference_shingle_text(example: PreferenceExample, contents: list[str]) -> str:

@@ -25,34 +25,45 @@ Subjects: ``user:<sub>`` (the JWT ``sub``) or ``role:<name>``. The prefixes keep
 "admin" from ever meaning the role ``admin``.
 
 Tenants: ``[A-Za-z0-9._-]{1,64}``; ``*`` is the global tenant and is legal only in the
-``tenant`` field of a ``p`` rule (baseline rules that hold in every tenant).
+``tenant`` field of a ``p`` rule (baseline rules that hold in every tenant). ``platform``
+(:data:`PLATFORM_TENANT`) is the platform domain, held outside every tenant: the domain of
+the global objects (base models every tenant sees). A change to a global object is decided
+there, and only a token issued for it (tenant ``platform``) has memberships there; its
+``platform-admin`` role (:data:`PLATFORM_ADMIN_ROLE`) is what the seed grants those changes
+to. Which tenant names a token may carry is the gateway's (its registered tenants), not
+this module's.
 
 Objects (``kind:id`` or a singleton) and the actions legal on each kind:
 
-==========  =====================  ===========================================================
-kind        object forms           actions
-==========  =====================  ===========================================================
-``ds``      ``ds:<id>``, ``ds:*``  read, list, create (propose), approve, revoke, upload, train,
-                                   hold (set or release a legal hold)
-                                   review (a job's suspected mislabels of its files)
-``class``   ``class:<label>``,     same as ``ds`` (a rule on a class is a rule on each data
-            ``class:*``            source classified under it through ``g2``)
-``base``    ``base:<name>``,       read, list, create (register), train (fine-tune on it), retire,
-            ``base:*``             infer (call it: /v1/chat/completions)
-``model``   ``model:<id>``,        read, list, use (download / serve), promote (ask for a
-            ``model:*``            promotion), approve (decide a promotion, clear a flag),
-                                   retire, export (dossier), delete (its adapter),
-                                   evaluate (re-evaluate it after release), infer (call it:
-                                   /v1/chat/completions), route (set its traffic split)
-``job``     ``job:<id>``,          read, list, create, cancel
-            ``job:*``
-``policy``  ``policy``             read (rules, versions), edit (add / remove rules), check
-                                   (dry run)
-``audit``   ``audit``              read (events, proofs, checkpoints), verify, export
-``tenant``  ``tenant``             read, create, edit
-``erasure`` ``erasure:<id>``,      read, list, create (a subject's erasure request), decide
-            ``erasure:*``
-==========  =====================  ===========================================================
+============  =====================  ===========================================================
+kind          object forms           actions
+============  =====================  ===========================================================
+``ds``        ``ds:<id>``, ``ds:*``  read, list, create (propose), approve, revoke, upload, train,
+                                     hold (set or release a legal hold)
+                                     review (a job's suspected mislabels of its files)
+                                     export (send its data to an external provider: the
+                                     provider's own ``export`` must be allowed too)
+``class``     ``class:<label>``,     same as ``ds`` (a rule on a class is a rule on each data
+              ``class:*``            source classified under it through ``g2``)
+``base``      ``base:<name>``,       read, list, create (register), train (fine-tune on it), retire,
+              ``base:*``             infer (call it: /v1/chat/completions)
+``model``     ``model:<id>``,        read, list, use (download / serve), promote (ask for a
+              ``model:*``            promotion), approve (decide a promotion, clear a flag),
+                                     retire, export (dossier), delete (its adapter),
+                                     evaluate (re-evaluate it after release), infer (call it:
+                                     /v1/chat/completions), route (set its traffic split)
+``job``       ``job:<id>``,          read, list, create, cancel
+              ``job:*``
+``policy``    ``policy``             read (rules, versions), edit (add / remove rules), check
+                                     (dry run)
+``audit``     ``audit``              read (events, proofs, checkpoints), verify, export
+``tenant``    ``tenant``             read, create, edit
+``erasure``   ``erasure:<id>``,      read, list, create (a subject's erasure request), decide
+              ``erasure:*``
+``provider``  ``provider:<name>``,   read, list, create (register), delete (retire), export
+              ``provider:*``         (send data to it: the data source's own ``export`` must
+                                     be allowed too)
+============  =====================  ===========================================================
 
 One more singleton: ``compliance`` (object ``compliance``), action read (the regulators'
 records: GDPR Art. 30 records of processing, gateway.compliance).
@@ -83,6 +94,9 @@ MAX_VALUE_LENGTH = 128
 MAX_NAME_LENGTH = 64
 
 GLOBAL_TENANT = "*"
+#: The platform domain: global objects are changed there, by its platform-admin role.
+PLATFORM_TENANT = "platform"
+PLATFORM_ADMIN_ROLE = "platform-admin"
 WILDCARD_ID = "*"
 USER_PREFIX = "user:"
 ROLE_PREFIX = "role:"
@@ -92,7 +106,10 @@ DENY = "deny"
 EFFECTS = frozenset({ALLOW, DENY})
 
 _DS_ACTIONS = frozenset(
-    {"read", "list", "create", "approve", "revoke", "upload", "train"} | {"hold"} | {"review"}
+    {"read", "list", "create", "approve", "revoke", "upload", "train"}
+    | {"hold"}
+    | {"review"}
+    | {"export"}
 )
 
 #: kind -> actions legal on it. Kinds with ids are written ``kind:<id>``.
@@ -110,8 +127,9 @@ ACTIONS_BY_KIND: Mapping[str, frozenset[str]] = {
     "tenant": frozenset({"read", "create", "edit"}),
     "erasure": frozenset({"read", "list", "create", "decide"}),
     "compliance": frozenset({"read"}),
+    "provider": frozenset({"read", "list", "create", "delete", "export"}),
 }
-KINDS_WITH_ID = frozenset({"ds", "class", "base", "model", "job", "erasure"})
+KINDS_WITH_ID = frozenset({"ds", "class", "base", "model", "job", "erasure", "provider"})
 SINGLETON_KINDS = frozenset({"policy", "audit", "tenant", "compliance"})
 OBJECT_KINDS = KINDS_WITH_ID | SINGLETON_KINDS
 ACTIONS = frozenset().union(*ACTIONS_BY_KIND.values())

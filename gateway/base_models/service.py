@@ -9,7 +9,13 @@ is removed again, so a name on disk without a row is left only by a crash in bet
 
 Local sources are confined to `settings.model_import_roots` after symlink resolution,
 each file of a directory included: an admin token must not turn the gateway into a
-reader of arbitrary server files."""
+reader of arbitrary server files.
+
+Tenancy: a base model the platform admin registers (a token of the platform domain) is
+global, seen by every tenant; one a tenant's admin registers is that tenant's own, seen in
+that tenant only (and by the platform admin). Another tenant is told it does not exist.
+A global one is changed (retired) by the platform admin only: the route refuses anyone
+else before the service runs (gateway.base_models.router), and `retire` refuses again."""
 
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, or_, select
 
 from gateway.audit_api.service import record_allowed
 from gateway.authz import Authorized, allows
@@ -44,9 +50,11 @@ from gateway.base_models.schemas import (
 )
 from gateway.config import Settings
 from gateway.db import on_rollback, read_only
-from gateway.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from gateway.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
 from gateway.pagination import visible_page
 from gateway.runtime import Runtime
+from gateway.security import Principal
+from policies.vocabulary import PLATFORM_TENANT
 from trainer.hashing import sha256_file
 
 log = structlog.get_logger()
@@ -80,6 +88,9 @@ def model_dir(settings: Settings, name: str) -> Path:
 
 
 def get(session: Session, *, name: str, for_update: bool = False) -> RegisteredBaseModel:
+    """The row, whoever owns it: for callers that have checked its tenant or need none
+    (lineage of a model already trained on it). A request names one through
+    :func:`get_in_tenant`."""
     row = None
     if BASE_MODEL_NAME.match(name):
         row = session.get(RegisteredBaseModel, name, with_for_update=for_update)
@@ -88,8 +99,52 @@ def get(session: Session, *, name: str, for_update: bool = False) -> RegisteredB
     return row
 
 
+def visible_in(row: RegisteredBaseModel, tenant: str) -> bool:
+    """Whether a caller of ``tenant`` sees the base model: a global one, the tenant's own,
+    or any from the platform domain."""
+    return row.tenant is None or row.tenant == tenant or tenant == PLATFORM_TENANT
+
+
+def get_in_tenant(
+    session: Session, *, tenant: str, name: str, for_update: bool = False
+) -> RegisteredBaseModel:
+    """The base model as a caller of ``tenant`` may name it (to read, train on or call):
+    another tenant's own is not found, exactly as a name nobody registered."""
+    row = get(session, name=name, for_update=for_update)
+    if not visible_in(row, tenant):
+        raise NotFound(f"base model {name!r} not found", code="base_model_not_found")
+    return row
+
+
 def get_visible(session: Session, *, authorized: Authorized, name: str) -> RegisteredBaseModel:
-    return get(session, name=name)
+    return get_in_tenant(session, tenant=authorized.principal.tenant, name=name)
+
+
+#: scope_of: a name nobody registered.
+MISSING = "missing"
+
+
+def scope_of(engine: Any, name: str) -> str | None:
+    """The tenant owning the base model, None for a global one, MISSING for a name nobody
+    registered. A read-only look, outside the request's transaction (the route asks it
+    before deciding)."""
+    if not BASE_MODEL_NAME.match(name):
+        return MISSING
+    with Session(read_only(engine)) as peek:
+        row = peek.get(RegisteredBaseModel, name)
+        return MISSING if row is None else row.tenant
+
+
+def platform_admin_required(
+    principal: Principal, *, obj: str, act: str, version: str
+) -> PermissionDenied:
+    """The refusal of a change to a global base model from inside a tenant."""
+    return PermissionDenied(
+        f"{obj} is a global base model: only the platform admin may {act} it (register one "
+        f"for tenant {principal.tenant!r}, or ask the platform admin)",
+        code="platform_admin_required",
+        details={"object": obj, "action": act, "scope": "global", "policy_version": version},
+    )
 
 
 def list_visible(
@@ -101,9 +156,17 @@ def list_visible(
     after: str | None,
     limit: int,
 ) -> tuple[list[RegisteredBaseModel], str | None]:
-    """Base models the caller may read, in name order."""
+    """Base models the caller may read and sees (global ones and its tenant's own; all of
+    them from the platform domain), in name order."""
     principal = authorized.principal
     query = select(RegisteredBaseModel)
+    if not principal.platform:
+        query = query.where(
+            or_(
+                col(RegisteredBaseModel.tenant).is_(None),
+                col(RegisteredBaseModel.tenant) == principal.tenant,
+            )
+        )
     if status is not None:
         query = query.where(col(RegisteredBaseModel.status) == status)
     page, more = visible_page(
@@ -389,9 +452,12 @@ def register(
     )
 
     on_rollback(session, lambda: _discard(target))
+    principal = authorized.principal
     row = RegisteredBaseModel(
         name=body.name,
         status="active",
+        # the platform admin registers global base models; a tenant's admin, the tenant's own
+        tenant=None if principal.platform else principal.tenant,
         license=body.license,
         description=body.description,
         source_kind=body.source.kind,
@@ -417,6 +483,7 @@ def register(
         resource=_policy_object(row.name),
         details={
             "name": row.name,
+            "tenant": row.tenant,
             "manifest_sha256": row.manifest_sha256,
             "license": row.license,
             "source_kind": row.source_kind,
@@ -429,7 +496,13 @@ def register(
 
 
 def retire(session: Session, *, authorized: Authorized, name: str) -> RegisteredBaseModel:
-    row = get(session, name=name, for_update=True)
+    principal = authorized.principal
+    row = get_in_tenant(session, tenant=principal.tenant, name=name, for_update=True)
+    if row.tenant is None and not principal.platform:
+        # The route refused this already; a service called some other way refuses too.
+        raise platform_admin_required(
+            principal, obj=authorized.obj, act=authorized.act, version=authorized.policy_version
+        )
     if row.status == "retired":
         raise Conflict(f"base model {name} is already retired", code="already_retired")
     row.status = "retired"
@@ -441,6 +514,6 @@ def retire(session: Session, *, authorized: Authorized, name: str) -> Registered
         session,
         authorized=authorized,
         action="base_model.retired",
-        details={"name": row.name, "manifest_sha256": row.manifest_sha256},
+        details={"name": row.name, "tenant": row.tenant, "manifest_sha256": row.manifest_sha256},
     )
     return row

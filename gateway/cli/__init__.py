@@ -15,6 +15,7 @@ from gateway.cli import (  # noqa: F401  (each module registers its commands)
     operator,
     policy,
     promotions,
+    providers,
     witness,
 )
 from gateway.cli.app import app

@@ -178,6 +178,9 @@ def records_csv(records: RecordsOfProcessing) -> str:
     for r in records.records:
         row = r.model_dump()
         row["recipients"] = [m.model_id for m in r.recipients]
+        row["transfers"] = (
+            r.transfers if isinstance(r.transfers, str) else list(map(str, r.transfers))
+        )
         row["callers"] = sorted({c for m in r.recipients for c in m.callers})
         writer.writerow([_joined(row[name]) for name in CSV_COLUMNS])
     return out.getvalue()

@@ -125,6 +125,23 @@ class RecordModel(BaseModel):
     denied: list[str]
 
 
+class RecordTransfer(BaseModel):
+    """A transfer of the source's personal data to an external provider that its record
+    allows (an export still needs the policy's `export` on the source and the provider)."""
+
+    provider: str
+    base_url: str
+    region: str
+    legal_basis: str
+    legal_reference: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.provider} ({self.base_url}) in {self.region}: {self.legal_basis} "
+            f"({self.legal_reference})"
+        )
+
+
 class RecordOfProcessing(BaseModel):
     data_source: str
     name: str
@@ -135,7 +152,9 @@ class RecordOfProcessing(BaseModel):
     pii_found: dict[str, int] = Field(description="PII kind -> findings, from the datasheets")
     legal_basis: str
     recipients: list[RecordModel]
-    transfers: str
+    transfers: list[RecordTransfer] | str = Field(
+        description='the allowed transfers, or "none recorded"'
+    )
     retention_days: int
     legal_hold: bool
     next_deletion_due: int | None = Field(description="epoch seconds; null when nothing is held")

@@ -20,6 +20,7 @@ from gateway.compliance.schemas import (
     RecordModel,
     RecordOfProcessing,
     RecordsOfProcessing,
+    RecordTransfer,
     SummaryBaseModel,
     SummaryGate,
     SummaryGeneral,
@@ -31,7 +32,10 @@ from gateway.compliance.schemas import (
     TrainingContentSummary,
 )
 from gateway.data_sources.models import DataSource
+from gateway.data_sources.schemas import TRANSFER_BASIS_ARTICLE, TransferBasis
 from gateway.files.models import TrainingFile
+from gateway.providers import service as providers
+from gateway.providers.models import Provider
 from gateway.registry import service as registry
 from gateway.registry.models import ModelVersion
 from gateway.retention.service import DAY
@@ -340,6 +344,25 @@ def _measures(state: Runtime, *, tenant: str, source: DataSource) -> list[str]:
     ]
 
 
+def _transfers(source: DataSource, active: list[Provider]) -> list[RecordTransfer] | str:
+    """The transfers to registered providers that the source's record allows, or "none
+    recorded" (a classification that forbids every export allows none)."""
+    if providers.export_forbidden(source):
+        return "none recorded"
+    allowed = [
+        RecordTransfer(
+            provider=provider.name,
+            base_url=provider.base_url,
+            region=transfer["region"],
+            legal_basis=transfer["legal_basis"],
+            legal_reference=TRANSFER_BASIS_ARTICLE[TransferBasis(transfer["legal_basis"])],
+        )
+        for provider in active
+        for transfer in providers.allowed_transfers(source, provider)
+    ]
+    return allowed or "none recorded"
+
+
 def records_of_processing(
     session: Session, *, state: Runtime, authorized: Authorized
 ) -> RecordsOfProcessing:
@@ -355,6 +378,7 @@ def records_of_processing(
         .where(col(ModelVersion.tenant) == tenant)
         .order_by(col(ModelVersion.id))
     ).all()
+    active = providers.active_providers(session)
     records = []
     for source in sources:
         files = files_of[source.id]
@@ -381,7 +405,7 @@ def records_of_processing(
                 pii_found=pii,
                 legal_basis=source.legal_basis or NOT_RECORDED,
                 recipients=recipients,
-                transfers="none recorded",
+                transfers=_transfers(source, active),
                 retention_days=source.retention_days,
                 legal_hold=source.legal_hold,
                 next_deletion_due=min(f.created_at for f in live) + source.retention_days * DAY
@@ -407,7 +431,9 @@ def records_of_processing(
         notes=[
             "recipients: the models trained on the source and the subjects granted `infer` on "
             "them by policy rules; roles are also given by the identity provider's tokens",
-            "transfers: this gateway records none (no federated executor is configured)",
+            "transfers: to the registered providers that the data source's transfer records "
+            "allow (a region the provider processes data in, a legal basis); each export also "
+            "needs the policy's `export` on the source and on the provider, and is audited",
             "data subject categories and data categories: as declared on the data source "
             "(data categories fall back to the PII kinds found)",
         ],

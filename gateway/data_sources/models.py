@@ -54,3 +54,5 @@ class DataSource(SQLModel, table=True):
         default=None, sa_column=Column(JSON, nullable=True)
     )
     data_categories: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # the transfers to external providers its record allows (gateway.providers; 0017)
+    transfers: list[dict] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

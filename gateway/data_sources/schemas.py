@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from gateway.fields import FreeText, Purpose, Subject
 
@@ -43,6 +43,48 @@ class DataOrigin(StrEnum):
     user = "user"  # user data
     synthetic = "synthetic"
     private = "private"  # the provider's own, not public (the template's "other sources")
+
+
+# A provider's name (gateway.providers): a lowercase slug, since it names the provider in
+# the policy (`provider:<name>`). Defined here, where a transfer record names one.
+PROVIDER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Where a provider processes data and where a transfer may go: a lowercase region code
+# ("eu", "de", "eu-west-1", "us-east-1"), matched exactly.
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(?:-[a-z0-9]{1,16}){0,3}$")]
+
+
+class TransferBasis(StrEnum):
+    """What makes sending personal data to a provider lawful (GDPR Art. 28, Chapter V)."""
+
+    processor_agreement = "processor_agreement"  # Art. 28(3): a processor, no third country
+    adequacy_decision = "adequacy_decision"  # Art. 45
+    standard_contractual_clauses = "standard_contractual_clauses"  # Art. 46(2)(c)
+    binding_corporate_rules = "binding_corporate_rules"  # Art. 47
+    explicit_consent = "explicit_consent"  # Art. 49(1)(a)
+
+
+TRANSFER_BASIS_ARTICLE = {
+    TransferBasis.processor_agreement: "GDPR Art. 28(3)",
+    TransferBasis.adequacy_decision: "GDPR Art. 45",
+    TransferBasis.standard_contractual_clauses: "GDPR Art. 46(2)(c)",
+    TransferBasis.binding_corporate_rules: "GDPR Art. 47",
+    TransferBasis.explicit_consent: "GDPR Art. 49(1)(a)",
+}
+
+
+class TransferRecord(BaseModel):
+    """One transfer of the source's personal data that its record allows: to a region (and
+    only to one provider, when `provider` is set), on a legal basis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: Region = Field(max_length=40)
+    legal_basis: TransferBasis
+    provider: str | None = Field(
+        None,
+        pattern=PROVIDER_NAME.pattern,
+        description="only this provider; null: any provider that processes data in the region",
+    )
 
 
 class DataSourceCreate(BaseModel):
@@ -84,6 +126,14 @@ class DataSourceCreate(BaseModel):
     )
     data_categories: list[FreeText] | None = Field(
         None, max_length=32, description="GDPR Art. 30(1)(c): e.g. contact details, chat text"
+    )
+    # exports to external providers (gateway.providers): personal data leaves only on one
+    transfers: list[TransferRecord] | None = Field(
+        None,
+        max_length=32,
+        description="GDPR Art. 30(1)(e): the transfers of the source's personal data to external "
+        "providers that are allowed; an export of personal data needs one whose region is a "
+        "region the provider processes data in",
     )
 
     @model_validator(mode="after")
@@ -141,6 +191,7 @@ class DataSourcePublic(BaseModel):
     data_origin: str | None = None
     data_subject_categories: list[str] | None = None
     data_categories: list[str] | None = None
+    transfers: list[TransferRecord] | None = None
 
 
 class DataSourcesPage(BaseModel):

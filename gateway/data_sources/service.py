@@ -104,6 +104,7 @@ def propose(session: Session, *, authorized: Authorized, body: DataSourceCreate)
             else repr(source.max_conflict_rate),
             "overlap_threshold": repr(source.overlap_threshold),
             "max_overlapping_lines": source.max_overlapping_lines,
+            "transfers": source.transfers,
         },
     )
     return source

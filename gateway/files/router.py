@@ -57,7 +57,7 @@ def list_files(
     session: SessionDep,
     state: StateDep,
     authorized: Annotated[Authorized, authorize("ds:*", "list")],
-    purpose: Annotated[str | None, Query(max_length=32)] = None,
+    purpose: Annotated[str | None, Query(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")] = None,
     data_source: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = None,
     after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,

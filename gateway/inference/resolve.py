@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import object_session
 
 from gateway.authz import Authorized, allows
 from gateway.base_models import service as base_models
@@ -97,19 +98,23 @@ class _Generation:
 generation = _Generation()
 
 
-@event.listens_for(OrmSession, "after_flush")
-def _flushed(session: OrmSession, _context: Any) -> None:
-    for instance in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(instance, _WATCHED):
-            session.info[_CHANGED] = True
-            return
+def _written(_mapper: Any, _connection: Any, target: Any) -> None:
+    session = object_session(target)
+    if session is not None:
+        session.info[_CHANGED] = True
+
+
+for _model in _WATCHED:
+    for _when in ("after_insert", "after_update", "after_delete"):
+        event.listen(_model, _when, _written)
 
 
 @event.listens_for(OrmSession, "do_orm_execute")
 def _bulk_written(state: Any) -> None:
-    if (state.is_update or state.is_delete) and state.bind_mapper is not None:
-        if issubclass(state.bind_mapper.class_, _WATCHED):
-            state.session.info[_CHANGED] = True
+    mapper = state.bind_mapper
+    written = state.is_update or state.is_delete
+    if written and mapper is not None and issubclass(mapper.class_, _WATCHED):
+        state.session.info[_CHANGED] = True
 
 
 @event.listens_for(OrmSession, "after_commit")
@@ -225,10 +230,32 @@ def _keep_text_days(session: Any, model_id: str) -> int | None:
     return settings.retention_days
 
 
+_PATHS: dict[tuple[str, str, str], str] = {}  # where models live: a function of the strings
+
+
+def _base_dir(state: Runtime, name: str) -> str:
+    key = ("base", str(state.settings.artifact_dir), name)
+    found = _PATHS.get(key)
+    if found is None:
+        found = _PATHS[key] = str(base_models.model_dir(state.settings, name))
+    return found
+
+
+def _adapter_dir(state: Runtime, row: ModelVersion) -> str:
+    """adapter_directory's answer (it resolves the path on disk: syscalls), kept once it
+    answered; a directory outside the store raises every time."""
+    key = ("adapter", str(state.settings.artifact_dir), row.artifact_dir)
+    found = _PATHS.get(key)
+    if found is None:
+        if len(_PATHS) >= Reads.MAX_ENTRIES:
+            _PATHS.clear()
+        found = _PATHS[key] = str(adapter_directory(state.settings, row))
+    return found
+
+
 def _fine_tuned_target(
     session: Any, state: Runtime, *, named: str, row: ModelVersion, role: str, purpose: str
 ) -> Target:
-    base_dir = base_models.model_dir(state.settings, row.base_model)
     return Target(
         named=named,
         version_id=row.id,
@@ -236,12 +263,8 @@ def _fine_tuned_target(
         status=row.status,
         role=role,
         base_model=row.base_model,
-        base_model_dir=str(base_dir),
-        adapter=AdapterRef(
-            name=row.id,
-            path=str(adapter_directory(state.settings, row)),
-            sha256=row.adapter_sha256,
-        ),
+        base_model_dir=_base_dir(state, row.base_model),
+        adapter=AdapterRef(name=row.id, path=_adapter_dir(state, row), sha256=row.adapter_sha256),
         purpose=purpose,
         keep_text_days=_keep_text_days(session, row.id),
     )
@@ -288,7 +311,7 @@ def resolve(
     """The target of a call, or Refused (NotFound is raised as it is: nothing was found)."""
     tenant = authorized.principal.tenant
     if not is_fine_tuned(model):
-        return _base_target(session, state, model=model, purpose=purpose)
+        return _base_target(session, state, model=model, purpose=purpose, tenant=tenant)
     row = get_in_tenant(session, tenant=tenant, model_id=model)
     wanted = purpose or row.purpose
     named = Named(version_id=row.id, base_model=row.base_model, purpose=wanted)
@@ -312,9 +335,11 @@ def resolve(
     return _fine_tuned_target(session, state, named=model, row=row, role=row.status, purpose=wanted)
 
 
-def _base_target(session: Any, state: Runtime, *, model: str, purpose: str | None) -> Target:
+def _base_target(
+    session: Any, state: Runtime, *, model: str, purpose: str | None, tenant: str
+) -> Target:
     row: Any = session.get(RegisteredBaseModel, model)
-    if row is None:
+    if row is None or not base_models.visible_in(row, tenant):  # another tenant's own: absent
         raise NotFound(f"model {model!r} not found", code="model_not_found", param="model")
     wanted = purpose or BASE_PURPOSE
     if row.status != "active":
@@ -331,7 +356,7 @@ def _base_target(session: Any, state: Runtime, *, model: str, purpose: str | Non
         status="active",
         role="base",
         base_model=model,
-        base_model_dir=str(base_models.model_dir(state.settings, model)),
+        base_model_dir=_base_dir(state, model),
         adapter=None,
         purpose=wanted,
         keep_text_days=_keep_text_days(session, model),

@@ -3,7 +3,6 @@ usage, traffic, the traffic split (canary) and text retention."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import anyio
@@ -57,7 +56,8 @@ class AuthorizeChat(Authorize):
     ) -> Authorized:
         values = {"kind": "model", "model": "*"}
         try:
-            named = json.loads(await request.body()).get("model")
+            # the JSON FastAPI already parsed for the body (starlette keeps it): not twice
+            named = (await request.json()).get("model")
         except (ValueError, AttributeError, UnicodeDecodeError):
             named = None
         if isinstance(named, str) and PATH_ID.fullmatch(named):
@@ -85,14 +85,6 @@ class _SSEResponse(StreamingResponse):
                 await self.stream.aclose()
 
 
-async def _runtime(request: Request) -> service.InferenceRuntime:
-    # a coroutine: a plain function dependency would cost a worker-thread hop per call
-    return request.app.state.gateway.inference_runtime()
-
-
-RuntimeDep = Annotated[service.InferenceRuntime, Depends(_runtime)]
-
-
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
@@ -101,7 +93,7 @@ RuntimeDep = Annotated[service.InferenceRuntime, Depends(_runtime)]
 async def create_chat_completion(
     request: Request,
     body: ChatCompletionCreate,
-    runtime: RuntimeDep,
+    state: StateDep,  # resolved once per request, for AuthorizeChat too
     authorized: Annotated[Authorized, Depends(AuthorizeChat())],
     x_tunegate_purpose: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Any:
@@ -110,7 +102,7 @@ async def create_chat_completion(
     with, for a purpose (`purpose` / `metadata.purpose` / `X-Tunegate-Purpose`; default:
     the model's training purpose)."""
     outcome = await service.complete(
-        runtime,
+        state.inference_runtime(),
         authorized=authorized,
         body=body,
         raw_body=await request.body(),

@@ -6,19 +6,24 @@ over those rows: usage per model, traffic per version.
 Each batch is one transaction: the usage rows, the kept transcripts and the audit events
 (queued through audit.chain.enqueue, the enqueue path every governed change takes, chained
 by the sequencer after the commit) land together or not at all. A non-streaming call
-waits for its batch to commit before its answer is sent; a stream's record is written when
-the stream ends (its bytes are gone by then: a failure is logged and counted). Expired
+waits for its batch to commit before its answer is sent (``write``) unless
+INFERENCE_AWAIT_RECORD is off (``submit``); a stream's record is written when the stream
+ends (its bytes are gone by then: a failure is logged and counted). A batch is whatever
+queued while the last one was written, so batches grow with the load. The sequencer is
+told of committed events at most every ``notify_every`` seconds (and at once after an idle
+spell), so that under load it chains large rounds rather than one per batch. Expired
 transcripts are deleted by the same thread, at most once a minute."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -37,6 +42,7 @@ log = structlog.get_logger()
 MAX_BATCH = 512
 WRITE_TIMEOUT_SECONDS = 30.0
 PURGE_EVERY_SECONDS = 60.0
+NOTIFY_EVERY_SECONDS = 0.02
 SYSTEM_ACTOR = "system:inference"
 
 
@@ -60,7 +66,7 @@ class CallRecord:
     transcript: dict[str, Any] | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _future: asyncio.Future[None] | None = None
-    _done: threading.Event = field(default_factory=threading.Event)
+    _done: threading.Event | None = None  # wait_idle's markers only
     failed: bool = False
 
 
@@ -72,11 +78,15 @@ class UsageWriter:
         notify: Callable[[], None],
         max_batch: int = MAX_BATCH,
         write_timeout: float = WRITE_TIMEOUT_SECONDS,
+        notify_every: float = NOTIFY_EVERY_SECONDS,
     ) -> None:
         self.engine = engine
         self.notify = notify
         self.max_batch = max_batch
         self.write_timeout = write_timeout
+        self.notify_every = notify_every
+        self._notified = 0.0  # when the sequencer was last told
+        self._unnotified = False  # committed events it was not told of yet
         self.written = 0
         self.failures = 0
         self._queue: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
@@ -90,19 +100,28 @@ class UsageWriter:
         self._ensure_started()
         self._queue.put(record)
 
+    @property
+    def backlog(self) -> int:
+        """Records queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
     async def write(self, record: CallRecord) -> None:
         """Queues the record and waits until its batch committed (503 when it could not
-        be written)."""
+        be written). A caller cancelled meanwhile leaves the record queued: it is
+        written all the same."""
         loop = asyncio.get_running_loop()
-        record._loop = loop
-        record._future = loop.create_future()
+        future: asyncio.Future[None] = loop.create_future()
+        record._loop, record._future = loop, future
         self.submit(record)
+        expiry = loop.call_later(self.write_timeout, _expire, future)
         try:
-            await asyncio.wait_for(asyncio.shield(record._future), self.write_timeout)
+            await future
         except TimeoutError:
             raise ServiceUnavailable(
                 "the call could not be recorded in time; retry", code="database_busy"
             ) from None
+        finally:
+            expiry.cancel()
         if record.failed:
             raise ServiceUnavailable("the call could not be recorded; retry", code="database_error")
 
@@ -129,17 +148,22 @@ class UsageWriter:
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Returns once everything submitted so far is written (tests, benches)."""
-        marker = CallRecord(row={}, audit={})
+        marker = CallRecord(row={}, audit={}, _done=threading.Event())
         marker.failed = True  # a marker, not a call
         self._ensure_started()
         self._queue.put(marker)
+        assert marker._done is not None
         marker._done.wait(timeout)
 
     # --- the writer's side
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._notify_wait())
+            except queue.Empty:
+                self._notify()  # what the last batches committed, now to be chained
+                continue
             stopping = first is None
             batch: list[CallRecord] = [] if first is None else [first]
             while len(batch) < self.max_batch:
@@ -160,9 +184,31 @@ class UsageWriter:
                     log.exception("inference.usage_writer_failed", calls=len(calls))
                     _finish(calls, failed=True)
             self._purge_when_due()
+            if markers or stopping or time.monotonic() - self._notified >= self.notify_every:
+                self._notify()
             _finish(markers, failed=True)
             if stopping:
                 return
+
+    def _notify_wait(self) -> float | None:
+        """How long the thread may wait for the next record: forever, unless committed
+        events wait for the sequencer to be told."""
+        if not self._unnotified:
+            return None
+        return max(0.0, self._notified + self.notify_every - time.monotonic())
+
+    def _notify(self) -> None:
+        """Wakes the sequencer for what was committed since the last time: at most once
+        per ``notify_every`` under load, so that it chains in large rounds (each round is
+        a transaction on the chain head, with a fixed cost) rather than one per batch."""
+        if not self._unnotified:
+            return
+        self._notified = time.monotonic()
+        self._unnotified = False
+        try:
+            self.notify()
+        except Exception:
+            log.exception("inference.notify_failed")
 
     def _write(self, batch: list[CallRecord]) -> None:
         try:
@@ -185,11 +231,8 @@ class UsageWriter:
             _finish(batch, failed=True)
             return
         self.written += len(batch)
+        self._unnotified = True
         metrics.AUDIT_EVENTS.inc(len(batch))
-        try:
-            self.notify()
-        except Exception:
-            log.exception("inference.notify_failed")
         _finish(batch, failed=False)
 
     def _purge_when_due(self) -> None:
@@ -199,23 +242,35 @@ class UsageWriter:
         self._last_purge = now
         try:
             if purge_expired(self.engine, now=int(time.time())):
-                self.notify()
+                self._unnotified = True
         except Exception:
             log.exception("inference.transcript_purge_failed")
 
 
 def _finish(batch: list[CallRecord], *, failed: bool) -> None:
+    """Tells the batch's waiters: one wake-up per event loop, not one per call."""
+    waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for item in batch:
-        item.failed = failed if item.row else item.failed
-        item._done.set()
+        if item.row:
+            item.failed = failed
+        if item._done is not None:
+            item._done.set()
         if item._loop is not None and item._future is not None:
-            future = item._future
-            item._loop.call_soon_threadsafe(_resolve, future)
+            waiting.setdefault(item._loop, []).append(item._future)
+    for loop, futures in waiting.items():
+        with contextlib.suppress(RuntimeError):  # that loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, futures)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
+def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_exception(TimeoutError())
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # a waiter cancelled (client gone) or timed out
+            future.set_result(None)
 
 
 def purge_expired(engine: Engine, *, now: int) -> int:
@@ -278,7 +333,7 @@ def model_usage(
     elif group_by == "purpose":
         key = func.coalesce(col(InferenceCall.purpose), "")
     elif group_by == "day":
-        key = col(InferenceCall.created_at) / 86400
+        key = col(InferenceCall.created_at) // 86400  # whole UTC days (/ is true division)
     columns = (key, *figures) if key is not None else (func.count(), *figures[1:])
     query = select(*columns).where(
         col(InferenceCall.tenant) == tenant, col(InferenceCall.model_version_id) == model_id

@@ -269,9 +269,9 @@ def _resolve_model(
             session, base_name, read=lambda: base_models.get(session, name=base_name)
         )
     except NotFound:
-        raise NotFound(
-            f"model {body.model!r} not found", code="model_not_found", param="model"
-        ) from None
+        base = None
+    if base is None or not base_models.visible_in(base, tenant):  # another tenant's own
+        raise NotFound(f"model {body.model!r} not found", code="model_not_found", param="model")
     checks.allow(f"base:{base.name}", "train")
     checks.require(gates.base_model_active(base.name, status=base.status), record=False)
     return parent, base

@@ -55,6 +55,7 @@ witness_logs = Table(
 )
 
 _GET = "SELECT size, root, checkpoint FROM witness_logs WHERE origin = ?"
+_READ = "SELECT origin, size, root, checkpoint FROM witness_logs WHERE origin IN"  # (...)
 _INSERT = (
     "INSERT INTO witness_logs (origin, size, root, checkpoint) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (origin) DO NOTHING"
@@ -95,8 +96,8 @@ class SqlStore:
         self._sqlite = engine.dialect.name == "sqlite"
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         # Fixed SQL; only the placeholder style varies with the driver.
+        self._mark = mark
         self._get = _GET.replace("?", mark)
-        self._lock_row = self._get if self._sqlite else self._get + " FOR UPDATE"
         self._insert = _INSERT.replace("?", mark)
         self._update = _UPDATE.replace("?", mark)
         self._pending: list[tuple[Verified, Done]] = []
@@ -222,7 +223,7 @@ class SqlStore:
             try:
                 outcomes = self._transaction(batch)
             except _LostRace as lost:
-                log.info("witness.first_sight_race", origin=str(lost))
+                log.info("witness.first_sight_race", statement=str(lost))
                 continue
             except Exception as exc:
                 self._drop_connection()
@@ -236,25 +237,27 @@ class SqlStore:
         return [WitnessRefusal(503, "witness_busy", message) for _ in batch]
 
     def _transaction(self, batch: list[Verified]) -> list[Outcome]:
+        """Few statements whatever the batch's size (BEGIN, one SELECT, one or two
+        executemany, COMMIT): each one gives the GIL up and must win it back from the
+        callers' threads."""
         raw = self._connection()
         cursor = raw.cursor()
         try:
             if self._sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
-            read = {o: self._read(cursor, o) for o in sorted({v.origin for v in batch})}
+            read = self._read(cursor, sorted({v.origin for v in batch}))
             changed: dict[str, LogState] = {}
             outcomes: list[Outcome] = []
             for verified in batch:
                 origin = verified.origin
                 try:
-                    state = check_against(verified, changed.get(origin) or read[origin])
+                    state = check_against(verified, changed.get(origin) or read.get(origin))
                 except WitnessRefusal as refusal:
                     outcomes.append(refusal)
                     continue
                 changed[origin] = state
                 outcomes.append(state)
-            for origin, state in changed.items():  # each log written once, its last state
-                self._write(cursor, read[origin], state)
+            self._write(cursor, read, changed)  # each log once, with its last state
             if self._sqlite:
                 cursor.execute("COMMIT")
             else:
@@ -266,19 +269,35 @@ class SqlStore:
         finally:
             cursor.close()
 
-    def _read(self, cursor: Any, origin: str) -> LogState | None:
-        cursor.execute(self._lock_row, (origin,))
-        row = cursor.fetchone()
-        return None if row is None else LogState(origin, int(row[0]), bytes(row[1]), str(row[2]))
+    def _read(self, cursor: Any, origins: list[str]) -> dict[str, LogState]:
+        """The stored state of ``origins`` (sorted: PostgreSQL locks the rows in that
+        order). The list is padded to a power of two, so few distinct statements reach
+        the driver's statement cache."""
+        padded = origins + origins[-1:] * ((1 << (len(origins) - 1).bit_length()) - len(origins))
+        marks = ", ".join([self._mark] * len(padded))
+        sql = f"{_READ} ({marks}) ORDER BY origin" + ("" if self._sqlite else " FOR UPDATE")
+        cursor.execute(sql, padded)
+        return {
+            row[0]: LogState(row[0], int(row[1]), bytes(row[2]), str(row[3]))
+            for row in cursor.fetchall()
+        }
 
-    def _write(self, cursor: Any, old: LogState | None, new: LogState) -> None:
-        if old is None:
-            cursor.execute(self._insert, (new.origin, new.size, new.root, new.note))
-        else:
-            params = (new.size, new.root, new.note, old.origin, old.size, old.root)
-            cursor.execute(self._update, params)
-        if cursor.rowcount != 1:
-            raise _LostRace(new.origin)
+    def _write(self, cursor: Any, read: dict[str, LogState], changed: dict[str, LogState]) -> None:
+        inserts = [
+            (new.origin, new.size, new.root, new.note)
+            for origin, new in changed.items()
+            if origin not in read
+        ]
+        updates = [
+            (new.size, new.root, new.note, origin, read[origin].size, read[origin].root)
+            for origin, new in changed.items()
+            if origin in read
+        ]
+        for statement, rows in ((self._insert, inserts), (self._update, updates)):
+            if rows:
+                cursor.executemany(statement, rows)
+                if cursor.rowcount != len(rows):  # summed over the rows, by both drivers
+                    raise _LostRace(statement.split()[0])
 
     def _connection(self) -> Any:
         if self._raw is None:

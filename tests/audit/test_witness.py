@@ -200,9 +200,7 @@ class TestAddCheckpoint:
         body = format_add_checkpoint(0, proof, note(log_key, LEAVES, 20))
         assert refusal(lambda: witness.add_checkpoint(body, MemoryStore(), now=1)).status == 422
 
-    def test_the_decision_is_against_the_state_the_store_holds_at_save_time(
-        self, witness, log_key
-    ):
+    def test_the_decision_is_against_the_state_the_store_holds_at_save_time(self, witness, log_key):
         """Verified once (the log's signature), decided against whichever state the store
         holds when it saves: a state that moved meanwhile refuses it with the new size."""
         verified = witness.verify(request(log_key, LEAVES, 10, 20))

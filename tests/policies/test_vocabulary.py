@@ -8,6 +8,8 @@ from policies.vocabulary import (
     ACTIONS,
     ACTIONS_BY_KIND,
     OBJECT_KINDS,
+    PLATFORM_ADMIN_ROLE,
+    PLATFORM_TENANT,
     PolicyValidationError,
     Rule,
     normalize_role_name,
@@ -137,6 +139,7 @@ def test_seed_is_valid_and_has_the_four_roles():
         "role:compliance-officer",
         "role:data-owner",
         "role:ml-engineer",
+        "role:platform-admin",
     }
     engine = PolicyEngine(seed)
 
@@ -155,3 +158,23 @@ def test_seed_is_valid_and_has_the_four_roles():
     assert not can("ml-engineer", "audit", "read")
     # nobody is anything without a role
     assert not engine.decide("user:someone", "default", "ds:*", "list").allowed
+
+
+def test_the_platform_admin_holds_in_the_platform_domain_only():
+    engine = PolicyEngine(read_seed())
+    # only rules of the platform domain name the platform-admin role
+    platform_rules = [r for r in read_seed() if r.values[0] == f"role:{PLATFORM_ADMIN_ROLE}"]
+    assert platform_rules and {r.values[1] for r in platform_rules} == {PLATFORM_TENANT}
+
+    def can(role, tenant, obj, act):
+        return engine.decide("user:op", tenant, obj, act, extra_roles=[role]).allowed
+
+    assert can(PLATFORM_ADMIN_ROLE, PLATFORM_TENANT, "base:smollm2", "retire")
+    assert can(PLATFORM_ADMIN_ROLE, PLATFORM_TENANT, "base:*", "create")
+    # in a tenant the role is nothing
+    assert not can(PLATFORM_ADMIN_ROLE, "default", "base:smollm2", "retire")
+    assert not can(PLATFORM_ADMIN_ROLE, "default", "base:*", "list")
+    # a tenant admin's retire holds in its tenant (its own base models, gateway.base_models);
+    # without a role in the platform domain nothing holds there
+    assert can("admin", "default", "base:mine", "retire")
+    assert not engine.decide("user:op", PLATFORM_TENANT, "base:smollm2", "retire").allowed

@@ -1,4 +1,5 @@
-"""Suspected mislabels (trainer.mislabels): the robust z-score on fixed numbers, and the
+"""Suspected mislabels (trainer.mislabels): the robust z-score on fixed numbers, the cost of
+each JSON field read off the per-token losses, the verdicts of the field check, and the
 scoring of a real (tiny) tuned model flagging a planted outlier."""
 
 from __future__ import annotations
@@ -8,14 +9,24 @@ from pathlib import Path
 
 import pytest
 
+from trainer.data import tokenize_messages
+from trainer.fixtures import default_tiny_corpus, train_bpe_tokenizer
 from trainer.mislabels import (
+    CLEARED,
     LOSS_OUTLIER,
     STRUCTURED_FIELD_DISAGREES,
     ExampleLoss,
+    _Evidence,
+    _verdict,
     bucketed_z,
+    costly_fields,
+    field_costs,
+    field_spans,
     first_disagreement,
     length_buckets,
+    parse_object,
     robust_z,
+    token_texts,
 )
 from trainer.recipe import train
 from trainer.spec import Hyperparameters, MislabelSpec
@@ -65,6 +76,100 @@ class TestRobustZ:
         assert first_disagreement(label, {**label, "currency": "USD"}) == "currency"
         assert first_disagreement(label, {"vendor": " acme "}) == "currency"  # missing
         assert first_disagreement(label, None) is None  # not JSON: the check does not apply
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe_tokenizer(default_tiny_corpus(), vocab_size=600)
+
+
+class TestFieldCosts:
+    LABEL = '{"vendor": "Kestrel Print Works Ltd", "total": "129.50", "paid": false}'
+
+    def test_field_spans_cover_each_key_and_value(self):
+        spans = field_spans(self.LABEL)
+        assert spans is not None
+        assert [self.LABEL[a:b] for a, b in spans.values()] == [
+            '"vendor": "Kestrel Print Works Ltd"',
+            '"total": "129.50"',
+            '"paid": false',
+        ]
+        assert field_spans(' { "a" : [1, {"b": 2}] } ') == {"a": (3, 22)}
+        for not_one_object in ("[1]", '{"a": 1} tail', '{"a": 1,}', '{"a" 1}', "plain"):
+            assert field_spans(not_one_object) is None
+
+    def test_the_loss_is_split_over_the_fields(self, tokenizer):
+        messages = [
+            {"role": "user", "content": "Kestrel Print Works Ltd, total 129.50"},
+            {"role": "assistant", "content": self.LABEL},
+        ]
+        example = tokenize_messages(tokenizer, messages)
+        ids = [example.input_ids[i] for i in range(1, example.n_tokens) if example.trained[i]]
+        texts = token_texts(tokenizer, ids)
+        assert "".join(texts).startswith(self.LABEL)
+        # Every token of the total's digits costs 2 nats, every other token 0.01.
+        start, end = (field_spans(self.LABEL) or {})["total"]
+        losses, position = [], 0
+        for text in texts:
+            digits = any(c.isdigit() for c in text) and start < position + len(text) <= end
+            losses.append(2.0 if digits else 0.01)
+            position += len(text)
+        loss = ExampleLoss(1, sum(losses) / len(losses), len(losses), tuple(losses))
+        costs = field_costs(tokenizer, example, loss, self.LABEL)
+        assert costs is not None and list(costs) == ["vendor", "total", "paid"]
+        assert costs["total"] > 2.0 > 0.2 > costs["vendor"] and costs["paid"] < 0.2
+        assert field_costs(tokenizer, example, loss, "not json") is None
+
+    def test_a_costly_field_is_costly_in_nats_and_for_its_field(self):
+        spec = MislabelSpec()
+        usual = [{"vendor": 0.05 + 0.01 * (i % 5), "total": 0.1} for i in range(30)]
+        wrong = {"vendor": 12.0, "total": 0.1}  # an outlier, and unlikely in itself
+        odd = {"vendor": 2.0, "total": 0.1}  # an outlier, but 2 nats: plausible
+        costly = costly_fields([*usual, wrong, odd, None], spec)
+        assert costly[30] == ["vendor"] and costly[31] == [] and costly[32] == []
+        # A model that pays about as much for every vendor marks none of them.
+        flat = [{"vendor": 30.0 + (i % 7)} for i in range(30)]
+        assert not any(costly_fields(flat, spec))
+
+
+def _evidence(answer: str | None, *, label_cost: float, answer_cost: float, z: float = 50.0):
+    label = '{"vendor": "Acme", "total": "1.00"}'
+    evidence = _Evidence(
+        losses=[ExampleLoss(1, 0.5, 12)],
+        scores=[z],
+        labels=[([{"role": "user", "content": "invoice"}], label)],
+        structured=[parse_object(label)],
+        costs=[{"vendor": label_cost, "total": 0.01}],
+        costly=[["vendor"] if label_cost > MislabelSpec().margin_nats else []],
+    )
+    if answer is not None:
+        evidence.answers[0] = answer
+        evidence.answer_costs[0] = {"vendor": answer_cost, "total": 0.01}
+    return evidence
+
+
+class TestVerdicts:
+    def test_a_contradicted_costly_field_is_flagged_with_its_margin(self):
+        evidence = _evidence('{"vendor": "Zenith", "total": "1.00"}', label_cost=15, answer_cost=1)
+        assert _verdict(evidence, 0, MislabelSpec()) == (STRUCTURED_FIELD_DISAGREES, "vendor", 14)
+
+    def test_the_model_unsure_of_its_own_value_clears_the_line(self):
+        evidence = _evidence('{"vendor": "Zenith", "total": "1.00"}', label_cost=9, answer_cost=4)
+        assert _verdict(evidence, 0, MislabelSpec())[0] == CLEARED
+
+    def test_an_answer_equal_to_the_label_clears_it(self):
+        evidence = _evidence('{"vendor": " acme", "total": "1.00"}', label_cost=15, answer_cost=0)
+        assert _verdict(evidence, 0, MislabelSpec())[0] == CLEARED
+
+    def test_no_costly_field_no_suspect_whatever_the_loss(self):
+        evidence = _evidence(None, label_cost=1, answer_cost=0, z=40)
+        assert _verdict(evidence, 0, MislabelSpec()) == (None, None, None)
+
+    def test_an_answer_not_in_json_leaves_it_to_the_loss(self):
+        high = _evidence("I cannot say", label_cost=15, answer_cost=0, z=5)
+        assert _verdict(high, 0, MislabelSpec()) == (LOSS_OUTLIER, "vendor", None)
+        low = _evidence("I cannot say", label_cost=15, answer_cost=0, z=2)
+        assert _verdict(low, 0, MislabelSpec()) == (None, None, None)
 
 
 def _planted_file(source: Path, target: Path) -> Path:

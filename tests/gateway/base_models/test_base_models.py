@@ -106,6 +106,8 @@ class TestRegisterBaseModel:
         assert model["source_kind"] == "directory"
         assert model["license"] == "Apache-2.0"
         assert model["registered_by"] == "ada"
+        # a tenant's admin registers the tenant's own (tests/gateway/test_tenancy.py)
+        assert model["tenant"] == "default"
         assert isinstance(model["created"], int) and model["created"] > 0
         # The source's own manifest is kept, so its identity survives the copy.
         assert model["manifest_sha256"] == read_manifest(import_root / TINY).manifest_sha256

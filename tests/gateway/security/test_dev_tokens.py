@@ -35,7 +35,9 @@ class TestMintDevToken:
         assert TokenVerifier(settings).verify(bearer(token)).roles == ("admin",)
 
     def test_prod_mints_with_the_configured_secret(self, tmp_path: Path) -> None:
-        settings = Settings(env="prod", jwt_secret=SECRET, audit_signing_key=tmp_path / "k.pem")
+        settings = Settings(
+            env="prod", jwt_secret=SECRET, audit_signing_key=tmp_path / "k.pem", tenants=["acme"]
+        )
         token = mint_dev_token(settings, sub="ops", roles=["admin"], tenant="acme")
         assert TokenVerifier(settings).verify(bearer(token)) == Principal("ops", "acme", ("admin",))
 

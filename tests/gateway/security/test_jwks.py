@@ -47,7 +47,7 @@ class TestJwks:
         self, jwks_server: JwksServer, rsa_key: Any, ec_key: Any
     ) -> None:
         jwks_server.serve(rsa_jwk(rsa_key, "rsa-1"), ec_jwk(ec_key, "ec-1"))
-        verifier = TokenVerifier(jwks_settings(jwks_server))
+        verifier = TokenVerifier(jwks_settings(jwks_server, tenants=["default", "acme"]))
         rs = signed(rsa_key, "RS256", "rsa-1", claims(sub="bob", tenant="acme", roles=["admin"]))
         es = signed(ec_key, "ES256", "ec-1", claims(sub="carol", roles=["data-owner", "x.y"]))
         assert verifier.verify(bearer(rs)) == Principal("bob", "acme", ("admin",))

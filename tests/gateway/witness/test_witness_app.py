@@ -56,6 +56,7 @@ class TestAddCheckpoint:
         url, _app, _vkey = witness
         with httpx.Client(base_url=url) as http:
             assert http.post("/add-checkpoint", content=b"nonsense").status_code == 400
+            assert http.post("/add-checkpoint", content=b"x" * (1 << 17)).status_code == 413
             stranger = Ed25519PrivateKey.generate()
             assert http.post("/add-checkpoint", content=body(stranger, 0, 4)).status_code == 403
             assert http.post("/add-checkpoint", content=body(log_key, 0, 16)).status_code == 200
@@ -84,3 +85,33 @@ class TestAddCheckpoint:
         assert {r.status_code for r in responses if r is not winners[0]} == {409}
         assert {r.text for r in responses if r.status_code == 409} == {f"{stored.size}\n"}
         assert stored.root == root(LEAVES[: stored.size])
+
+
+def test_concurrent_calls_for_many_logs_are_all_cosigned(witness_server):
+    """Eight logs pushing at once, each its next checkpoint once the last is answered: every
+    call is cosigned (the store commits them together), each log ends at its last size."""
+    keys = {f"log{i}.test/audit": Ed25519PrivateKey.generate() for i in range(8)}
+    url, app = witness_server([ed25519_vkey(o, k.public_key()) for o, k in keys.items()])
+    witness_key = parse_cosigner_vkey(
+        cosigner_vkey(app.state.witness.name, app.state.witness.public_key)
+    )
+
+    def push(origin: str) -> list[int]:
+        statuses, old = [], 0
+        with httpx.Client(base_url=url) as http:
+            for new in (3, 9, 20, 41, 64):
+                text = TlogCheckpoint(origin, new, root(LEAVES[:new])).text()
+                proof = consistency_proof_from_leaves(LEAVES, old, new) if old else []
+                note = sign_note(text, name=origin, private_key=keys[origin])
+                answer = http.post(
+                    "/add-checkpoint", content=format_add_checkpoint(old, proof, note)
+                )
+                statuses.append(answer.status_code)
+                verify_line(text, answer.text, witness_key)
+                old = new
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+        results = list(pool.map(push, keys))
+    assert results == [[200] * 5] * len(keys)
+    assert {app.state.store.get(origin).size for origin in keys} == {64}
