@@ -11,8 +11,8 @@ Baseline, measured in the same run: the same scoring under the base model (the a
 switched off), i.e. what the scoring says before the model learned the task.
 
     python bench/mislabels.py                   # the tiny generated Llama (seconds)
-    python bench/mislabels.py --smollm2         # SmolLM2-135M: 120 examples, 2 epochs
-    python bench/mislabels.py --smollm2 --full  # 200 examples, 2 epochs (about 2x longer)
+    python bench/mislabels.py --smollm2         # SmolLM2-135M: 120 examples, 1 epoch
+    python bench/mislabels.py --smollm2 --full  # 200 examples, 2 epochs (about 3x longer)
     python bench/mislabels.py --smollm2 --seed 11
 
 SmolLM2 is read from models/smollm2-135m-instruct when `make smollm2` has imported it there
@@ -50,7 +50,7 @@ from trainer.spec import EvalSpec, Hyperparameters, MislabelSpec, TrainSpec
 
 SMOLLM2_DIR = Path(__file__).resolve().parent.parent / "models" / "smollm2-135m-instruct"
 # (examples, epochs): the default run and --full, per model
-SIZES = {"smollm2": ((120, 2), (200, 2)), "tiny": ((200, 5), (200, 5))}
+SIZES = {"smollm2": ((120, 1), (200, 2)), "tiny": ((200, 5), (200, 5))}
 
 
 def plant_errors(

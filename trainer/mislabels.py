@@ -1,22 +1,41 @@
 """Suspected mislabels: training examples the tuned model disagrees with.
 
-After training, every training example is scored under the tuned adapter: the mean
-cross-entropy of its assistant tokens (one batched forward pass over the training set, no
-gradients). Examples are put in length buckets (by assistant tokens) and each loss gets a
-robust z-score within its bucket,
+After training, every training example is scored under the tuned adapter: the cross-entropy
+of each of its assistant tokens (one batched forward pass over the training set, no
+gradients). Examples are put in length buckets (by assistant tokens) and each example's mean
+loss gets a robust z-score within its bucket,
 
     z = 0.6745 * (loss - median) / MAD        (Iglewicz and Hoaglin's modified z-score)
 
 falling back to the mean absolute deviation (z = (loss - median) / (1.2533 * MeanAD)) when
-more than half the losses are equal. An example whose z is above ``z_threshold`` is a
-``loss_outlier``. A cheap structured check follows where it applies: when an example's
-answer is a JSON object and its z is above ``candidate_z``, the tuned model answers the
-prompt greedily and the two objects are compared field by field; a field that differs makes
-it ``structured_field_disagrees`` (naming the field); a structured line whose greedy answer
-equals the label is cleared, whatever its loss (the tuned model says what the label says: a
-hard example, not a suspect; counted in ``cleared_by_agreement``). A model that learned the
-task answers with the pattern of the other examples, so a planted wrong value shows up as
-both a costly token and a disagreeing field.
+more than half the losses are equal.
+
+Where the answer is a JSON object, the per-token losses are split over its fields: a field's
+cost is the summed loss of the tokens of its key and value, in nats (minus the log-probability
+the model gives the field). A wrong value shows up there undiluted by the rest of the answer;
+the mean over the whole answer spreads one wrong field over every token, and its MAD, under a
+model that learned the task, is so small that every hard line looks like an outlier. A field
+is costly when its cost is above ``margin_nats`` and an outlier among the same field's costs
+in the other lines (robust z above ``z_threshold``). The lines with a costly field are
+answered greedily by the tuned model, and that answer decides: where it gives a costly field
+another value, the answer itself is scored, and the line is ``structured_field_disagrees``
+(naming the field) when the model finds its own value at least ``margin_nats`` likelier than
+the label's (``margin``: the label's cost minus the answer's). A label the model confuses
+with a nearby candidate (an issue date for a due date) costs a few nats, and the model is
+unsure of its own answer too; a value that belongs to another example costs many more. An
+answer that agrees with the label, or that the model finds hardly likelier, clears the line
+(``cleared_by_agreement``). A JSON line with no costly field is not a suspect, whatever its
+mean loss.
+
+Where the check cannot apply (the answer is not a JSON object, its fields are not found
+among the tokens, or the greedy answer is not JSON), the loss rule decides: z above
+``z_threshold`` is a ``loss_outlier``; a JSON label whose fields were not found is answered
+greedily when its z is above ``candidate_z``, flagged when a field differs and cleared when
+the answer equals it.
+
+The scores come from the model trained on these very lines, so a wrong label it has learned
+by heart costs little: the check finds what the model did not memorise (fewer epochs over a
+line leave it less to memorise).
 
 The report holds the flagged lines with their label (the assistant answer, which is the
 user's own training data: it is returned, never logged) and the cost of the scoring.
